@@ -1,0 +1,223 @@
+//! Node configuration: a plain, validated struct. The command line (clap) lives in
+//! `main.rs`; tests and simulations build a `Config` directly.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+/// Everything a node needs to run. Build one with [`Config::default`] and override
+/// fields, then call [`Config::validate`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP listener binds to.
+    pub bind: IpAddr,
+    /// HTTP port (subscribe, publish, status; also the relay endpoint between nodes).
+    pub http_port: u16,
+    /// UDP port for gossip.
+    pub gossip_port: u16,
+    /// Seed hosts (`host:port`) used to join a cluster.
+    pub gossip_hosts: Vec<String>,
+    /// Shared cluster secret; `None` leaves cluster traffic open.
+    pub gossip_secret_key: Option<String>,
+    /// Bound on calls this node makes to its peers.
+    pub http_client_timeout: Duration,
+    /// Answer CORS preflights and add `Access-Control-Allow-Origin` everywhere.
+    pub cors_enabled: bool,
+    /// Interval between keep-alive comments on idle streams.
+    pub keep_alive: Duration,
+    /// Reconnection delay advertised to clients in the stream's `retry:` line.
+    pub retry: Duration,
+    /// Events kept per channel for `Last-Event-ID` resume.
+    pub replay_events: usize,
+    /// Age after which events leave the replay history.
+    pub replay_age: Duration,
+    /// How many events a subscriber may fall behind before it is disconnected.
+    pub subscriber_buffer: usize,
+    /// Largest accepted publish body, in bytes.
+    pub max_body_bytes: usize,
+    /// Open HTTP connections above which requests are refused with 503.
+    pub max_connections: usize,
+    /// A connection whose writes make no progress for this long is closed, so a
+    /// client that stopped reading cannot pin memory forever.
+    pub write_stall_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            http_port: 8080,
+            gossip_port: 42000,
+            gossip_hosts: Vec::new(),
+            gossip_secret_key: None,
+            http_client_timeout: Duration::from_secs(10),
+            cors_enabled: false,
+            keep_alive: Duration::from_secs(15),
+            retry: Duration::from_secs(3),
+            replay_events: 1000,
+            replay_age: Duration::from_secs(300),
+            subscriber_buffer: 512,
+            max_body_bytes: 64 * 1024,
+            max_connections: 19_000,
+            write_stall_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A configuration value outside its allowed range, naming the option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub option: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid value for --{}: {}", self.option, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Checks every bound the rest of the crate relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn err(option: &'static str, message: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError {
+                option,
+                message: message.into(),
+            })
+        }
+        if self.keep_alive.is_zero() {
+            return err("http.server.keepAlive", "must be greater than zero");
+        }
+        if self.http_client_timeout.is_zero() {
+            return err("http.client.timeout", "must be greater than zero");
+        }
+        if self.replay_events == 0 {
+            return err("replay.events", "must be at least 1");
+        }
+        if self.replay_age.is_zero() {
+            return err("replay.age", "must be greater than zero");
+        }
+        if self.subscriber_buffer == 0 {
+            return err("subscriber.buffer", "must be at least 1");
+        }
+        if self.subscriber_buffer > self.replay_events {
+            // A subscriber reads from the channel's replay history; it cannot lag
+            // further behind than the history reaches.
+            return err(
+                "subscriber.buffer",
+                format!(
+                    "must not exceed --replay.events ({}), got {}",
+                    self.replay_events, self.subscriber_buffer
+                ),
+            );
+        }
+        if self.max_body_bytes < 16 {
+            return err("http.server.maxBodyBytes", "must be at least 16 bytes");
+        }
+        if self.max_connections == 0 {
+            return err("http.server.maxConnections", "must be at least 1");
+        }
+        if self.write_stall_timeout.is_zero() {
+            return err("http.server.writeTimeout", "must be greater than zero");
+        }
+        for host in &self.gossip_hosts {
+            if host
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return err("gossip.hosts", format!("{host:?} is not host:port"));
+            }
+        }
+        if matches!(&self.gossip_secret_key, Some(k) if k.is_empty()) {
+            return err("gossip.secretKey", "must not be empty when set");
+        }
+        Ok(())
+    }
+}
+
+/// Parses durations as the Go original wrote them: `500ms`, `10s`, `5m`, `1h`, or
+/// several units together (`1m30s`). A bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!(
+                "{text:?} is not a duration like 500ms, 10s, 5m or 1h"
+            ));
+        }
+        let value: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{text:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(value),
+            "s" => Duration::from_secs(value),
+            "m" => Duration::from_secs(value.saturating_mul(60)),
+            "h" => Duration::from_secs(value.saturating_mul(3600)),
+            unit => {
+                return Err(format!(
+                    "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+                ))
+            }
+        };
+        total = total.saturating_add(part);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("10 s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn invalid_values_name_their_option() {
+        let config = Config {
+            subscriber_buffer: 5000,
+            ..Config::default()
+        };
+        assert_eq!(config.validate().unwrap_err().option, "subscriber.buffer");
+        let config = Config {
+            gossip_hosts: vec!["nohost".into()],
+            ..Config::default()
+        };
+        assert_eq!(config.validate().unwrap_err().option, "gossip.hosts");
+    }
+}

@@ -1,0 +1,366 @@
+//! Events, names and cursors, and their encoding on the SSE wire.
+//!
+//! Everything here is pure: validation of untrusted input happens once, at the
+//! edge, and produces types that can no longer break SSE framing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Identity of the process that accepted an event: a node and its generation.
+/// A restarted node is a new origin, so its sequence may start again at 1.
+pub type Origin = u64;
+
+/// Longest accepted channel or client name.
+pub const MAX_NAME_LEN: usize = 128;
+/// Longest accepted event name or publisher id.
+pub const MAX_LABEL_LEN: usize = 256;
+/// Most origins a cursor may name (it grows with node restarts inside the window).
+pub const MAX_CURSOR_ORIGINS: usize = 64;
+
+/// Why a piece of client input was refused; rendered into the 400 answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidInput(pub String);
+
+impl fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn invalid(message: impl Into<String>) -> InvalidInput {
+    InvalidInput(message.into())
+}
+
+/// Checks a channel or client name: 1 to 128 characters from `A-Z a-z 0-9 - _ . : ~ @`.
+pub fn validate_name(kind: &str, name: &str) -> Result<(), InvalidInput> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(invalid(format!(
+            "{kind} name must be 1 to {MAX_NAME_LEN} characters, got {}",
+            name.len()
+        )));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.:~@".contains(*c)))
+    {
+        return Err(invalid(format!(
+            "{kind} name may only contain letters, digits and - _ . : ~ @ (found {bad:?})"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an event name or publisher id: printable, with no line breaks of any kind.
+pub fn validate_label(field: &str, value: &str) -> Result<(), InvalidInput> {
+    if value.is_empty() || value.len() > MAX_LABEL_LEN {
+        return Err(invalid(format!(
+            "{field} must be 1 to {MAX_LABEL_LEN} bytes, got {}",
+            value.len()
+        )));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}'))
+    {
+        return Err(invalid(format!(
+            "{field} must not contain control characters or line separators (found {bad:?})"
+        )));
+    }
+    Ok(())
+}
+
+/// The JSON body of a publish, as sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    id: Option<String>,
+    event: Option<String>,
+    data: Box<RawValue>,
+    retry: Option<u64>,
+}
+
+/// A validated publish: safe to put on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// The publisher's idempotency key, if it sent one.
+    pub id: Option<String>,
+    /// SSE event name (`event:` line).
+    pub event: Option<String>,
+    /// Compact JSON text of `data`: no line breaks, so one `data:` line.
+    pub data: String,
+    /// Reconnection delay to advertise with this event, in milliseconds.
+    pub retry: Option<u64>,
+}
+
+impl Publish {
+    /// Parses and validates a publish body.
+    pub fn from_json(body: &[u8]) -> Result<Publish, InvalidInput> {
+        let body: PublishBody =
+            serde_json::from_slice(body).map_err(|e| invalid(format!("invalid JSON body: {e}")))?;
+        if let Some(id) = &body.id {
+            validate_label("id", id)?;
+        }
+        if let Some(event) = &body.event {
+            validate_label("event", event)?;
+        }
+        Ok(Publish {
+            id: body.id,
+            event: body.event,
+            data: compact_json(body.data.get()),
+            retry: body.retry,
+        })
+    }
+}
+
+/// Removes insignificant whitespace from valid JSON text. Keeps numbers and
+/// strings byte for byte (no float rounding, unlike a parse and re-print).
+pub fn compact_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Highest sequence seen per origin: the part of a cursor that says which events a
+/// subscriber has had.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier(BTreeMap<Origin, u64>);
+
+impl Frontier {
+    pub fn get(&self, origin: Origin) -> u64 {
+        self.0.get(&origin).copied().unwrap_or(0)
+    }
+
+    /// Raises `origin` to `seq` (never lowers it).
+    pub fn advance(&mut self, origin: Origin, seq: u64) {
+        let entry = self.0.entry(origin).or_insert(0);
+        *entry = (*entry).max(seq);
+    }
+
+    /// Whether every event at or below `other` is also at or below `self`.
+    pub fn covers(&self, other: &Frontier) -> bool {
+        other.0.iter().all(|(o, s)| self.get(*o) >= *s)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Origin, u64)> + '_ {
+        self.0.iter().map(|(o, s)| (*o, *s))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The SSE `id:` a subscriber gets: the channel's frontier on the node that served it,
+/// and that node's wall time (ms) when the frontier was current.
+///
+/// Text form: `<time_ms>` followed by `~<origin hex>.<seq>` per origin, e.g.
+/// `1732358400123~9f2c4e1a77d0b3e5.42`. Only `0-9 a-f . ~` appear, so it is safe in
+/// headers, query strings and SSE lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub time_ms: u64,
+    pub frontier: Frontier,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::with_capacity(14 + self.frontier.len() * 24);
+        let _ = write!(out, "{}", self.time_ms);
+        for (origin, seq) in self.frontier.iter() {
+            let _ = write!(out, "~{origin:x}.{seq}");
+        }
+        out
+    }
+
+    /// Parses a `Last-Event-ID`. Anything not made by [`Cursor::encode`] is refused.
+    pub fn parse(text: &str) -> Result<Cursor, InvalidInput> {
+        let bad = || invalid("Last-Event-ID is not a cursor issued by this broker");
+        if text.len() > 14 + MAX_CURSOR_ORIGINS * 40 {
+            return Err(bad());
+        }
+        let mut parts = text.split('~');
+        let time = parts.next().ok_or_else(bad)?;
+        let time_ms = parse_decimal(time).ok_or_else(bad)?;
+        let mut frontier = Frontier::default();
+        for part in parts {
+            let (origin, seq) = part.split_once('.').ok_or_else(bad)?;
+            if origin.is_empty()
+                || origin.len() > 16
+                || !origin.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(bad());
+            }
+            let origin = u64::from_str_radix(origin, 16).map_err(|_| bad())?;
+            let seq = parse_decimal(seq).ok_or_else(bad)?;
+            if frontier.0.insert(origin, seq).is_some() || frontier.len() > MAX_CURSOR_ORIGINS {
+                return Err(bad());
+            }
+        }
+        Ok(Cursor { time_ms, frontier })
+    }
+}
+
+fn parse_decimal(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Encodes one SSE event. The result is shared by every subscriber that receives it.
+pub fn encode_event(
+    id: Option<&str>,
+    event: Option<&str>,
+    retry: Option<u64>,
+    data: &str,
+) -> Bytes {
+    let mut buf = BytesMut::with_capacity(data.len() + 64 + id.map_or(0, str::len));
+    if let Some(id) = id {
+        put_field(&mut buf, "id", id);
+    }
+    if let Some(event) = event {
+        put_field(&mut buf, "event", event);
+    }
+    if let Some(retry) = retry {
+        put_field(&mut buf, "retry", &retry.to_string());
+    }
+    put_field(&mut buf, "data", data);
+    buf.put_u8(b'\n');
+    buf.freeze()
+}
+
+/// A block that only sets the client's last event id (dispatches no event).
+pub fn encode_id_only(id: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(id.len() + 6);
+    put_field(&mut buf, "id", id);
+    buf.put_u8(b'\n');
+    buf.freeze()
+}
+
+/// The first bytes of every stream: `retry:` so `onopen` fires at once.
+pub fn encode_retry(retry_ms: u64) -> Bytes {
+    Bytes::from(format!("retry: {retry_ms}\n\n"))
+}
+
+/// Keep-alive comment.
+pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+fn put_field(buf: &mut BytesMut, name: &str, value: &str) {
+    debug_assert!(!value.contains(['\n', '\r']), "validated before encoding");
+    buf.put_slice(name.as_bytes());
+    buf.put_slice(b": ");
+    buf.put_slice(value.as_bytes());
+    buf.put_u8(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_json_keeps_strings_and_numbers_exact() {
+        assert_eq!(
+            compact_json(
+                "{ \"a\" : [1, 2.50, 123456789012345678901234567890],\n \"b\": \"x  y\\\" z\" }"
+            ),
+            "{\"a\":[1,2.50,123456789012345678901234567890],\"b\":\"x  y\\\" z\"}"
+        );
+        assert_eq!(compact_json("\"hello\""), "\"hello\"");
+    }
+
+    #[test]
+    fn publish_rejects_line_breaks_in_labels() {
+        for body in [
+            r#"{"data":1,"event":"a\nb"}"#,
+            r#"{"data":1,"event":"a\rb"}"#,
+            r#"{"data":1,"id":"a\u0000b"}"#,
+            r#"{"data":1,"id":"a\u2028b"}"#,
+            r#"{"data":1,"event":""}"#,
+        ] {
+            assert!(Publish::from_json(body.as_bytes()).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn publish_errors_say_what_is_wrong() {
+        let err = Publish::from_json(br#"{"event":"x"}"#).unwrap_err();
+        assert!(err.0.contains("missing field `data`"), "{err}");
+        let err = Publish::from_json(br#"{"data":1,"retry":"soon"}"#).unwrap_err();
+        assert!(
+            err.0.contains("retry") || err.0.contains("invalid type"),
+            "{err}"
+        );
+        let err = Publish::from_json(br#"{"data":1,"colour":"red"}"#).unwrap_err();
+        assert!(err.0.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("channel", "news.eu-1:x~y@z_").is_ok());
+        assert!(validate_name("channel", "").is_err());
+        assert!(validate_name("channel", "a/b").is_err());
+        assert!(validate_name("channel", "a b").is_err());
+        assert!(validate_name("channel", &"x".repeat(129)).is_err());
+        assert!(validate_name("channel", "é").is_err());
+    }
+
+    #[test]
+    fn cursor_round_trips() {
+        let mut frontier = Frontier::default();
+        frontier.advance(0x9f2c_4e1a_77d0_b3e5, 42);
+        frontier.advance(7, 1);
+        let cursor = Cursor {
+            time_ms: 1_732_358_400_123,
+            frontier,
+        };
+        let text = cursor.encode();
+        assert_eq!(text, "1732358400123~7.1~9f2c4e1a77d0b3e5.42");
+        assert_eq!(Cursor::parse(&text), Ok(cursor));
+        assert_eq!(Cursor::parse("5").unwrap().frontier, Frontier::default());
+    }
+
+    #[test]
+    fn malformed_cursors_are_refused() {
+        for text in [
+            "",
+            "x",
+            "1~",
+            "1~a",
+            "1~a.",
+            "1~.3",
+            "1~g.3",
+            "1~a.1~a.2",
+            "-1",
+            "1~a.-3",
+        ] {
+            assert!(Cursor::parse(text).is_err(), "{text:?}");
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The public HTTP API (see the README for the routes). `app` builds the router
+//! from shared state, so tests can drive it with or without a socket.
+
+mod error;
+mod publish;
+mod status;
+mod subscribe;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+use crate::metrics::{ErrorKind, Metrics};
+pub use error::ApiError;
+
+/// One member of the cluster as `/status` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: String,
+    pub http_addr: String,
+    pub alive: bool,
+}
+
+/// What the HTTP layer needs to know about the cluster.
+pub trait ClusterView: Send + Sync + 'static {
+    fn members(&self) -> Vec<MemberInfo>;
+    /// Whether the node has joined and may be sent traffic.
+    fn ready(&self) -> bool;
+    /// Whether other live nodes exist (a client may be connected to one of them).
+    fn has_peers(&self) -> bool;
+}
+
+/// Settings the routes read.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub keep_alive: Duration,
+    pub retry: Duration,
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub cors_enabled: bool,
+}
+
+/// Shared state of every route: a cheap clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub broker: Broker,
+    pub metrics: Arc<Metrics>,
+    pub cluster: Arc<dyn ClusterView>,
+    pub settings: Arc<HttpSettings>,
+    /// Flips to `true` when the node shuts down; open streams end on it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The router of the public API.
+pub fn app(state: AppState) -> Router {
+    let cors = state.settings.cors_enabled;
+    let channel_routes = Router::new()
+        .route("/channel", post(publish::publish_all))
+        .route(
+            "/channel/{channel}",
+            get(subscribe::subscribe).post(publish::publish),
+        )
+        .route(
+            "/channel/{channel}/client/{client}",
+            get(subscribe::subscribe_client).post(publish::publish_client),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            connection_limit,
+        ));
+    let router = Router::new()
+        .merge(channel_routes)
+        .route("/status", get(status::status))
+        .route("/healthz", get(status::healthz))
+        .route("/readyz", get(status::readyz))
+        .route("/metrics", get(status::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), count_errors))
+        .with_state(state);
+    if cors {
+        router.layer(middleware::from_fn(cors_layer))
+    } else {
+        router
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        ErrorKind::NotFound,
+        "no such route; see GET /status and /channel/{channel}",
+    )
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        format!("method {method} is not allowed on this route"),
+    )
+}
+
+async fn connection_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    let open = state
+        .metrics
+        .open_connections
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if open as usize > state.settings.max_connections {
+        return ApiError::new(
+            ErrorKind::Overloaded,
+            format!(
+                "this node is at its limit of {} connections; retry later or elsewhere",
+                state.settings.max_connections
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+async fn count_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(kind) = response.extensions().get::<ErrorKind>() {
+        state.metrics.request_error(*kind);
+    }
+    response
+}
+
+/// CORS for browsers on other origins: every response allows any origin, and a
+/// preflight `OPTIONS` on any path is answered before routing.
+async fn cors_layer(request: Request, next: Next) -> Response {
+    let preflight = request.method() == Method::OPTIONS;
+    let mut response = if preflight {
+        let mut response = Response::new(axum::body::Body::empty());
+        *response.status_mut() = axum::http::StatusCode::NO_CONTENT;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Content-Type, Authorization, Last-Event-ID"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        response
+    } else {
+        next.run(request).await
+    };
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}

@@ -1,0 +1,113 @@
+//! Publish routes.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use serde::Serialize;
+
+use super::{ApiError, AppState};
+use crate::event::{validate_name, Publish};
+use crate::metrics::ErrorKind;
+
+#[derive(Debug, Serialize)]
+pub(super) struct PublishAnswer {
+    /// The cursor after this event on this node (single-channel publishes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    /// Local subscribers the event was queued for.
+    delivered: usize,
+    /// The publisher id was already in the replay window; nothing new was delivered.
+    duplicate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channels: Option<usize>,
+}
+
+pub(super) async fn publish(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PublishAnswer>, ApiError> {
+    let Path(channel) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    validate_name("channel", &channel).map_err(|e| ApiError::bad_request(e.0))?;
+    let publish = read_publish(&headers, body)?;
+    let outcome = state.broker.publish(&channel, &publish, None);
+    Ok(Json(PublishAnswer {
+        id: outcome.id,
+        delivered: outcome.delivered,
+        duplicate: outcome.duplicate,
+        channels: None,
+    }))
+}
+
+pub(super) async fn publish_all(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PublishAnswer>, ApiError> {
+    let publish = read_publish(&headers, body)?;
+    let outcome = state.broker.publish_all(&publish);
+    Ok(Json(PublishAnswer {
+        id: None,
+        delivered: outcome.delivered,
+        duplicate: outcome.duplicate,
+        channels: Some(outcome.channels),
+    }))
+}
+
+pub(super) async fn publish_client(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PublishAnswer>, ApiError> {
+    let Path((channel, client)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    validate_name("channel", &channel).map_err(|e| ApiError::bad_request(e.0))?;
+    validate_name("client", &client).map_err(|e| ApiError::bad_request(e.0))?;
+    let publish = read_publish(&headers, body)?;
+    if !state.broker.has_client(&channel, &client) && !state.cluster.has_peers() {
+        return Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("client {client:?} is not subscribed to channel {channel:?}"),
+        ));
+    }
+    let outcome = state.broker.publish(&channel, &publish, Some(&client));
+    Ok(Json(PublishAnswer {
+        id: outcome.id,
+        delivered: outcome.delivered,
+        duplicate: outcome.duplicate,
+        channels: None,
+    }))
+}
+
+/// Checks the content type and parses the body. `application/json` may carry
+/// parameters (`; charset=utf-8`); anything else is 415.
+fn read_publish(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Publish, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::new(
+            ErrorKind::UnsupportedMediaType,
+            format!("Content-Type must be application/json, got {content_type:?}"),
+        ));
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorKind::PayloadTooLarge,
+                "request body is larger than --http.server.maxBodyBytes",
+            )
+        } else {
+            ApiError::bad_request(rejection.body_text())
+        }
+    })?;
+    Publish::from_json(&body).map_err(|e| ApiError::bad_request(e.0))
+}

@@ -1,0 +1,275 @@
+//! The `sse-cluster` binary: command line → [`Config`], logging, real sockets, and a
+//! node that runs until SIGINT or SIGTERM.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sse_cluster::clock::Clock;
+use sse_cluster::config::{parse_duration, Config};
+use sse_cluster::node::{Node, Standalone};
+use sse_cluster::transport::tcp;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sse-cluster",
+    version,
+    about = "A clustered Server-Sent Events broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a broker node.
+    Start(Box<StartArgs>),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Options of `sse-cluster start`. Names and environment variables follow the Go
+/// sse-cluster, so existing deployments keep working.
+#[derive(Debug, Args)]
+struct StartArgs {
+    /// UDP port for gossip between nodes.
+    #[arg(long = "gossip.port", env = "GOSSIP_PORT", default_value_t = 42000)]
+    gossip_port: u16,
+    /// Nodes to join through (host:port of their gossip port), comma-separated.
+    #[arg(long = "gossip.hosts", env = "GOSSIP_HOSTS", value_delimiter = ',')]
+    gossip_hosts: Vec<String>,
+    /// Shared secret that encrypts and authenticates cluster traffic.
+    #[arg(
+        long = "gossip.secretKey",
+        env = "GOSSIP_SECRET_KEY",
+        hide_env_values = true
+    )]
+    gossip_secret_key: Option<String>,
+    /// Time limit for requests this node makes to other nodes (e.g. 10s, 500ms).
+    #[arg(long = "http.client.timeout", env = "HTTP_CLIENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    http_client_timeout: Duration,
+    /// HTTP port [default: 8080; env HTTP_PORT is read as an older name].
+    #[arg(
+        long = "http.server.port",
+        alias = "http.port",
+        env = "HTTP_SERVER_PORT"
+    )]
+    http_port: Option<u16>,
+    /// Address the HTTP server binds to.
+    #[arg(
+        long = "http.server.address",
+        env = "HTTP_SERVER_ADDRESS",
+        default_value = "0.0.0.0"
+    )]
+    http_address: IpAddr,
+    /// Allow cross-origin requests (answers preflight OPTIONS on every route).
+    #[arg(long = "http.server.cors.enabled", env = "HTTP_SERVER_ENABLE_CORS", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    cors_enabled: bool,
+    /// Interval between keep-alive comments on idle streams.
+    #[arg(long = "http.server.keepAlive", env = "HTTP_SERVER_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]
+    keep_alive: Duration,
+    /// Reconnection delay sent to clients in the stream's `retry:` line.
+    #[arg(long = "http.server.retry", env = "HTTP_SERVER_RETRY", default_value = "3s", value_parser = parse_duration)]
+    retry: Duration,
+    /// Largest accepted publish body, in bytes.
+    #[arg(
+        long = "http.server.maxBodyBytes",
+        env = "HTTP_SERVER_MAX_BODY_BYTES",
+        default_value_t = 65536
+    )]
+    max_body_bytes: usize,
+    /// Open connections above which new requests get 503.
+    #[arg(
+        long = "http.server.maxConnections",
+        env = "HTTP_SERVER_MAX_CONNECTIONS",
+        default_value_t = 10000
+    )]
+    max_connections: usize,
+    /// Close a connection whose writes make no progress for this long.
+    #[arg(long = "http.server.writeTimeout", env = "HTTP_SERVER_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    write_timeout: Duration,
+    /// Events kept per channel for Last-Event-ID resume.
+    #[arg(long = "replay.events", env = "REPLAY_EVENTS", default_value_t = 1000)]
+    replay_events: usize,
+    /// How long events stay in the replay history.
+    #[arg(long = "replay.age", env = "REPLAY_AGE", default_value = "5m", value_parser = parse_duration)]
+    replay_age: Duration,
+    /// Events a subscriber may fall behind before it is disconnected (at most --replay.events).
+    #[arg(
+        long = "subscriber.buffer",
+        env = "SUBSCRIBER_BUFFER",
+        default_value_t = 512
+    )]
+    subscriber_buffer: usize,
+    /// Log format.
+    #[arg(long = "log.format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level or filter (RUST_LOG, when set, takes precedence).
+    #[arg(long = "log.level", env = "LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+impl StartArgs {
+    fn config(&self) -> Config {
+        let http_port = self.http_port.unwrap_or_else(|| {
+            std::env::var("HTTP_PORT")
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(8080)
+        });
+        Config {
+            bind: self.http_address,
+            http_port,
+            gossip_port: self.gossip_port,
+            gossip_hosts: self
+                .gossip_hosts
+                .iter()
+                .filter(|h| !h.is_empty())
+                .cloned()
+                .collect(),
+            gossip_secret_key: self.gossip_secret_key.clone(),
+            http_client_timeout: self.http_client_timeout,
+            cors_enabled: self.cors_enabled,
+            keep_alive: self.keep_alive,
+            retry: self.retry,
+            replay_events: self.replay_events,
+            replay_age: self.replay_age,
+            subscriber_buffer: self.subscriber_buffer,
+            max_body_bytes: self.max_body_bytes,
+            max_connections: self.max_connections,
+            write_stall_timeout: self.write_timeout,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                error.exit();
+            }
+            // One line that names the option; the usage text is one `--help` away.
+            let text = error.to_string();
+            eprintln!(
+                "{}",
+                text.lines().next().unwrap_or("error: invalid arguments")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Start(args) => start(*args),
+    }
+}
+
+fn start(args: StartArgs) -> ExitCode {
+    let config = args.config();
+    if let Err(error) = config.validate() {
+        eprintln!("error: {error}");
+        return ExitCode::from(2);
+    }
+    init_logging(args.log_format, &args.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let addr = SocketAddr::new(config.bind, config.http_port);
+    let listener = tcp::bind_http(addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+    let origin = random_origin();
+    let node_id = format!("{}-{}", hostname(), config.http_port);
+    let cluster = Arc::new(Standalone {
+        id: node_id.clone(),
+        http_addr: addr.to_string(),
+    });
+    tracing::info!(%addr, node = %node_id, origin = format_args!("{origin:x}"), "listening");
+    let node = Node::new(config, origin, Clock::system(), cluster);
+    node.run(listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A fresh origin per process: a restarted node never reuses sequence numbers.
+fn random_origin() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned())
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

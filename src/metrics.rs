@@ -1,0 +1,153 @@
+//! Counters and gauges, rendered as Prometheus text. Plain atomics: cheap to bump
+//! on the hot path, read only when `/metrics` is scraped.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Kinds of refused requests, one counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    MethodNotAllowed,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    BadRequest,
+    Conflict,
+    Overloaded,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::NotFound,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::UnsupportedMediaType,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::BadRequest,
+        ErrorKind::Conflict,
+        ErrorKind::Overloaded,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::UnsupportedMediaType => "unsupported_media_type",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Overloaded => "overloaded",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub open_connections: AtomicU64,
+    pub subscribers: AtomicU64,
+    pub events_published: AtomicU64,
+    pub events_duplicate: AtomicU64,
+    pub events_delivered: AtomicU64,
+    pub slow_subscriber_disconnects: AtomicU64,
+    pub write_stall_disconnects: AtomicU64,
+    pub replays_served: AtomicU64,
+    pub replayed_events: AtomicU64,
+    pub resets_sent: AtomicU64,
+    request_errors: [AtomicU64; 7],
+}
+
+impl Metrics {
+    pub fn request_error(&self, kind: ErrorKind) {
+        self.request_errors[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn request_errors(&self, kind: ErrorKind) -> u64 {
+        self.request_errors[kind as usize].load(Relaxed)
+    }
+
+    /// Renders every metric; `gauges` are values owned by other parts (channels, history).
+    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        metric(
+            "sse_open_connections",
+            "gauge",
+            "Open HTTP connections.",
+            self.open_connections.load(Relaxed),
+        );
+        metric(
+            "sse_subscribers",
+            "gauge",
+            "Open event streams.",
+            self.subscribers.load(Relaxed),
+        );
+        for (name, help, value) in gauges {
+            metric(name, "gauge", help, *value);
+        }
+        metric(
+            "sse_events_published_total",
+            "counter",
+            "Events accepted by this node.",
+            self.events_published.load(Relaxed),
+        );
+        metric(
+            "sse_events_duplicate_total",
+            "counter",
+            "Publishes dropped because their id was already in the replay window.",
+            self.events_duplicate.load(Relaxed),
+        );
+        metric(
+            "sse_events_delivered_total",
+            "counter",
+            "Events written to subscriber streams.",
+            self.events_delivered.load(Relaxed),
+        );
+        metric(
+            "sse_slow_subscriber_disconnects_total",
+            "counter",
+            "Subscribers disconnected because they fell behind their buffer.",
+            self.slow_subscriber_disconnects.load(Relaxed),
+        );
+        metric(
+            "sse_write_stall_disconnects_total",
+            "counter",
+            "Connections closed because the client stopped reading.",
+            self.write_stall_disconnects.load(Relaxed),
+        );
+        metric(
+            "sse_replays_served_total",
+            "counter",
+            "Subscriptions resumed from a Last-Event-ID.",
+            self.replays_served.load(Relaxed),
+        );
+        metric(
+            "sse_replayed_events_total",
+            "counter",
+            "Events sent from replay history.",
+            self.replayed_events.load(Relaxed),
+        );
+        metric(
+            "sse_resets_total",
+            "counter",
+            "Resumes that could not be proven complete and got a reset event.",
+            self.resets_sent.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sse_request_errors_total Refused requests by kind.\n# TYPE sse_request_errors_total counter"
+        );
+        for kind in ErrorKind::ALL {
+            let _ = writeln!(
+                out,
+                "sse_request_errors_total{{kind=\"{}\"}} {}",
+                kind.label(),
+                self.request_errors(kind)
+            );
+        }
+        out
+    }
+}

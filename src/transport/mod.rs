@@ -1,0 +1,144 @@
+//! The network seam. HTTP connections come from any [`axum::serve::Listener`]; this
+//! module wraps accepted connections so every implementation gets the same
+//! accounting and write-stall protection. The tokio implementation is in
+//! [`tcp`]; the simulation crate provides a turmoil one.
+
+pub mod tcp;
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use axum::serve::Listener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{sleep, Sleep};
+
+use crate::metrics::Metrics;
+
+/// A listener whose connections are counted and closed when their writes stall.
+pub struct Guarded<L> {
+    inner: L,
+    metrics: Arc<Metrics>,
+    write_stall_timeout: Duration,
+}
+
+impl<L: Listener> Guarded<L> {
+    pub fn new(inner: L, metrics: Arc<Metrics>, write_stall_timeout: Duration) -> Self {
+        Guarded {
+            inner,
+            metrics,
+            write_stall_timeout,
+        }
+    }
+}
+
+impl<L: Listener> Listener for Guarded<L> {
+    type Io = Conn<L::Io>;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = self.inner.accept().await;
+        self.metrics.open_connections.fetch_add(1, Relaxed);
+        let conn = Conn {
+            io,
+            metrics: self.metrics.clone(),
+            timeout: self.write_stall_timeout,
+            stall: None,
+        };
+        (conn, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// An accepted connection. A write that stays pending for the stall timeout fails,
+/// which ends the connection: a subscriber that stopped reading is dropped instead of
+/// holding its socket and stream forever.
+pub struct Conn<Io> {
+    io: Io,
+    metrics: Arc<Metrics>,
+    timeout: Duration,
+    stall: Option<Pin<Box<Sleep>>>,
+}
+
+impl<Io> Conn<Io> {
+    fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let timeout = self.timeout;
+        let stall = self.stall.get_or_insert_with(|| Box::pin(sleep(timeout)));
+        ready!(stall.as_mut().poll(cx));
+        self.metrics.write_stall_disconnects.fetch_add(1, Relaxed);
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client stopped reading",
+        )))
+    }
+
+    fn progress<T>(
+        &mut self,
+        result: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        match result {
+            Poll::Ready(r) => {
+                self.stall = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.pending_write(cx),
+        }
+    }
+}
+
+impl<Io> Drop for Conn<Io> {
+    fn drop(&mut self) {
+        self.metrics.open_connections.fetch_sub(1, Relaxed);
+    }
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for Conn<Io> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for Conn<Io> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.progress(result, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.progress(result, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.io).poll_flush(cx);
+        self.progress(result, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
