@@ -49,7 +49,7 @@ fn last_id(bytes: &[u8]) -> Option<String> {
         .unwrap()
         .lines()
         .filter_map(|l| l.strip_prefix("id: ").map(str::to_owned))
-        .last()
+        .next_back()
 }
 
 async fn read_data(sub: &mut Subscription) -> Vec<String> {
