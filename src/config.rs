@@ -17,6 +17,14 @@ pub struct Config {
     pub gossip_port: u16,
     /// Seed hosts (`host:port`) used to join a cluster.
     pub gossip_hosts: Vec<String>,
+    /// Address other nodes use to reach this one (gossip and HTTP/relay); `None`
+    /// picks the local address that routes to the first seed, or loopback.
+    pub gossip_advertise: Option<IpAddr>,
+    /// This node's name in the cluster; unique per node. `None`: `<hostname>-<http port>`.
+    pub node_id: Option<String>,
+    /// Accepted events kept for peers that are away (count and bytes).
+    pub relay_queue_events: usize,
+    pub relay_queue_bytes: usize,
     /// Shared cluster secret; `None` leaves cluster traffic open.
     pub gossip_secret_key: Option<String>,
     /// Bound on calls this node makes to its peers.
@@ -50,6 +58,10 @@ impl Default for Config {
             gossip_port: 42000,
             gossip_hosts: Vec::new(),
             gossip_secret_key: None,
+            gossip_advertise: None,
+            node_id: None,
+            relay_queue_events: 10_000,
+            relay_queue_bytes: 32 * 1024 * 1024,
             http_client_timeout: Duration::from_secs(10),
             cors_enabled: false,
             keep_alive: Duration::from_secs(15),
@@ -130,6 +142,20 @@ impl Config {
                 .is_none()
             {
                 return err("gossip.hosts", format!("{host:?} is not host:port"));
+            }
+        }
+        if self.relay_queue_events == 0 {
+            return err("relay.queueEvents", "must be at least 1");
+        }
+        if self.relay_queue_bytes < 1024 {
+            return err("relay.queueBytes", "must be at least 1024");
+        }
+        if let Some(id) = &self.node_id {
+            if crate::event::validate_name("node", id).is_err() {
+                return err(
+                    "gossip.nodeId",
+                    "must be 1 to 128 characters from A-Z a-z 0-9 - _ . : ~ @",
+                );
             }
         }
         if matches!(&self.gossip_secret_key, Some(k) if k.is_empty()) {

@@ -116,6 +116,29 @@ impl Publish {
     }
 }
 
+impl Publish {
+    /// The publish body again, as [`Publish::from_json`] reads it (for the relay).
+    pub fn to_raw_json(&self) -> Box<RawValue> {
+        let mut out = String::with_capacity(self.data.len() + 64);
+        out.push_str("{\"data\":");
+        out.push_str(&self.data);
+        if let Some(id) = &self.id {
+            out.push_str(",\"id\":");
+            out.push_str(&serde_json::to_string(id).unwrap_or_default());
+        }
+        if let Some(event) = &self.event {
+            out.push_str(",\"event\":");
+            out.push_str(&serde_json::to_string(event).unwrap_or_default());
+        }
+        if let Some(retry) = self.retry {
+            out.push_str(&format!(",\"retry\":{retry}"));
+        }
+        out.push('}');
+        RawValue::from_string(out)
+            .unwrap_or_else(|_| RawValue::from_string("{}".into()).unwrap_or_default())
+    }
+}
+
 /// Removes insignificant whitespace from valid JSON text. Keeps numbers and
 /// strings byte for byte (no float rounding, unlike a parse and re-print).
 pub fn compact_json(json: &str) -> String {

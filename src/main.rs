@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use sse_cluster::clock::Clock;
 use sse_cluster::config::{parse_duration, Config};
 use sse_cluster::node::{Node, Standalone};
-use sse_cluster::transport::tcp;
+use sse_cluster::transport::tcp::{self, TokioNetwork};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,6 +52,27 @@ struct StartArgs {
         hide_env_values = true
     )]
     gossip_secret_key: Option<String>,
+    /// Address other nodes use to reach this one, for gossip and relay (containers, NAT)
+    /// [default: the local address that routes to the first seed, else 127.0.0.1].
+    #[arg(long = "gossip.advertise", env = "GOSSIP_ADVERTISE")]
+    gossip_advertise: Option<IpAddr>,
+    /// This node's unique name in the cluster [default: <hostname>-<http port>].
+    #[arg(long = "gossip.nodeId", env = "GOSSIP_NODE_ID")]
+    node_id: Option<String>,
+    /// Accepted events kept for a peer that is away, before it gets a gap.
+    #[arg(
+        long = "relay.queueEvents",
+        env = "RELAY_QUEUE_EVENTS",
+        default_value_t = 10000
+    )]
+    relay_queue_events: usize,
+    /// Bytes of accepted events kept for a peer that is away.
+    #[arg(
+        long = "relay.queueBytes",
+        env = "RELAY_QUEUE_BYTES",
+        default_value_t = 33554432
+    )]
+    relay_queue_bytes: usize,
     /// Time limit for requests this node makes to other nodes (e.g. 10s, 500ms).
     #[arg(long = "http.client.timeout", env = "HTTP_CLIENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     http_client_timeout: Duration,
@@ -135,6 +156,10 @@ impl StartArgs {
                 .cloned()
                 .collect(),
             gossip_secret_key: self.gossip_secret_key.clone(),
+            gossip_advertise: self.gossip_advertise,
+            node_id: self.node_id.clone(),
+            relay_queue_events: self.relay_queue_events,
+            relay_queue_bytes: self.relay_queue_bytes,
             http_client_timeout: self.http_client_timeout,
             cors_enabled: self.cors_enabled,
             keep_alive: self.keep_alive,
@@ -203,23 +228,54 @@ fn start(args: StartArgs) -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(mut config: Config) -> anyhow::Result<()> {
     use anyhow::Context;
     let addr = SocketAddr::new(config.bind, config.http_port);
     let listener = tcp::bind_http(addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+    let http_port = axum::serve::Listener::local_addr(&listener)
+        .map(|a| a.port())
+        .unwrap_or(config.http_port);
     let origin = random_origin();
-    let node_id = format!("{}-{}", hostname(), config.http_port);
-    let cluster = Arc::new(Standalone {
-        id: node_id.clone(),
-        http_addr: addr.to_string(),
+    if config.gossip_advertise.is_none() {
+        config.gossip_advertise = Some(advertise_address(&config).await);
+    }
+    if config.node_id.is_none() {
+        config.node_id = Some(format!("{}-{http_port}", hostname()));
+    }
+    tracing::info!(%addr, origin = format_args!("{origin:x}"), "listening");
+    let unused = Arc::new(Standalone {
+        id: String::new(),
+        http_addr: String::new(),
     });
-    tracing::info!(%addr, node = %node_id, origin = format_args!("{origin:x}"), "listening");
-    let node = Node::new(config, origin, Clock::system(), cluster);
-    node.run(listener, shutdown_signal()).await?;
+    let node = Node::new(config, origin, Clock::system(), unused);
+    node.run_clustered(listener, TokioNetwork, http_port, shutdown_signal())
+        .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The address peers should use for this node: the bind address if it is specific,
+/// else the local address that routes to the first seed, else loopback.
+async fn advertise_address(config: &Config) -> IpAddr {
+    if !config.bind.is_unspecified() {
+        return config.bind;
+    }
+    for seed in &config.gossip_hosts {
+        let Ok(mut addrs) = tokio::net::lookup_host(seed.as_str()).await else {
+            continue;
+        };
+        let Some(target) = addrs.next() else { continue };
+        let probe = std::net::UdpSocket::bind((config.bind, 0)).and_then(|s| {
+            s.connect(target)?;
+            s.local_addr()
+        });
+        if let Ok(local) = probe {
+            return local.ip();
+        }
+    }
+    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
 }
 
 /// A fresh origin per process: a restarted node never reuses sequence numbers.
@@ -249,9 +305,11 @@ fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -52,6 +52,10 @@ pub struct Metrics {
     pub replays_served: AtomicU64,
     pub replayed_events: AtomicU64,
     pub resets_sent: AtomicU64,
+    pub relay_gaps: AtomicU64,
+    pub relay_events_received: AtomicU64,
+    pub relay_rejected: AtomicU64,
+    pub gossip_rejected: AtomicU64,
     request_errors: [AtomicU64; 7],
 }
 
@@ -135,6 +139,30 @@ impl Metrics {
             "counter",
             "Resumes that could not be proven complete and got a reset event.",
             self.resets_sent.load(Relaxed),
+        );
+        metric(
+            "sse_relay_gaps_total",
+            "counter",
+            "Ranges of another node's events lost before reaching this node (signalled as event: gap).",
+            self.relay_gaps.load(Relaxed),
+        );
+        metric(
+            "sse_relay_events_received_total",
+            "counter",
+            "Events received from other nodes.",
+            self.relay_events_received.load(Relaxed),
+        );
+        metric(
+            "sse_relay_rejected_total",
+            "counter",
+            "Relay connections or frames refused (bad key, replay, malformed).",
+            self.relay_rejected.load(Relaxed),
+        );
+        metric(
+            "sse_gossip_rejected_total",
+            "counter",
+            "Gossip datagrams dropped (bad key, stale, malformed).",
+            self.gossip_rejected.load(Relaxed),
         );
         let _ = writeln!(
             out,

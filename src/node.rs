@@ -9,13 +9,16 @@ use std::time::Duration;
 use axum::serve::Listener;
 use tokio::sync::watch;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
 use crate::broker::{Broker, BrokerSettings};
 use crate::clock::Clock;
+use crate::cluster::{relay, Cluster, ClusterSettings};
 use crate::config::Config;
 use crate::event::Origin;
 use crate::http::{self, AppState, ClusterView, HttpSettings, MemberInfo};
 use crate::metrics::Metrics;
-use crate::transport::Guarded;
+use crate::transport::{Guarded, Network};
 
 /// The cluster view of a node that runs alone.
 #[derive(Debug)]
@@ -45,6 +48,7 @@ impl ClusterView for Standalone {
 /// A configured node, ready to run over a listener.
 pub struct Node {
     config: Config,
+    clock: Clock,
     broker: Broker,
     metrics: Arc<Metrics>,
     cluster: Arc<dyn ClusterView>,
@@ -67,11 +71,14 @@ impl Node {
                 replay_events: config.replay_events,
                 replay_age: config.replay_age,
                 subscriber_buffer: config.subscriber_buffer,
+                relay_queue_events: config.relay_queue_events,
+                relay_queue_bytes: config.relay_queue_bytes,
             },
             metrics.clone(),
         );
         Node {
             config,
+            clock,
             broker,
             metrics,
             cluster,
@@ -82,8 +89,9 @@ impl Node {
         &self.broker
     }
 
-    /// Serves HTTP on `listener` until `shutdown` completes; then stops accepting,
-    /// ends every open stream so clients reconnect elsewhere, and returns.
+    /// Serves HTTP on `listener` until `shutdown` completes, as a node alone (no
+    /// gossip, no relay); then stops accepting, ends every open stream so clients
+    /// reconnect elsewhere, and returns.
     pub async fn run<L>(
         self,
         listener: L,
@@ -94,10 +102,96 @@ impl Node {
         L::Addr: std::fmt::Debug,
     {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let cluster = self.cluster.clone();
+        self.serve(listener, cluster, None, stop_tx, stop_rx, shutdown)
+            .await
+    }
+
+    /// Like [`Node::run`], and joins the cluster over `network`: gossip on the
+    /// configured port, relay from every live peer. `config.gossip_advertise` and
+    /// `config.node_id` should be resolved by the caller (loopback and a name made
+    /// from the origin otherwise); `http_port` is the port peers reach this node on.
+    pub async fn run_clustered<L, N>(
+        self,
+        listener: L,
+        network: N,
+        http_port: u16,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()>
+    where
+        L: Listener,
+        L::Addr: std::fmt::Debug,
+        N: Network,
+    {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let advertise = self
+            .config
+            .gossip_advertise
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let settings = ClusterSettings {
+            node_id: self
+                .config
+                .node_id
+                .clone()
+                .unwrap_or_else(|| format!("node-{:x}", self.broker.origin())),
+            generation: self.clock.now_ms(),
+            origin: self.broker.origin(),
+            gossip_listen: SocketAddr::new(self.config.bind, self.config.gossip_port),
+            gossip_advertise: SocketAddr::new(advertise, self.config.gossip_port),
+            http_advertise: SocketAddr::new(advertise, http_port),
+            seeds: self.config.gossip_hosts.clone(),
+            gossip_interval: Duration::from_millis(500),
+            client_timeout: self.config.http_client_timeout,
+            sealer: None,
+        };
+        if self.config.gossip_secret_key.is_none() {
+            tracing::warn!("no --gossip.secretKey: cluster traffic (gossip and relay) is open to anyone who can reach these ports");
+        }
+        tracing::info!(
+            node = %settings.node_id,
+            gossip = %settings.gossip_advertise,
+            http = %settings.http_advertise,
+            seeds = ?settings.seeds,
+            "joining the cluster"
+        );
+        let cluster = Cluster::start(
+            network,
+            self.broker.clone(),
+            self.metrics.clone(),
+            settings,
+            stop_rx.clone(),
+        )
+        .await?;
+        let relay = relay::router(relay::RelayServer {
+            broker: self.broker.clone(),
+            ping: Duration::from_secs(1),
+            shutdown: stop_rx.clone(),
+        });
+        let view = cluster.view();
+        let result = self
+            .serve(listener, view, Some(relay), stop_tx, stop_rx, shutdown)
+            .await;
+        cluster.stop().await;
+        Ok(result?)
+    }
+
+    async fn serve<L>(
+        self,
+        listener: L,
+        cluster: Arc<dyn ClusterView>,
+        extra: Option<axum::Router>,
+        stop_tx: watch::Sender<bool>,
+        stop_rx: watch::Receiver<bool>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()>
+    where
+        L: Listener,
+        L::Addr: std::fmt::Debug,
+    {
         let state = AppState {
             broker: self.broker.clone(),
             metrics: self.metrics.clone(),
-            cluster: self.cluster.clone(),
+            cluster,
             settings: Arc::new(HttpSettings {
                 keep_alive: self.config.keep_alive,
                 retry: self.config.retry,
@@ -112,12 +206,16 @@ impl Node {
             (self.config.replay_age / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)),
             stop_rx,
         ));
+        let mut app = http::app(state);
+        if let Some(extra) = extra {
+            app = extra.merge(app);
+        }
         let listener = Guarded::new(
             listener,
             self.metrics.clone(),
             self.config.write_stall_timeout,
         );
-        let result = axum::serve(listener, http::app(state))
+        let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: closing open streams");

@@ -3,6 +3,7 @@
 //! event, so everything here is testable without a network.
 
 mod channel;
+mod outbox;
 
 use std::collections::BTreeMap;
 use std::pin::pin;
@@ -11,12 +12,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::event::{encode_event, encode_id_only, Cursor, Origin, Publish};
 use crate::metrics::Metrics;
 use channel::Channel;
 pub use channel::Entry;
+use outbox::Outbox;
+pub use outbox::{RelayBatch, RelayEvent, Route};
 
 /// The bounds a broker keeps.
 #[derive(Debug, Clone)]
@@ -24,6 +28,9 @@ pub struct BrokerSettings {
     pub replay_events: usize,
     pub replay_age: Duration,
     pub subscriber_buffer: usize,
+    /// Bounds of the queue of accepted events kept for peers that are away.
+    pub relay_queue_events: usize,
+    pub relay_queue_bytes: usize,
 }
 
 /// A cheap handle to one node's broker state.
@@ -41,14 +48,18 @@ struct Shared {
     metrics: Arc<Metrics>,
     next_subscriber: AtomicU64,
     state: Mutex<State>,
+    /// Woken when the outbox grows.
+    outbox_notify: Notify,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     /// Last sequence assigned by this origin. Assigned under the state lock together
-    /// with the append, so every channel sees this origin's events in sequence order.
+    /// with the append and the outbox push, so every channel and every peer sees this
+    /// origin's events in sequence order.
     last_seq: u64,
     channels: BTreeMap<Arc<str>, Arc<Channel>>,
+    outbox: Outbox,
 }
 
 /// What became of a publish.
@@ -104,10 +115,15 @@ impl Broker {
                 origin,
                 clock,
                 started_ms: clock.now_ms(),
-                settings,
                 metrics,
                 next_subscriber: AtomicU64::new(1),
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    last_seq: 0,
+                    channels: BTreeMap::new(),
+                    outbox: Outbox::new(settings.relay_queue_events, settings.relay_queue_bytes),
+                }),
+                outbox_notify: Notify::new(),
+                settings,
             }),
         }
     }
@@ -149,8 +165,8 @@ impl Broker {
     pub fn publish(&self, channel: &str, publish: &Publish, target: Option<&str>) -> Published {
         let now = self.shared.clock.now_ms();
         let mut state = self.state();
-        let channel = self.channel(&mut state, channel, now);
-        let mut log = channel.log();
+        let chan = self.channel(&mut state, channel, now);
+        let mut log = chan.log();
         log.expire(self.replay_cutoff(now));
         if let Some(cursor) = publish.id.as_ref().and_then(|id| log.publisher_ids.get(id)) {
             self.shared.metrics.events_duplicate.fetch_add(1, Relaxed);
@@ -161,10 +177,20 @@ impl Broker {
                 channels: 1,
             };
         }
-        state.last_seq += 1;
+        let seq = self.accept(
+            &mut state,
+            match target {
+                None => Route::Channel(channel.to_owned()),
+                Some(client) => Route::Client {
+                    channel: channel.to_owned(),
+                    client: client.to_owned(),
+                },
+            },
+            publish,
+        );
         let entry = log.append(
             self.shared.origin,
-            state.last_seq,
+            seq,
             now,
             publish,
             target.map(Arc::from),
@@ -173,8 +199,8 @@ impl Broker {
         let delivered = log.subscribers.values().filter(|c| entry.is_for(c)).count();
         drop(log);
         drop(state);
-        channel.notify.notify_waiters();
-        self.shared.metrics.events_published.fetch_add(1, Relaxed);
+        chan.notify.notify_waiters();
+        self.shared.outbox_notify.notify_waiters();
         Published {
             id: Some(entry.cursor.clone()),
             delivered,
@@ -183,56 +209,187 @@ impl Broker {
         }
     }
 
-    /// Publishes one event to every channel this node holds. It has one sequence
-    /// number, so a cursor covers it on every channel at once.
+    /// Assigns the next sequence and queues the event for peers.
+    fn accept(&self, state: &mut State, route: Route, publish: &Publish) -> u64 {
+        state.last_seq += 1;
+        let seq = state.last_seq;
+        let encoded = serde_json::to_vec(&RelayEvent {
+            seq,
+            route,
+            publish: publish.to_raw_json(),
+        })
+        .unwrap_or_default();
+        state.outbox.push(seq, Bytes::from(encoded));
+        self.shared.metrics.events_published.fetch_add(1, Relaxed);
+        seq
+    }
+
+    /// Publishes one event to every channel, here and (through the relay) on every
+    /// other node. It has one sequence number, so a cursor covers it on every channel.
     pub fn publish_all(&self, publish: &Publish) -> Published {
         let now = self.shared.clock.now_ms();
         let mut state = self.state();
         let channels: Vec<Arc<Channel>> = state.channels.values().cloned().collect();
-        let mut outcome = Published {
+        let duplicate = publish.id.as_ref().is_some_and(|id| {
+            channels.iter().any(|c| {
+                let mut log = c.log();
+                log.expire(self.replay_cutoff(now));
+                log.publisher_ids.contains_key(id)
+            })
+        });
+        if duplicate {
+            self.shared.metrics.events_duplicate.fetch_add(1, Relaxed);
+            return Published {
+                id: None,
+                delivered: 0,
+                duplicate: true,
+                channels: 0,
+            };
+        }
+        let seq = self.accept(&mut state, Route::All, publish);
+        let delivered = self.append_everywhere(&channels, self.shared.origin, seq, now, publish);
+        drop(state);
+        self.notify(&channels);
+        self.shared.outbox_notify.notify_waiters();
+        Published {
             id: None,
-            delivered: 0,
+            delivered,
             duplicate: false,
-            channels: 0,
-        };
-        let seq = state.last_seq + 1;
-        let mut notify = Vec::with_capacity(channels.len());
+            channels: channels.len(),
+        }
+    }
+
+    fn append_everywhere(
+        &self,
+        channels: &[Arc<Channel>],
+        origin: Origin,
+        seq: u64,
+        now: u64,
+        publish: &Publish,
+    ) -> usize {
+        let mut delivered = 0;
         for channel in channels {
             let mut log = channel.log();
             log.expire(self.replay_cutoff(now));
-            if publish
-                .id
-                .as_ref()
-                .is_some_and(|id| log.publisher_ids.contains_key(id))
-            {
+            if log.frontier.get(origin) >= seq {
                 continue;
             }
-            let entry = log.append(
-                self.shared.origin,
+            log.append(
+                origin,
                 seq,
                 now,
                 publish,
                 None,
                 self.shared.settings.replay_events,
             );
-            drop(entry);
-            outcome.delivered += log.subscribers.len();
-            outcome.channels += 1;
-            drop(log);
-            notify.push(channel);
+            delivered += log.subscribers.len();
         }
-        if outcome.channels > 0 {
-            state.last_seq = seq;
-            self.shared.metrics.events_published.fetch_add(1, Relaxed);
-        } else if publish.id.is_some() && !state.channels.is_empty() {
-            outcome.duplicate = true;
-            self.shared.metrics.events_duplicate.fetch_add(1, Relaxed);
-        }
-        drop(state);
-        for channel in notify {
+        delivered
+    }
+
+    fn notify(&self, channels: &[Arc<Channel>]) {
+        for channel in channels {
             channel.notify.notify_waiters();
         }
-        outcome
+    }
+
+    /// Delivers an event another node accepted. Events must arrive in the origin's
+    /// sequence order; one this node already has is dropped. Returns local deliveries.
+    pub fn apply_remote(
+        &self,
+        origin: Origin,
+        seq: u64,
+        route: &Route,
+        publish: &Publish,
+    ) -> usize {
+        let now = self.shared.clock.now_ms();
+        let mut state = self.state();
+        let (channels, target) = match route {
+            Route::All => (state.channels.values().cloned().collect::<Vec<_>>(), None),
+            Route::Channel(name) => (vec![self.channel(&mut state, name, now)], None),
+            Route::Client { channel, client } => (
+                vec![self.channel(&mut state, channel, now)],
+                Some(Arc::<str>::from(client.as_str())),
+            ),
+        };
+        let mut delivered = 0;
+        for channel in &channels {
+            let mut log = channel.log();
+            log.expire(self.replay_cutoff(now));
+            if log.frontier.get(origin) >= seq {
+                continue;
+            }
+            let entry = log.append(
+                origin,
+                seq,
+                now,
+                publish,
+                target.clone(),
+                self.shared.settings.replay_events,
+            );
+            delivered += log.subscribers.values().filter(|c| entry.is_for(c)).count();
+        }
+        drop(state);
+        self.notify(&channels);
+        delivered
+    }
+
+    /// Records that this node will never get `origin`'s events up to `upto`: every
+    /// channel gets an `event: gap`, and its cursor moves past the hole so resumes
+    /// do not wait for events that are gone.
+    pub fn remote_gap(&self, origin: Origin, upto: u64) {
+        let now = self.shared.clock.now_ms();
+        let state = self.state();
+        let channels: Vec<Arc<Channel>> = state.channels.values().cloned().collect();
+        let gap = Publish {
+            id: None,
+            event: Some("gap".into()),
+            data: format!(
+                r#"{{"reason":"events from another node were lost before reaching this one","origin":"{origin:x}","upto":{upto}}}"#
+            ),
+            retry: None,
+        };
+        for channel in &channels {
+            let mut log = channel.log();
+            if log.frontier.get(origin) >= upto {
+                continue;
+            }
+            log.floor.advance(origin, upto);
+            log.append(
+                origin,
+                upto,
+                now,
+                &gap,
+                None,
+                self.shared.settings.replay_events,
+            );
+        }
+        drop(state);
+        self.shared.metrics.relay_gaps.fetch_add(1, Relaxed);
+        self.notify(&channels);
+    }
+
+    /// This origin's accepted events from sequence `from` on, for a peer.
+    pub fn relay_read(&self, from: u64, max: usize) -> RelayBatch {
+        self.state().outbox.read(from, max)
+    }
+
+    /// Waits until the outbox holds an event at or after `from`.
+    pub async fn relay_wait(&self, from: u64) {
+        loop {
+            let mut notified = pin!(self.shared.outbox_notify.notified());
+            notified.as_mut().enable();
+            if self.state().last_seq >= from {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// (events, bytes) waiting in the outbox.
+    pub fn outbox_size(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.outbox.len(), state.outbox.bytes())
     }
 
     /// Whether `client` is subscribed to `channel` on this node.

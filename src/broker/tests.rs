@@ -10,6 +10,8 @@ fn broker_with(replay_events: usize, buffer: usize) -> Broker {
             replay_events,
             replay_age: Duration::from_secs(60),
             subscriber_buffer: buffer,
+            relay_queue_events: 1000,
+            relay_queue_bytes: 1 << 20,
         },
         Arc::new(Metrics::default()),
     )

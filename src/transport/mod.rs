@@ -5,8 +5,31 @@
 
 pub mod tcp;
 
+/// A datagram socket, for gossip.
+pub trait Datagram: Send + Sync + 'static {
+    fn send_to(&self, buf: &[u8], to: SocketAddr)
+        -> impl Future<Output = io::Result<usize>> + Send;
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+}
+
+/// The network the cluster code runs over: datagrams for gossip, dialled streams for
+/// the relay. Production uses [`tcp::TokioNetwork`]; simulations provide their own.
+pub trait Network: Clone + Send + Sync + 'static {
+    type Datagram: Datagram;
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn bind_datagram(
+        &self,
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<Self::Datagram>> + Send;
+    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

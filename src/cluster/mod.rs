@@ -1,0 +1,267 @@
+//! The cluster: gossip membership (chitchat) and the relay between nodes.
+//!
+//! Each node advertises its HTTP address and its origin (node + generation) as
+//! gossip key-values. A sync loop turns the live member list into `/status` and into
+//! one relay puller per live peer origin.
+
+mod gossip;
+pub(crate) mod relay;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+use crate::event::Origin;
+use crate::http::{ClusterView, MemberInfo};
+use crate::metrics::Metrics;
+use crate::transport::Network;
+use relay::PeerTarget;
+
+const KEY_HTTP: &str = "http";
+const KEY_ORIGIN: &str = "origin";
+
+/// Encrypts and authenticates cluster datagrams (see `crypto`).
+pub trait Sealer: Send + Sync + 'static {
+    fn seal_datagram(&self, plaintext: &[u8]) -> Vec<u8>;
+    fn open_datagram(&self, packet: &[u8]) -> Result<Vec<u8>, &'static str>;
+}
+
+/// How this node takes part in the cluster.
+#[derive(Clone)]
+pub struct ClusterSettings {
+    pub node_id: String,
+    /// Increases with every restart of the same node id.
+    pub generation: u64,
+    pub origin: Origin,
+    pub gossip_listen: SocketAddr,
+    pub gossip_advertise: SocketAddr,
+    pub http_advertise: SocketAddr,
+    pub seeds: Vec<String>,
+    pub gossip_interval: Duration,
+    /// Bound on relay connects and on a silent relay stream.
+    pub client_timeout: Duration,
+    pub sealer: Option<Arc<dyn Sealer>>,
+}
+
+/// A running cluster membership; the HTTP layer sees it as a [`ClusterView`].
+pub struct Cluster {
+    shared: Arc<Shared>,
+    chitchat: ChitchatHandle,
+    sync: JoinHandle<()>,
+}
+
+struct Shared {
+    self_member: MemberInfo,
+    members: Mutex<Vec<MemberInfo>>,
+    has_peers: AtomicBool,
+    ready: AtomicBool,
+}
+
+impl ClusterView for Arc<Shared> {
+    fn members(&self) -> Vec<MemberInfo> {
+        let members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        if members.is_empty() {
+            vec![self.self_member.clone()]
+        } else {
+            members.clone()
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Relaxed)
+    }
+
+    fn has_peers(&self) -> bool {
+        self.has_peers.load(Relaxed)
+    }
+}
+
+impl Cluster {
+    /// Starts gossip and the relay pullers. The caller serves [`Cluster::relay_router`]
+    /// on its HTTP listener.
+    pub async fn start<N: Network>(
+        network: N,
+        broker: Broker,
+        metrics: Arc<Metrics>,
+        settings: ClusterSettings,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Cluster> {
+        let chitchat_id = ChitchatId::new(
+            settings.node_id.clone(),
+            settings.generation,
+            settings.gossip_advertise,
+        );
+        // Seeds other than ourselves: with none, this node is a cluster of one and ready.
+        let seeds: Vec<String> = settings
+            .seeds
+            .iter()
+            .filter(|s| s.parse::<SocketAddr>().ok() != Some(settings.gossip_advertise))
+            .cloned()
+            .collect();
+        let config = ChitchatConfig {
+            chitchat_id: chitchat_id.clone(),
+            cluster_id: "sse-cluster".to_owned(),
+            gossip_interval: settings.gossip_interval,
+            listen_addr: settings.gossip_listen,
+            seed_nodes: seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                dead_node_grace_period: Duration::from_secs(60),
+                ..FailureDetectorConfig::default()
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+        };
+        let transport = gossip::GossipTransport {
+            network: network.clone(),
+            sealer: settings.sealer.clone(),
+            metrics: metrics.clone(),
+        };
+        let chitchat = spawn_chitchat(
+            config,
+            vec![
+                (KEY_HTTP.to_owned(), settings.http_advertise.to_string()),
+                (KEY_ORIGIN.to_owned(), format!("{:x}", settings.origin)),
+            ],
+            &transport,
+        )
+        .await
+        .context("cannot start gossip")?;
+        let self_member = MemberInfo {
+            id: settings.node_id.clone(),
+            http_addr: settings.http_advertise.to_string(),
+            alive: true,
+        };
+        let shared = Arc::new(Shared {
+            self_member,
+            members: Mutex::new(Vec::new()),
+            has_peers: AtomicBool::new(false),
+            ready: AtomicBool::new(seeds.is_empty()),
+        });
+        let sync = tokio::spawn(sync_loop(
+            network,
+            broker,
+            chitchat.chitchat(),
+            chitchat_id,
+            shared.clone(),
+            settings,
+            shutdown,
+        ));
+        Ok(Cluster {
+            shared,
+            chitchat,
+            sync,
+        })
+    }
+
+    pub fn view(&self) -> Arc<dyn ClusterView> {
+        Arc::new(self.shared.clone())
+    }
+
+    /// Leaves gossip and stops the pullers.
+    pub async fn stop(self) {
+        self.sync.abort();
+        let _ = self.chitchat.shutdown().await;
+    }
+}
+
+/// Every few hundred milliseconds: publish the member list and keep one relay puller
+/// per live peer origin.
+async fn sync_loop<N: Network>(
+    network: N,
+    broker: Broker,
+    chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+    self_id: ChitchatId,
+    shared: Arc<Shared>,
+    settings: ClusterSettings,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut pullers: HashMap<Origin, (PeerTarget, JoinHandle<()>)> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        if *shutdown.borrow() {
+            break;
+        }
+        let (members, live_peers) = {
+            let chitchat = chitchat.lock().await;
+            let live: Vec<ChitchatId> = chitchat.live_nodes().cloned().collect();
+            let mut members: BTreeMap<String, MemberInfo> = BTreeMap::new();
+            let mut live_peers = Vec::new();
+            for (id, state) in chitchat.node_states() {
+                let alive = live.contains(id);
+                let http = state.get(KEY_HTTP).unwrap_or_default().to_owned();
+                // A node id seen in several generations: keep the newest.
+                let member = MemberInfo {
+                    id: id.node_id.to_string(),
+                    http_addr: http.clone(),
+                    alive,
+                };
+                members.insert(id.node_id.to_string(), member);
+                if alive && *id != self_id {
+                    let origin = state
+                        .get(KEY_ORIGIN)
+                        .and_then(|o| u64::from_str_radix(o, 16).ok());
+                    if let (Some(origin), Ok(http_addr)) = (origin, http.parse::<SocketAddr>()) {
+                        live_peers.push(PeerTarget {
+                            node_id: id.node_id.to_string(),
+                            http_addr,
+                            origin,
+                        });
+                    }
+                }
+            }
+            (members.into_values().collect::<Vec<_>>(), live_peers)
+        };
+        shared.has_peers.store(!live_peers.is_empty(), Relaxed);
+        if !live_peers.is_empty() {
+            shared.ready.store(true, Relaxed);
+        }
+        *shared.members.lock().unwrap_or_else(|p| p.into_inner()) = members;
+
+        // One puller per live origin. A puller for an origin that is no longer live
+        // keeps retrying (the peer may be cut off) until the same node id comes back
+        // with a new origin (it restarted: the old process is gone for good).
+        for peer in &live_peers {
+            let stale: Vec<Origin> = pullers
+                .iter()
+                .filter(|(o, (p, _))| p.node_id == peer.node_id && **o != peer.origin)
+                .map(|(o, _)| *o)
+                .collect();
+            for origin in stale {
+                if let Some((_, handle)) = pullers.remove(&origin) {
+                    handle.abort();
+                }
+            }
+            let running = pullers
+                .get(&peer.origin)
+                .is_some_and(|(p, h)| !h.is_finished() && p.http_addr == peer.http_addr);
+            if !running {
+                if let Some((_, handle)) = pullers.remove(&peer.origin) {
+                    handle.abort();
+                }
+                tracing::info!(peer = %peer.node_id, addr = %peer.http_addr, "relaying from peer");
+                let handle = tokio::spawn(relay::pull(
+                    network.clone(),
+                    broker.clone(),
+                    peer.clone(),
+                    settings.node_id.clone(),
+                    settings.client_timeout,
+                    shutdown.clone(),
+                ));
+                pullers.insert(peer.origin, (peer.clone(), handle));
+            }
+        }
+    }
+    for (_, (_, handle)) in pullers {
+        handle.abort();
+    }
+}

@@ -1,0 +1,335 @@
+//! The relay: every node serves its own accepted events (its outbox) as an ordered
+//! stream, and pulls the stream of every live peer, resuming where it stopped.
+//!
+//! Wire format: `GET /relay/v1?origin=<hex>&from=<seq>&node=<id>` answers 200 with a
+//! body of frames, each a 4-byte big-endian length and a JSON [`Frame`]. A request for
+//! another origin (the peer restarted) answers 410 with the current one in
+//! `x-relay-origin`. `from=0` means "from the oldest event you still have".
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::broker::{Broker, RelayBatch, RelayEvent, Route};
+use crate::event::{validate_name, Origin, Publish};
+use crate::transport::Network;
+
+pub(crate) const PATH: &str = "/relay/v1";
+const ORIGIN_HEADER: &str = "x-relay-origin";
+/// Largest frame accepted from a peer (a publish body is far smaller).
+const MAX_FRAME: usize = 4 * 1024 * 1024;
+/// Most events sent in one write.
+const BATCH: usize = 256;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Frame {
+    Event(RelayEvent),
+    Gap { upto: u64 },
+    Ping,
+}
+
+fn frame_bytes(out: &mut BytesMut, payload: &[u8]) {
+    out.put_u32(payload.len() as u32);
+    out.put_slice(payload);
+}
+
+/// Server side state.
+#[derive(Clone)]
+pub(crate) struct RelayServer {
+    pub(crate) broker: Broker,
+    pub(crate) ping: Duration,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RelayQuery {
+    origin: String,
+    from: u64,
+    node: String,
+}
+
+pub(crate) fn router(server: RelayServer) -> Router {
+    Router::new().route(PATH, get(serve)).with_state(server)
+}
+
+async fn serve(
+    State(server): State<RelayServer>,
+    query: Result<Query<RelayQuery>, axum::extract::rejection::QueryRejection>,
+    _headers: HeaderMap,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return (StatusCode::BAD_REQUEST, "relay: bad query").into_response();
+    };
+    let origin = server.broker.origin();
+    let origin_header =
+        HeaderValue::from_str(&format!("{origin:x}")).unwrap_or(HeaderValue::from_static("0"));
+    if u64::from_str_radix(&query.origin, 16).ok() != Some(origin) {
+        return (
+            StatusCode::GONE,
+            [(ORIGIN_HEADER, origin_header)],
+            "relay: origin changed",
+        )
+            .into_response();
+    }
+    tracing::debug!(peer = %query.node, from = query.from, "relay stream opened");
+    let stream = futures_util::stream::unfold(
+        (server, query.from, false),
+        |(server, mut next, done)| async move {
+            if done {
+                return None;
+            }
+            let mut ping =
+                tokio::time::interval_at(tokio::time::Instant::now() + server.ping, server.ping);
+            loop {
+                let mut out = BytesMut::new();
+                match server.broker.relay_read(next.max(1), BATCH) {
+                    RelayBatch::Gap { upto } => {
+                        let skip_silently = next == 0;
+                        next = upto + 1;
+                        if !skip_silently {
+                            let payload =
+                                serde_json::to_vec(&Frame::Gap { upto }).unwrap_or_default();
+                            frame_bytes(&mut out, &payload);
+                            return Some((
+                                Ok::<_, Infallible>(out.freeze()),
+                                (server, next, false),
+                            ));
+                        }
+                        continue;
+                    }
+                    RelayBatch::Events(events) if !events.is_empty() => {
+                        next = next.max(1) + events.len() as u64;
+                        for event in events {
+                            out.put_u32(event.len() as u32 + 10);
+                            out.put_slice(b"{\"event\":");
+                            out.put_slice(&event);
+                            out.put_u8(b'}');
+                        }
+                        return Some((Ok(out.freeze()), (server, next, false)));
+                    }
+                    RelayBatch::Events(_) => {}
+                }
+                let wait_from = next.max(1);
+                let woke = {
+                    let mut shutdown = server.shutdown.clone();
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.wait_for(|s| *s) => return None,
+                        _ = server.broker.relay_wait(wait_from) => Woke::Event,
+                        _ = ping.tick() => Woke::Ping,
+                    }
+                };
+                if let Woke::Ping = woke {
+                    let payload = serde_json::to_vec(&Frame::Ping).unwrap_or_default();
+                    frame_bytes(&mut out, &payload);
+                    return Some((Ok(out.freeze()), (server, next, false)));
+                }
+            }
+        },
+    );
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(ORIGIN_HEADER, origin_header);
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/x-sse-cluster-relay"),
+    );
+    response
+}
+
+enum Woke {
+    Event,
+    Ping,
+}
+
+/// A peer to pull from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PeerTarget {
+    pub(crate) node_id: String,
+    pub(crate) http_addr: SocketAddr,
+    pub(crate) origin: Origin,
+}
+
+/// Why one relay connection ended.
+#[derive(Debug)]
+enum PullEnd {
+    /// The peer runs a new generation; this puller is done.
+    OriginChanged,
+    Failed(String),
+}
+
+/// Pulls `peer`'s events into `broker` until `stop`, reconnecting after failures and
+/// resuming after the last sequence applied.
+pub(crate) async fn pull<N: Network>(
+    network: N,
+    broker: Broker,
+    peer: PeerTarget,
+    self_id: String,
+    timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut next = 0u64;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let attempt = pull_once(&network, &broker, &peer, &self_id, timeout, &mut next);
+        let result = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            result = attempt => result,
+        };
+        match result {
+            PullEnd::OriginChanged => {
+                tracing::info!(peer = %peer.node_id, "peer restarted with a new generation");
+                return;
+            }
+            PullEnd::Failed(reason) => {
+                tracing::debug!(peer = %peer.node_id, %reason, next, "relay connection ended; retrying");
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn pull_once<N: Network>(
+    network: &N,
+    broker: &Broker,
+    peer: &PeerTarget,
+    self_id: &str,
+    timeout: Duration,
+    next: &mut u64,
+) -> PullEnd {
+    let failed = |what: &str, e: &dyn std::fmt::Display| PullEnd::Failed(format!("{what}: {e}"));
+    let stream = match tokio::time::timeout(timeout, network.connect(peer.http_addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return failed("connect", &e),
+        Err(_) => return PullEnd::Failed("connect timed out".into()),
+    };
+    let (mut sender, connection) = match hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Empty<Bytes>,
+    >(hyper_util::rt::TokioIo::new(stream))
+    .await
+    {
+        Ok(pair) => pair,
+        Err(e) => return failed("handshake", &e),
+    };
+    let connection = tokio::spawn(connection);
+    let _abort = AbortOnDrop(connection);
+    let uri = format!(
+        "{PATH}?origin={:x}&from={}&node={}",
+        peer.origin, *next, self_id
+    );
+    let request = match axum::http::Request::get(uri)
+        .header("host", peer.http_addr.to_string())
+        .body(http_body_util::Empty::new())
+    {
+        Ok(request) => request,
+        Err(e) => return failed("request", &e),
+    };
+    let response = match tokio::time::timeout(timeout, sender.send_request(request)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => return failed("request", &e),
+        Err(_) => return PullEnd::Failed("request timed out".into()),
+    };
+    if response.status() == StatusCode::GONE {
+        return PullEnd::OriginChanged;
+    }
+    if response.status() != StatusCode::OK {
+        return PullEnd::Failed(format!("status {}", response.status()));
+    }
+    let mut body = response.into_body();
+    let mut buf = BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(timeout, body.frame()).await {
+            Err(_) => return PullEnd::Failed("peer silent past --http.client.timeout".into()),
+            Ok(None) => return PullEnd::Failed("stream ended".into()),
+            Ok(Some(Err(e))) => return failed("read", &e),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        while buf.len() >= 4 {
+            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if len > MAX_FRAME {
+                broker.metrics().relay_rejected.fetch_add(1, Relaxed);
+                return PullEnd::Failed(format!("frame of {len} bytes is too large"));
+            }
+            if buf.len() < 4 + len {
+                break;
+            }
+            buf.advance(4);
+            let payload = buf.split_to(len);
+            if let Err(reason) = apply(broker, peer.origin, &payload, next) {
+                broker.metrics().relay_rejected.fetch_add(1, Relaxed);
+                return PullEnd::Failed(reason);
+            }
+        }
+    }
+}
+
+/// Applies one frame from `origin`; `next` is the sequence expected next (0: any).
+fn apply(broker: &Broker, origin: Origin, payload: &[u8], next: &mut u64) -> Result<(), String> {
+    let frame: Frame =
+        serde_json::from_slice(payload).map_err(|e| format!("bad relay frame: {e}"))?;
+    match frame {
+        Frame::Ping => Ok(()),
+        Frame::Gap { upto } => {
+            if upto >= *next {
+                tracing::warn!(
+                    origin = format_args!("{origin:x}"),
+                    upto,
+                    "relay gap: a peer's events were lost"
+                );
+                broker.remote_gap(origin, upto);
+                *next = upto + 1;
+            }
+            Ok(())
+        }
+        Frame::Event(event) => {
+            if event.seq < *next {
+                return Ok(());
+            }
+            if *next != 0 && event.seq > *next {
+                broker.remote_gap(origin, event.seq - 1);
+            }
+            *next = event.seq + 1;
+            let publish = Publish::from_json(event.publish.get().as_bytes()).map_err(|e| e.0)?;
+            match &event.route {
+                Route::All => {}
+                Route::Channel(channel) => validate_name("channel", channel).map_err(|e| e.0)?,
+                Route::Client { channel, client } => {
+                    validate_name("channel", channel).map_err(|e| e.0)?;
+                    validate_name("client", client).map_err(|e| e.0)?;
+                }
+            }
+            broker.metrics().relay_events_received.fetch_add(1, Relaxed);
+            broker.apply_remote(origin, event.seq, &event.route, &publish);
+            Ok(())
+        }
+    }
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
