@@ -219,7 +219,9 @@ impl Broker {
             publish: publish.to_raw_json(),
         })
         .unwrap_or_default();
-        state.outbox.push(seq, Bytes::from(encoded));
+        state
+            .outbox
+            .push(seq, self.shared.clock.now_ms(), Bytes::from(encoded));
         self.shared.metrics.events_published.fetch_add(1, Relaxed);
         seq
     }
@@ -372,6 +374,21 @@ impl Broker {
     /// This origin's accepted events from sequence `from` on, for a peer.
     pub fn relay_read(&self, from: u64, max: usize) -> RelayBatch {
         self.state().outbox.read(from, max)
+    }
+
+    /// The first sequence of this origin accepted at or after `since_ms`.
+    pub fn relay_first_since(&self, since_ms: u64) -> u64 {
+        self.state().outbox.first_since(since_ms)
+    }
+
+    /// This node's wall time (ms), as cursors carry it.
+    pub fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
+    /// Wall time (ms) at which this broker started.
+    pub fn started_ms(&self) -> u64 {
+        self.shared.started_ms
     }
 
     /// Waits until the outbox holds an event at or after `from`.

@@ -38,7 +38,8 @@ pub enum RelayBatch {
 
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    entries: VecDeque<Bytes>,
+    /// (acceptance time in ms, encoded event).
+    entries: VecDeque<(u64, Bytes)>,
     /// Sequence of `entries[0]`.
     first_seq: u64,
     bytes: usize,
@@ -58,14 +59,14 @@ impl Outbox {
     }
 
     /// Appends the event with sequence `seq`, which must follow the last one.
-    pub(crate) fn push(&mut self, seq: u64, encoded: Bytes) {
+    pub(crate) fn push(&mut self, seq: u64, accepted_ms: u64, encoded: Bytes) {
         debug_assert_eq!(seq, self.first_seq + self.entries.len() as u64);
         self.bytes += encoded.len();
-        self.entries.push_back(encoded);
+        self.entries.push_back((accepted_ms, encoded));
         while self.entries.len() > self.max_events
             || (self.bytes > self.max_bytes && self.entries.len() > 1)
         {
-            if let Some(old) = self.entries.pop_front() {
+            if let Some((_, old)) = self.entries.pop_front() {
                 self.bytes -= old.len();
                 self.first_seq += 1;
             }
@@ -80,7 +81,24 @@ impl Outbox {
             };
         }
         let start = (from - self.first_seq) as usize;
-        RelayBatch::Events(self.entries.iter().skip(start).take(max).cloned().collect())
+        RelayBatch::Events(
+            self.entries
+                .iter()
+                .skip(start)
+                .take(max)
+                .map(|(_, e)| e.clone())
+                .collect(),
+        )
+    }
+
+    /// The first sequence accepted at or after `since_ms` (or the next one to come).
+    pub(crate) fn first_since(&self, since_ms: u64) -> u64 {
+        let skip = self
+            .entries
+            .iter()
+            .take_while(|(t, _)| *t < since_ms)
+            .count();
+        self.first_seq + skip as u64
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -100,7 +118,7 @@ mod tests {
     fn readers_get_events_in_order_then_a_gap_when_evicted() {
         let mut outbox = Outbox::new(3, 1 << 20);
         for seq in 1..=5 {
-            outbox.push(seq, Bytes::from(seq.to_string()));
+            outbox.push(seq, seq * 10, Bytes::from(seq.to_string()));
         }
         assert_eq!(outbox.read(1, 10), RelayBatch::Gap { upto: 2 });
         assert_eq!(
@@ -112,13 +130,16 @@ mod tests {
             RelayBatch::Events(vec![Bytes::from("5")])
         );
         assert_eq!(outbox.read(6, 10), RelayBatch::Events(vec![]));
+        assert_eq!(outbox.first_since(0), 3);
+        assert_eq!(outbox.first_since(41), 5);
+        assert_eq!(outbox.first_since(1000), 6);
     }
 
     #[test]
     fn the_byte_bound_evicts_too() {
         let mut outbox = Outbox::new(100, 10);
         for seq in 1..=4 {
-            outbox.push(seq, Bytes::from_static(b"abcd"));
+            outbox.push(seq, 0, Bytes::from_static(b"abcd"));
         }
         assert_eq!(outbox.len(), 2);
         assert_eq!(outbox.bytes(), 8);

@@ -4,7 +4,9 @@
 //! Wire format: `GET /relay/v1?origin=<hex>&from=<seq>&node=<id>` answers 200 with a
 //! body of frames, each a 4-byte big-endian length and a JSON [`Frame`]. A request for
 //! another origin (the peer restarted) answers 410 with the current one in
-//! `x-relay-origin`. `from=0` means "from the oldest event you still have".
+//! `x-relay-origin`. `from=0&since=<ms>` starts at the first event accepted at or
+//! after that wall time: a node that just started catches up on what was accepted
+//! while it was starting, without replaying a peer's whole queue to new subscribers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -58,6 +60,8 @@ pub(crate) struct RelayServer {
 struct RelayQuery {
     origin: String,
     from: u64,
+    #[serde(default)]
+    since: u64,
     node: String,
 }
 
@@ -85,8 +89,13 @@ async fn serve(
             .into_response();
     }
     tracing::debug!(peer = %query.node, from = query.from, "relay stream opened");
+    let from = if query.from == 0 {
+        server.broker.relay_first_since(query.since)
+    } else {
+        query.from
+    };
     let stream = futures_util::stream::unfold(
-        (server, query.from, false),
+        (server, from, false),
         |(server, mut next, done)| async move {
             if done {
                 return None;
@@ -122,7 +131,7 @@ async fn serve(
                     }
                     RelayBatch::Events(_) => {}
                 }
-                let wait_from = next.max(1);
+                let wait_from = next;
                 let woke = {
                     let mut shutdown = server.shutdown.clone();
                     tokio::select! {

@@ -1,0 +1,253 @@
+//! Helpers: real `sse-cluster` processes on loopback, an SSE reader, publishing.
+
+use std::collections::HashMap;
+use std::net::{TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// A free TCP port and a free UDP port.
+pub(crate) fn free_ports() -> (u16, u16) {
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    (
+        tcp.local_addr().unwrap().port(),
+        udp.local_addr().unwrap().port(),
+    )
+}
+
+/// One node process; killed when dropped.
+pub(crate) struct NodeProcess {
+    pub(crate) http: u16,
+    pub(crate) gossip: u16,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl NodeProcess {
+    /// Starts a node; `seed` is another node's gossip port.
+    pub(crate) fn start(seed: Option<u16>, extra: &[&str]) -> NodeProcess {
+        let (http, gossip) = free_ports();
+        Self::start_on(http, gossip, seed, extra)
+    }
+
+    pub(crate) fn start_on(http: u16, gossip: u16, seed: Option<u16>, extra: &[&str]) -> NodeProcess {
+        let mut args = vec![
+            "start".to_owned(),
+            format!("--http.server.port={http}"),
+            "--http.server.address=127.0.0.1".to_owned(),
+            format!("--gossip.port={gossip}"),
+            "--http.client.timeout=3s".to_owned(),
+        ];
+        if let Some(seed) = seed {
+            args.push(format!("--gossip.hosts=127.0.0.1:{seed}"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut node = NodeProcess {
+            http,
+            gossip,
+            child: None,
+            args,
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_sse-cluster"))
+            .args(&self.args)
+            .env(
+                "RUST_LOG",
+                std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(if std::env::var("NODE_LOG").is_ok() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("start sse-cluster");
+        self.child = Some(child);
+    }
+
+    /// `kill -9`: no goodbye, no flush.
+    pub(crate) fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the same node again (same ports and flags, a new generation).
+    pub(crate) fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub(crate) fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// Waits until `node` sees `members` live members and is ready.
+pub(crate) async fn wait_for_members(node: &NodeProcess, members: usize) {
+    let client = client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = client.get(node.url("/status")).send().await {
+            if let Ok(status) = response.json::<Value>().await {
+                let live = status["gossip"]["members"]
+                    .as_array()
+                    .map(|m| m.iter().filter(|m| m["alive"] == true).count())
+                    .unwrap_or(0);
+                let ready = client
+                    .get(node.url("/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if live == members && ready {
+                    return;
+                }
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node :{} did not see {members} live members",
+            node.http
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub(crate) async fn publish(node: &NodeProcess, channel: &str, body: Value) -> Value {
+    let response = client()
+        .post(node.url(&format!("/channel/{channel}")))
+        .json(&body)
+        .send()
+        .await
+        .expect("publish");
+    assert!(
+        response.status().is_success(),
+        "publish: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+/// One SSE event as a client sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SseEvent {
+    pub(crate) event: Option<String>,
+    pub(crate) data: String,
+    /// The last event id in effect after this event.
+    pub(crate) id: Option<String>,
+}
+
+/// Subscribes and forwards every event (with data) to the returned receiver. The
+/// second receiver yields `()` when the stream ends.
+pub(crate) async fn subscribe(
+    url: String,
+    last_event_id: Option<String>,
+) -> mpsc::UnboundedReceiver<Option<SseEvent>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id);
+    }
+    let response = request.send().await.expect("subscribe");
+    assert_eq!(response.status(), 200);
+    tokio::spawn(async move {
+        let mut body = response.bytes_stream();
+        let mut buf = String::new();
+        let (mut event, mut data, mut id): (Option<String>, Option<String>, Option<String>) =
+            (None, None, None);
+        while let Some(Ok(chunk)) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(pos) = buf.find('\n') {
+                let line: String = buf.drain(..=pos).collect();
+                let line = line.trim_end_matches('\n');
+                if line.is_empty() {
+                    if let Some(d) = data.take() {
+                        let _ = tx.send(Some(SseEvent {
+                            event: event.take(),
+                            data: d,
+                            id: id.clone(),
+                        }));
+                    }
+                    event = None;
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = Some(v.to_owned());
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event = Some(v.to_owned());
+                } else if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.to_owned());
+                }
+            }
+        }
+        let _ = tx.send(None);
+    });
+    rx
+}
+
+/// Collects events until `count` data events with no `event:` name arrived, the
+/// stream ends, or the timeout passes. Named events are returned separately.
+pub(crate) async fn collect(
+    rx: &mut mpsc::UnboundedReceiver<Option<SseEvent>>,
+    count: usize,
+    timeout: Duration,
+) -> (Vec<SseEvent>, Vec<SseEvent>, bool) {
+    let mut plain = Vec::new();
+    let mut named = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while plain.len() < count {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Some(event))) if event.event.is_none() => plain.push(event),
+            Ok(Some(Some(event))) => named.push(event),
+            Ok(Some(None)) | Ok(None) => return (plain, named, true),
+            Err(_) => break,
+        }
+    }
+    (plain, named, false)
+}
+
+/// Checks a subscriber's events: each (origin, n) once, and per-origin order.
+pub(crate) fn check_exactly_once(events: &[SseEvent], expected_per_origin: &HashMap<u64, u64>) {
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    for event in events {
+        let value: Value = serde_json::from_str(&event.data).unwrap();
+        let origin = value["origin"].as_u64().unwrap();
+        let n = value["n"].as_u64().unwrap();
+        let previous = last.insert(origin, n);
+        assert!(
+            previous.is_none_or(|p| n == p + 1),
+            "origin {origin}: event {n} after {previous:?} (duplicate, gap or reorder)"
+        );
+    }
+    for (origin, count) in expected_per_origin {
+        assert_eq!(
+            last.get(origin).copied(),
+            Some(*count),
+            "origin {origin}: last event"
+        );
+    }
+    let total: u64 = expected_per_origin.values().sum();
+    assert_eq!(events.len() as u64, total, "total events");
+}

@@ -1,0 +1,4 @@
+//! Several real `sse-cluster` processes on loopback.
+
+mod common;
+mod delivery;
