@@ -7,6 +7,7 @@
 //! `chromium`; `CHROMEDRIVER` and `CHROMIUM` override the paths). Without them the
 //! test says why and passes, unless `SSE_REQUIRE_BROWSER=1`.
 
+use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -362,7 +363,8 @@ impl BrowserTools {
                 if std::env::var("SSE_REQUIRE_BROWSER").as_deref() == Ok("1") {
                     panic!("SSE_REQUIRE_BROWSER=1 but {why}");
                 }
-                eprintln!("skipping the browser test: {why}");
+                // Straight to stderr, past the test harness's capture, so the skip shows.
+                let _ = writeln!(std::io::stderr(), "skipping the browser test: {why}");
                 None
             }
         }
