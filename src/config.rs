@@ -48,6 +48,11 @@ pub struct Config {
     /// A connection whose writes make no progress for this long is closed, so a
     /// client that stopped reading cannot pin memory forever.
     pub write_stall_timeout: Duration,
+    /// Fault injection for the simulation suite only (never set by the binary):
+    /// deliver relayed events without dropping the ones already seen, so a test can
+    /// prove the duplicate checker still catches duplicates.
+    #[doc(hidden)]
+    pub fault_disable_dedup: bool,
 }
 
 impl Default for Config {
@@ -72,6 +77,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             max_connections: 19_000,
             write_stall_timeout: Duration::from_secs(30),
+            fault_disable_dedup: false,
         }
     }
 }

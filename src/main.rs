@@ -170,6 +170,7 @@ impl StartArgs {
             max_body_bytes: self.max_body_bytes,
             max_connections: self.max_connections,
             write_stall_timeout: self.write_timeout,
+            fault_disable_dedup: false,
         }
     }
 }

@@ -73,6 +73,7 @@ impl Node {
                 subscriber_buffer: config.subscriber_buffer,
                 relay_queue_events: config.relay_queue_events,
                 relay_queue_bytes: config.relay_queue_bytes,
+                fault_disable_dedup: config.fault_disable_dedup,
             },
             metrics.clone(),
         );

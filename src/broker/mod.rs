@@ -31,6 +31,9 @@ pub struct BrokerSettings {
     /// Bounds of the queue of accepted events kept for peers that are away.
     pub relay_queue_events: usize,
     pub relay_queue_bytes: usize,
+    /// Simulation-only fault: apply relayed events even when already seen.
+    #[doc(hidden)]
+    pub fault_disable_dedup: bool,
 }
 
 /// A cheap handle to one node's broker state.
@@ -318,7 +321,7 @@ impl Broker {
         for channel in &channels {
             let mut log = channel.log();
             log.expire(self.replay_cutoff(now));
-            if log.frontier.get(origin) >= seq {
+            if log.frontier.get(origin) >= seq && !self.shared.settings.fault_disable_dedup {
                 continue;
             }
             let entry = log.append(
@@ -407,6 +410,11 @@ impl Broker {
     pub fn outbox_size(&self) -> (usize, usize) {
         let state = self.state();
         (state.outbox.len(), state.outbox.bytes())
+    }
+
+    /// Whether relayed duplicates are applied anyway (simulation-only fault).
+    pub fn dedup_disabled(&self) -> bool {
+        self.shared.settings.fault_disable_dedup
     }
 
     /// Whether `client` is subscribed to `channel` on this node.

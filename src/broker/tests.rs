@@ -12,6 +12,7 @@ fn broker_with(replay_events: usize, buffer: usize) -> Broker {
             subscriber_buffer: buffer,
             relay_queue_events: 1000,
             relay_queue_bytes: 1 << 20,
+            fault_disable_dedup: false,
         },
         Arc::new(Metrics::default()),
     )

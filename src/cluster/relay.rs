@@ -312,7 +312,7 @@ fn apply(broker: &Broker, origin: Origin, payload: &[u8], next: &mut u64) -> Res
             Ok(())
         }
         Frame::Event(event) => {
-            if event.seq < *next {
+            if event.seq < *next && !broker.dedup_disabled() {
                 return Ok(());
             }
             if *next != 0 && event.seq > *next {
