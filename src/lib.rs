@@ -17,6 +17,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod http;
