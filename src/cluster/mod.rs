@@ -4,6 +4,7 @@
 //! gossip key-values. A sync loop turns the live member list into `/status` and into
 //! one relay puller per live peer origin.
 
+pub mod crypto;
 mod gossip;
 pub(crate) mod relay;
 
