@@ -283,7 +283,7 @@ in
         ProtectKernelModules = true;
         ProtectKernelTunables = true;
         ProtectProc = "invisible";
-        ProcSubset = "pid";
+        # No ProcSubset=pid: the node reads its name from /proc/sys/kernel/hostname.
         RestrictAddressFamilies = [
           "AF_INET"
           "AF_INET6"
