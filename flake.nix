@@ -20,8 +20,8 @@
 
       version = (lib.importTOML ./Cargo.toml).package.version;
 
-      # The Cargo workspace without what Nix itself or local builds add, so editing
-      # the flake or the README does not rebuild the package.
+      # The Cargo workspace without local build output, the flake and CI scripts, so
+      # editing those does not rebuild the package. The module stays: a test reads it.
       src = lib.cleanSourceWith {
         src = lib.cleanSource ./.;
         filter =
@@ -57,7 +57,7 @@
           };
         };
 
-      # A cargo command over the vendored workspace, as a check that builds nothing.
+      # A cargo command over the vendored workspace, as a check whose output is a stamp.
       cargoCheck =
         pkgs: name: nativeBuildInputs: command:
         pkgs.rustPlatform.buildRustPackage {
