@@ -1,0 +1,311 @@
+# services.sse-cluster: one broker node per host. Hosts that share `hosts` and the
+# secret in `secretKeyFile` find each other through gossip and form one cluster.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  cfg = config.services.sse-cluster;
+
+  inherit (lib)
+    literalExpression
+    mkEnableOption
+    mkIf
+    mkOption
+    mkPackageOption
+    optionals
+    types
+    ;
+
+  # The binary's duration syntax: a bare number of seconds, or units ms/s/m/h,
+  # possibly combined ("1m30s").
+  duration = types.strMatching "[0-9]+|([0-9]+(ms|s|m|h))+";
+
+  durationOption =
+    default: description:
+    mkOption {
+      type = duration;
+      inherit default;
+      example = "1m30s";
+      inherit description;
+    };
+
+  # Ports below 1024 need CAP_NET_BIND_SERVICE; everything else runs with no
+  # capability at all.
+  privilegedPort = cfg.port < 1024;
+
+  # Every option of `sse-cluster start` is passed explicitly, so the unit file shows
+  # the whole configuration. tests/nix_module.rs checks these flags against the real
+  # binary: it takes every string literal in this file that starts with `--` as a
+  # flag passed to it, so mention flags elsewhere only inside backticks. The secret is not among them: it travels through the environment so it
+  # never shows up in the process list or the Nix store.
+  args = [
+    "start"
+    "--http.server.address=${cfg.address}"
+    "--http.server.port=${toString cfg.port}"
+    "--http.server.cors.enabled=${lib.boolToString cfg.cors.enable}"
+    "--http.server.keepAlive=${cfg.keepAlive}"
+    "--http.server.retry=${cfg.retry}"
+    "--http.server.maxBodyBytes=${toString cfg.maxBodyBytes}"
+    "--http.server.maxConnections=${toString cfg.maxConnections}"
+    "--http.server.writeTimeout=${cfg.writeTimeout}"
+    "--http.client.timeout=${cfg.clientTimeout}"
+    "--gossip.port=${toString cfg.gossipPort}"
+    "--replay.events=${toString cfg.replay.events}"
+    "--replay.age=${cfg.replay.age}"
+    "--subscriber.buffer=${toString cfg.subscriberBuffer}"
+    "--log.format=${cfg.logFormat}"
+    "--log.level=${cfg.logLevel}"
+  ]
+  ++ optionals (cfg.hosts != [ ]) [ "--gossip.hosts=${lib.concatStringsSep "," cfg.hosts}" ]
+  ++ optionals (cfg.advertiseAddress != null) [ "--gossip.advertise=${cfg.advertiseAddress}" ]
+  ++ cfg.extraArgs;
+
+  # systemd hands the secret file to the unit as a credential (readable by the dynamic
+  # user only, for the lifetime of the service); it is read here, at every start.
+  # `$(< file)` drops trailing newlines, so a secret written with `echo` works.
+  start = pkgs.writeShellScript "sse-cluster-start" ''
+    set -euo pipefail
+    ${lib.optionalString (cfg.secretKeyFile != null) ''
+      GOSSIP_SECRET_KEY="$(< "$CREDENTIALS_DIRECTORY/gossip-secret-key")"
+      export GOSSIP_SECRET_KEY
+    ''}
+    exec ${lib.getExe' cfg.package "sse-cluster"} ${lib.escapeShellArgs args}
+  '';
+in
+{
+  options.services.sse-cluster = {
+    enable = mkEnableOption "sse-cluster, a clustered Server-Sent Events broker";
+
+    package = mkPackageOption pkgs "sse-cluster" { };
+
+    address = mkOption {
+      type = types.str;
+      default = "0.0.0.0";
+      example = "::";
+      description = "Address the HTTP server binds to (`--http.server.address`).";
+    };
+
+    port = mkOption {
+      type = types.port;
+      default = 8080;
+      description = ''
+        TCP port of the HTTP API (`--http.server.port`). Nodes also reach each other
+        here, so every node must be able to connect to it.
+      '';
+    };
+
+    gossipPort = mkOption {
+      type = types.port;
+      default = 42000;
+      description = "UDP port for gossip between nodes (`--gossip.port`).";
+    };
+
+    hosts = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [
+        "sse1.example.org:42000"
+        "sse2.example.org:42000"
+      ];
+      description = ''
+        Gossip addresses (`host:port`) of nodes to join through (`--gossip.hosts`).
+        Any one live member is enough; listing every node, this one included, lets
+        all hosts share the same value.
+      '';
+    };
+
+    secretKeyFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/secrets/sse-cluster";
+      description = ''
+        File holding the shared secret that encrypts and authenticates cluster
+        traffic (the binary's `--gossip.secretKey`, passed as `GOSSIP_SECRET_KEY`).
+        It is read when the service starts, through systemd's `LoadCredential`, and
+        never copied into the Nix store: give an absolute path as a string, for
+        example one managed by agenix or sops-nix. Without it cluster traffic is
+        unauthenticated.
+      '';
+    };
+
+    cors.enable = mkEnableOption "CORS headers and preflight answers on every route (`--http.server.cors.enabled`)";
+
+    advertiseAddress = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "10.0.0.5";
+      description = ''
+        Address other nodes use to reach this one (`--gossip.advertise`). Set it on
+        hosts with several interfaces, where the address the node would pick is not
+        the one its peers can reach. `null` lets the binary choose.
+      '';
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Open the HTTP port (TCP: clients, and relay between nodes) and the gossip
+        port (UDP) in the firewall.
+      '';
+    };
+
+    clientTimeout =
+      durationOption "10s" "Time limit for requests this node makes to other nodes (`--http.client.timeout`).";
+
+    keepAlive =
+      durationOption "15s" "Interval between keep-alive comments on idle streams (`--http.server.keepAlive`).";
+
+    retry =
+      durationOption "3s" "Reconnection delay sent to clients in the stream's `retry:` line (`--http.server.retry`).";
+
+    writeTimeout =
+      durationOption "30s" "Close a connection whose writes make no progress for this long (`--http.server.writeTimeout`).";
+
+    maxBodyBytes = mkOption {
+      type = types.ints.positive;
+      default = 65536;
+      description = "Largest accepted publish body in bytes (`--http.server.maxBodyBytes`).";
+    };
+
+    maxConnections = mkOption {
+      type = types.ints.positive;
+      default = 10000;
+      description = ''
+        Open connections above which new requests get 503
+        (`--http.server.maxConnections`). The unit's file descriptor limit follows it.
+      '';
+    };
+
+    replay = {
+      events = mkOption {
+        type = types.ints.positive;
+        default = 1000;
+        description = "Events kept per channel for `Last-Event-ID` resume (`--replay.events`).";
+      };
+      age = durationOption "5m" "How long events stay in the replay history (`--replay.age`).";
+    };
+
+    subscriberBuffer = mkOption {
+      type = types.ints.positive;
+      default = 512;
+      description = ''
+        Events a subscriber may fall behind before it is disconnected
+        (`--subscriber.buffer`); at most `replay.events`.
+      '';
+    };
+
+    logLevel = mkOption {
+      type = types.str;
+      default = "info";
+      example = "sse_cluster=debug,info";
+      description = "Log level or filter (`--log.level`).";
+    };
+
+    logFormat = mkOption {
+      type = types.enum [
+        "text"
+        "json"
+      ];
+      default = "text";
+      description = "Log format (`--log.format`).";
+    };
+
+    extraArgs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      description = "Further arguments appended to `sse-cluster start`.";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = cfg.subscriberBuffer <= cfg.replay.events;
+        message = "services.sse-cluster.subscriberBuffer must not exceed services.sse-cluster.replay.events.";
+      }
+      {
+        assertion =
+          cfg.secretKeyFile == null
+          || (lib.hasPrefix "/" cfg.secretKeyFile && !lib.hasPrefix builtins.storeDir cfg.secretKeyFile);
+        message = "services.sse-cluster.secretKeyFile must be an absolute path outside the Nix store.";
+      }
+    ];
+
+    networking.firewall = mkIf cfg.openFirewall {
+      allowedTCPPorts = [ cfg.port ];
+      allowedUDPPorts = [ cfg.gossipPort ];
+    };
+
+    systemd.services.sse-cluster = {
+      description = "sse-cluster Server-Sent Events broker";
+      documentation = [ "https://github.com/sse-cluster/sse-cluster" ];
+      wantedBy = [ "multi-user.target" ];
+      # Seed hosts are resolved at start.
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ];
+
+      serviceConfig = {
+        ExecStart = start;
+        Restart = "on-failure";
+        RestartSec = "2s";
+        # SIGTERM makes the node end open streams and exit 0.
+        KillSignal = "SIGTERM";
+        TimeoutStopSec = "30s";
+
+        DynamicUser = true;
+        LoadCredential = optionals (cfg.secretKeyFile != null) [
+          "gossip-secret-key:${cfg.secretKeyFile}"
+        ];
+
+        # One descriptor per subscriber: leave room above maxConnections for peers,
+        # gossip and the listener.
+        LimitNOFILE = lib.max 65536 (cfg.maxConnections + 1024);
+
+        CapabilityBoundingSet = if privilegedPort then [ "CAP_NET_BIND_SERVICE" ] else [ "" ];
+        AmbientCapabilities = if privilegedPort then [ "CAP_NET_BIND_SERVICE" ] else [ "" ];
+        NoNewPrivileges = true;
+        # A user namespace would drop the capability a low port needs.
+        PrivateUsers = !privilegedPort;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        DevicePolicy = "closed";
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        ProtectClock = true;
+        ProtectControlGroups = true;
+        ProtectHostname = true;
+        ProtectKernelLogs = true;
+        ProtectKernelModules = true;
+        ProtectKernelTunables = true;
+        ProtectProc = "invisible";
+        # No ProcSubset=pid: the node reads its name from /proc/sys/kernel/hostname.
+        RestrictAddressFamilies = [
+          "AF_INET"
+          "AF_INET6"
+          "AF_UNIX"
+        ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        RemoveIPC = true;
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged"
+          "~@resources"
+        ];
+        SystemCallErrorNumber = "EPERM";
+        UMask = "0077";
+      };
+    };
+  };
+
+  meta.maintainers = [ ];
+}

@@ -1,0 +1,162 @@
+# Three NixOS machines run services.sse-cluster and form one cluster. A publish on one
+# machine reaches EventSource-style subscribers (curl -N) on the others; one machine's
+# network is cut and healed, and every subscriber still gets every event exactly once,
+# in the order its origin accepted them.
+#
+# Run with `nix build .#checks.x86_64-linux.cluster -L` (needs KVM and network access
+# to fetch nixpkgs).
+{ pkgs, module }:
+
+pkgs.testers.runNixOSTest {
+  name = "sse-cluster";
+
+  defaults =
+    { config, pkgs, ... }:
+    {
+      imports = [ module ];
+
+      services.sse-cluster = {
+        enable = true;
+        openFirewall = true;
+        # The same list on every node, this one included.
+        hosts = [
+          "node1:42000"
+          "node2:42000"
+          "node3:42000"
+        ];
+        secretKeyFile = "/run/sse-cluster-secret";
+        # Test VMs have a second interface (the driver's, 10.0.2.15 on every machine);
+        # peers must use the address of the shared VLAN.
+        advertiseAddress = config.networking.primaryIPAddress;
+        # Short keep-alives make a stalled stream visible quickly.
+        keepAlive = "2s";
+        logLevel = "debug";
+      };
+
+      # A test-only secret, written at boot outside the Nix store the way a secrets
+      # manager would.
+      systemd.tmpfiles.rules = [ "f /run/sse-cluster-secret 0400 root root - vm-test-shared-secret" ];
+
+      environment.systemPackages = [
+        pkgs.curl
+        pkgs.jq
+      ];
+    };
+
+  nodes = {
+    node1 = { };
+    node2 = { };
+    node3 = { };
+  };
+
+  testScript = ''
+    import re
+    import time
+
+    nodes = [node1, node2, node3]
+    event_line = re.compile(r'^data: \{"n":(\d+)\}$')
+
+
+    def publish(machine, n):
+        body = '{"data":{"n":%d}}' % n
+        reply = machine.succeed(
+            "curl -sSf -X POST http://localhost:8080/channel/news "
+            f"-H 'Content-Type: application/json' -d '{body}'"
+        )
+        assert '"duplicate":false' in reply, reply
+
+
+    def subscribe(machine, name):
+        machine.succeed(
+            f"systemd-run --unit={name} "
+            f"sh -c 'exec curl -sSN http://localhost:8080/channel/news > /tmp/{name}.log'"
+        )
+        # The stream opens at once with a retry: line, before any event.
+        machine.wait_until_succeeds(f"grep -q '^retry:' /tmp/{name}.log", timeout=30)
+
+
+    def received(machine, name):
+        log = machine.succeed(f"cat /tmp/{name}.log")
+        return [int(m.group(1)) for m in map(event_line.match, log.splitlines()) if m]
+
+
+    def wait_for(machine, name, expected):
+        with machine.nested(f"waiting for {sorted(expected)} on {name}"):
+            for _ in range(120):
+                if set(received(machine, name)) >= expected:
+                    return
+                time.sleep(1)
+            raise AssertionError(f"{name} got {received(machine, name)}, wanted {sorted(expected)}")
+
+
+    start_all()
+    for m in nodes:
+        m.wait_for_unit("sse-cluster.service")
+        m.wait_for_open_port(8080)
+
+    with subtest("the secret is read at start and not in the unit or the store"):
+        node1.fail("systemctl cat sse-cluster | grep -q vm-test-shared-secret")
+        node1.fail(
+            "grep -q vm-test-shared-secret "
+            "$(systemctl show -p ExecStart --value sse-cluster | grep -o '/nix/store/[^ ;]*')"
+        )
+        node1.succeed("tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value sse-cluster)/environ | grep -q '^GOSSIP_SECRET_KEY=vm-test-shared-secret$'")
+
+    with subtest("three nodes form one cluster"):
+        for m in nodes:
+            m.wait_until_succeeds(
+                "curl -sSf http://localhost:8080/status | jq -e '.gossip.member_count == 3'",
+                timeout=120,
+            )
+
+    with subtest("a publish on one machine reaches subscribers on the others"):
+        subscribe(node1, "sub1")
+        subscribe(node2, "sub2")
+        subscribe(node3, "sub3")
+        # Subscriptions may take a gossip round to be known cluster-wide: publish a
+        # named probe event (not counted below) until every subscriber has seen one.
+        subscribers = [(node1, "sub1"), (node2, "sub2"), (node3, "sub3")]
+        for _ in range(60):
+            node1.succeed(
+                "curl -sSf -X POST http://localhost:8080/channel/news "
+                "-H 'Content-Type: application/json' -d '{\"event\":\"probe\",\"data\":0}'"
+            )
+            if all(m.execute(f"grep -q '^event: probe' /tmp/{name}.log")[0] == 0 for m, name in subscribers):
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError("probe events never reached every subscriber")
+        for n in [1, 2, 3]:
+            publish(node1, n)
+        for m, name in subscribers:
+            wait_for(m, name, {1, 2, 3})
+
+    with subtest("a cut machine gets what it missed once the network heals"):
+        node3.block()
+        for n in [4, 5, 6, 7, 8]:
+            publish(node1, n)
+        for n in [9, 10, 11]:
+            publish(node2, n)
+        # node3 keeps serving its own subscribers while cut off.
+        publish(node3, 100)
+        wait_for(node1, "sub1", set(range(1, 12)))
+        wait_for(node2, "sub2", set(range(1, 12)))
+        wait_for(node3, "sub3", {1, 2, 3, 100})
+        assert set(received(node3, "sub3")) == {1, 2, 3, 100}, received(node3, "sub3")
+        node3.unblock()
+        everything = set(range(1, 12)) | {100}
+        for m, name in subscribers:
+            wait_for(m, name, everything)
+
+    with subtest("every subscriber got every event exactly once, in origin order"):
+        # Leave time for a redelivery to show up as a duplicate.
+        time.sleep(10)
+        for m, name in subscribers:
+            got = received(m, name)
+            assert sorted(got) == sorted(everything), f"{name}: {got}"
+            from_node1 = [n for n in got if 1 <= n <= 8]
+            from_node2 = [n for n in got if 9 <= n <= 11]
+            assert from_node1 == sorted(from_node1), f"{name} reordered node1's events: {got}"
+            assert from_node2 == sorted(from_node2), f"{name} reordered node2's events: {got}"
+  '';
+}
