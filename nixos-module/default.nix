@@ -57,11 +57,14 @@ let
     "--replay.events=${toString cfg.replay.events}"
     "--replay.age=${cfg.replay.age}"
     "--subscriber.buffer=${toString cfg.subscriberBuffer}"
+    "--relay.queueEvents=${toString cfg.relay.queueEvents}"
+    "--relay.queueBytes=${toString cfg.relay.queueBytes}"
     "--log.format=${cfg.logFormat}"
     "--log.level=${cfg.logLevel}"
   ]
   ++ optionals (cfg.hosts != [ ]) [ "--gossip.hosts=${lib.concatStringsSep "," cfg.hosts}" ]
   ++ optionals (cfg.advertiseAddress != null) [ "--gossip.advertise=${cfg.advertiseAddress}" ]
+  ++ optionals (cfg.nodeId != null) [ "--gossip.nodeId=${cfg.nodeId}" ]
   ++ cfg.extraArgs;
 
   # systemd hands the secret file to the unit as a credential (readable by the dynamic
@@ -188,6 +191,32 @@ in
         description = "Events kept per channel for `Last-Event-ID` resume (`--replay.events`).";
       };
       age = durationOption "5m" "How long events stay in the replay history (`--replay.age`).";
+    };
+
+    relay = {
+      queueEvents = mkOption {
+        type = types.ints.positive;
+        default = 10000;
+        description = ''
+          Accepted events kept for a peer that is unreachable (`--relay.queueEvents`);
+          past this bound the peer's subscribers get an `event: gap`.
+        '';
+      };
+      queueBytes = mkOption {
+        type = types.ints.positive;
+        default = 33554432;
+        description = "Bytes of accepted events kept for an unreachable peer (`--relay.queueBytes`).";
+      };
+    };
+
+    nodeId = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "broker-1";
+      description = ''
+        This node's unique name in the cluster (`--gossip.nodeId`); by default
+        `<hostname>-<port>`.
+      '';
     };
 
     subscriberBuffer = mkOption {
