@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::broker::{Broker, BrokerSettings};
 use crate::clock::Clock;
-use crate::cluster::{relay, Cluster, ClusterSettings};
+use crate::cluster::{relay, Cluster, ClusterSecret, ClusterSettings};
 use crate::config::Config;
 use crate::event::Origin;
 use crate::http::{self, AppState, ClusterView, HttpSettings, MemberInfo};
@@ -129,6 +129,17 @@ impl Node {
             .config
             .gossip_advertise
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let secret = match self.config.gossip_secret_key.clone() {
+            Some(key) => {
+                let clock = self.clock;
+                let prefix = self.broker.origin();
+                let derived =
+                    tokio::task::spawn_blocking(move || ClusterSecret::new(&key, clock, prefix))
+                        .await?;
+                Some(Arc::new(derived))
+            }
+            None => None,
+        };
         let settings = ClusterSettings {
             node_id: self
                 .config
@@ -143,7 +154,7 @@ impl Node {
             seeds: self.config.gossip_hosts.clone(),
             gossip_interval: Duration::from_millis(500),
             client_timeout: self.config.http_client_timeout,
-            sealer: None,
+            secret: secret.clone(),
         };
         if self.config.gossip_secret_key.is_none() {
             tracing::warn!("no --gossip.secretKey: cluster traffic (gossip and relay) is open to anyone who can reach these ports");
@@ -165,6 +176,7 @@ impl Node {
         .await?;
         let relay = relay::router(relay::RelayServer {
             broker: self.broker.clone(),
+            secret,
             ping: Duration::from_secs(1),
             shutdown: stop_rx.clone(),
         });

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chitchat::transport::{Socket, Transport};
 use chitchat::{ChitchatMessage, Deserializable, Serializable};
 
-use super::Sealer;
+use super::ClusterSecret;
 use crate::metrics::Metrics;
 use crate::transport::{Datagram, Network};
 
@@ -20,7 +20,7 @@ const MAX_DATAGRAM: usize = 65_535;
 
 pub(crate) struct GossipTransport<N> {
     pub(crate) network: N,
-    pub(crate) sealer: Option<Arc<dyn Sealer>>,
+    pub(crate) secret: Option<Arc<ClusterSecret>>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -34,7 +34,7 @@ impl<N: Network> Transport for GossipTransport<N> {
             .with_context(|| format!("cannot bind {listen_addr}/udp for gossip"))?;
         Ok(Box::new(GossipSocket {
             socket,
-            sealer: self.sealer.clone(),
+            secret: self.secret.clone(),
             metrics: self.metrics.clone(),
             send_buf: Vec::with_capacity(MAX_DATAGRAM),
             recv_buf: vec![0; MAX_DATAGRAM].into_boxed_slice(),
@@ -44,7 +44,7 @@ impl<N: Network> Transport for GossipTransport<N> {
 
 struct GossipSocket<D> {
     socket: D,
-    sealer: Option<Arc<dyn Sealer>>,
+    secret: Option<Arc<ClusterSecret>>,
     metrics: Arc<Metrics>,
     send_buf: Vec<u8>,
     recv_buf: Box<[u8]>,
@@ -68,7 +68,7 @@ impl<D: Datagram> Socket for GossipSocket<D> {
         self.send_buf.clear();
         message.serialize(&mut self.send_buf);
         let sealed;
-        let payload: &[u8] = match &self.sealer {
+        let payload: &[u8] = match &self.secret {
             Some(sealer) => {
                 sealed = sealer.seal_datagram(&self.send_buf);
                 &sealed
@@ -94,7 +94,7 @@ impl<D: Datagram> Socket for GossipSocket<D> {
             };
             let packet = &self.recv_buf[..len];
             let opened;
-            let mut bytes: &[u8] = match &self.sealer {
+            let mut bytes: &[u8] = match &self.secret {
                 Some(sealer) => match sealer.open_datagram(packet) {
                     Ok(plain) => {
                         opened = plain;
@@ -102,7 +102,7 @@ impl<D: Datagram> Socket for GossipSocket<D> {
                     }
                     Err(reason) => {
                         self.metrics.gossip_rejected.fetch_add(1, Relaxed);
-                        tracing::debug!(%from, reason, "dropped gossip datagram");
+                        tracing::debug!(%from, %reason, "dropped gossip datagram");
                         continue;
                     }
                 },

@@ -10,7 +10,7 @@ pub(crate) mod relay;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
+use crate::clock::Clock;
 use crate::event::Origin;
 use crate::http::{ClusterView, MemberInfo};
 use crate::metrics::Metrics;
@@ -29,10 +30,53 @@ use relay::PeerTarget;
 const KEY_HTTP: &str = "http";
 const KEY_ORIGIN: &str = "origin";
 
-/// Encrypts and authenticates cluster datagrams (see `crypto`).
-pub trait Sealer: Send + Sync + 'static {
-    fn seal_datagram(&self, plaintext: &[u8]) -> Vec<u8>;
-    fn open_datagram(&self, packet: &[u8]) -> Result<Vec<u8>, &'static str>;
+/// The cluster secret in use: its keys, a nonce source and the relay's replay guard.
+pub struct ClusterSecret {
+    key: crypto::ClusterKey,
+    clock: Clock,
+    /// Nonces are this prefix (random per process) and a counter: unique, which is
+    /// what XChaCha20 and the relay handshake need, and reproducible in simulations.
+    prefix: [u8; 8],
+    counter: AtomicU64,
+    guard: Mutex<crypto::ReplayGuard>,
+}
+
+impl ClusterSecret {
+    /// Derives the keys (Argon2id: run it off the async threads).
+    pub fn new(secret: &str, clock: Clock, nonce_prefix: u64) -> Self {
+        ClusterSecret {
+            key: crypto::ClusterKey::derive(secret),
+            clock,
+            prefix: nonce_prefix.to_be_bytes(),
+            counter: AtomicU64::new(1),
+            guard: Mutex::new(crypto::ReplayGuard::default()),
+        }
+    }
+
+    fn nonce16(&self) -> [u8; 16] {
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&self.prefix);
+        nonce[8..].copy_from_slice(&self.counter.fetch_add(1, Relaxed).to_be_bytes());
+        nonce
+    }
+
+    pub(crate) fn seal_datagram(&self, plaintext: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; 24];
+        nonce[..16].copy_from_slice(&self.nonce16());
+        nonce[16..].copy_from_slice(b"gossip\0\0");
+        self.key
+            .seal_datagram(nonce, self.clock.now_ms(), plaintext)
+    }
+
+    pub(crate) fn open_datagram(&self, packet: &[u8]) -> Result<Vec<u8>, crypto::CryptoError> {
+        self.key.open_datagram(packet, self.clock.now_ms())
+    }
+}
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(<redacted>)")
+    }
 }
 
 /// How this node takes part in the cluster.
@@ -49,7 +93,7 @@ pub struct ClusterSettings {
     pub gossip_interval: Duration,
     /// Bound on relay connects and on a silent relay stream.
     pub client_timeout: Duration,
-    pub sealer: Option<Arc<dyn Sealer>>,
+    pub secret: Option<Arc<ClusterSecret>>,
 }
 
 /// A running cluster membership; the HTTP layer sees it as a [`ClusterView`].
@@ -123,7 +167,7 @@ impl Cluster {
         };
         let transport = gossip::GossipTransport {
             network: network.clone(),
-            sealer: settings.sealer.clone(),
+            secret: settings.secret.clone(),
             metrics: metrics.clone(),
         };
         let chitchat = spawn_chitchat(
@@ -256,6 +300,7 @@ async fn sync_loop<N: Network>(
                     peer.clone(),
                     settings.node_id.clone(),
                     settings.client_timeout,
+                    settings.secret.clone(),
                     shutdown.clone(),
                 ));
                 pullers.insert(peer.origin, (peer.clone(), handle));

@@ -24,12 +24,20 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use std::sync::Arc;
+
+use super::crypto::{FrameOpener, FrameSealer};
+use super::ClusterSecret;
 use crate::broker::{Broker, RelayBatch, RelayEvent, Route};
 use crate::event::{validate_name, Origin, Publish};
 use crate::transport::Network;
 
 pub(crate) const PATH: &str = "/relay/v1";
 const ORIGIN_HEADER: &str = "x-relay-origin";
+/// The dialler's proof of the cluster key, bound to its exact request.
+const AUTH_HEADER: &str = "x-relay-auth";
+/// The server's proof of the key, bound to the dialler's.
+const PROOF_HEADER: &str = "x-relay-proof";
 /// Largest frame accepted from a peer (a publish body is far smaller).
 const MAX_FRAME: usize = 4 * 1024 * 1024;
 /// Most events sent in one write.
@@ -52,6 +60,7 @@ fn frame_bytes(out: &mut BytesMut, payload: &[u8]) {
 #[derive(Clone)]
 pub(crate) struct RelayServer {
     pub(crate) broker: Broker,
+    pub(crate) secret: Option<Arc<ClusterSecret>>,
     pub(crate) ping: Duration,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -69,14 +78,63 @@ pub(crate) fn router(server: RelayServer) -> Router {
     Router::new().route(PATH, get(serve)).with_state(server)
 }
 
+/// The bytes that authenticate a relay request: both ends build them from the query.
+fn request_context(origin: &str, from: u64, since: u64, node: &str) -> String {
+    format!("GET {PATH} origin={origin} from={from} since={since} node={node}")
+}
+
+/// Frames of one relay response, sealed when the cluster has a key.
+struct Framer {
+    sealer: Option<FrameSealer>,
+}
+
+impl Framer {
+    fn push(&mut self, out: &mut BytesMut, payload: &[u8]) {
+        match &mut self.sealer {
+            Some(sealer) => frame_bytes(out, &sealer.seal(payload)),
+            None => frame_bytes(out, payload),
+        }
+    }
+}
+
 async fn serve(
     State(server): State<RelayServer>,
     query: Result<Query<RelayQuery>, axum::extract::rejection::QueryRejection>,
-    _headers: HeaderMap,
+    headers: HeaderMap,
 ) -> Response {
     let Ok(Query(query)) = query else {
+        server.broker.metrics().relay_rejected.fetch_add(1, Relaxed);
         return (StatusCode::BAD_REQUEST, "relay: bad query").into_response();
     };
+    let mut response_headers = HeaderMap::new();
+    let mut framer = Framer { sealer: None };
+    if let Some(secret) = &server.secret {
+        let token = headers
+            .get(AUTH_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let context = request_context(&query.origin, query.from, query.since, &query.node);
+        let accepted = {
+            let mut guard = secret.guard.lock().unwrap_or_else(|p| p.into_inner());
+            secret
+                .key
+                .verify_relay_request(token, &context, secret.clock.now_ms(), &mut guard)
+        };
+        match accepted {
+            Ok(accept) => {
+                let server_nonce = secret.nonce16();
+                if let Ok(proof) = HeaderValue::from_str(&accept.response_header(server_nonce)) {
+                    response_headers.insert(PROOF_HEADER, proof);
+                }
+                framer.sealer = Some(accept.sealer(server_nonce));
+            }
+            Err(error) => {
+                server.broker.metrics().relay_rejected.fetch_add(1, Relaxed);
+                tracing::warn!(peer = %query.node, %error, "refused a relay request");
+                return (StatusCode::UNAUTHORIZED, "relay: not authenticated").into_response();
+            }
+        }
+    }
     let origin = server.broker.origin();
     let origin_header =
         HeaderValue::from_str(&format!("{origin:x}")).unwrap_or(HeaderValue::from_static("0"));
@@ -95,66 +153,57 @@ async fn serve(
         query.from
     };
     let stream = futures_util::stream::unfold(
-        (server, from, false),
-        |(server, mut next, done)| async move {
-            if done {
-                return None;
-            }
+        (server, framer, from),
+        |(server, mut framer, mut next)| async move {
             let mut ping =
                 tokio::time::interval_at(tokio::time::Instant::now() + server.ping, server.ping);
             loop {
                 let mut out = BytesMut::new();
-                match server.broker.relay_read(next.max(1), BATCH) {
+                match server.broker.relay_read(next, BATCH) {
                     RelayBatch::Gap { upto } => {
-                        let skip_silently = next == 0;
                         next = upto + 1;
-                        if !skip_silently {
-                            let payload =
-                                serde_json::to_vec(&Frame::Gap { upto }).unwrap_or_default();
-                            frame_bytes(&mut out, &payload);
-                            return Some((
-                                Ok::<_, Infallible>(out.freeze()),
-                                (server, next, false),
-                            ));
-                        }
-                        continue;
+                        let payload = serde_json::to_vec(&Frame::Gap { upto }).unwrap_or_default();
+                        framer.push(&mut out, &payload);
+                        return Some((Ok::<_, Infallible>(out.freeze()), (server, framer, next)));
                     }
                     RelayBatch::Events(events) if !events.is_empty() => {
-                        next = next.max(1) + events.len() as u64;
+                        next += events.len() as u64;
+                        let mut payload = Vec::new();
                         for event in events {
-                            out.put_u32(event.len() as u32 + 10);
-                            out.put_slice(b"{\"event\":");
-                            out.put_slice(&event);
-                            out.put_u8(b'}');
+                            payload.clear();
+                            payload.extend_from_slice(b"{\"event\":");
+                            payload.extend_from_slice(&event);
+                            payload.push(b'}');
+                            framer.push(&mut out, &payload);
                         }
-                        return Some((Ok(out.freeze()), (server, next, false)));
+                        return Some((Ok(out.freeze()), (server, framer, next)));
                     }
                     RelayBatch::Events(_) => {}
                 }
-                let wait_from = next;
                 let woke = {
                     let mut shutdown = server.shutdown.clone();
                     tokio::select! {
                         biased;
                         _ = shutdown.wait_for(|s| *s) => return None,
-                        _ = server.broker.relay_wait(wait_from) => Woke::Event,
+                        _ = server.broker.relay_wait(next) => Woke::Event,
                         _ = ping.tick() => Woke::Ping,
                     }
                 };
                 if let Woke::Ping = woke {
                     let payload = serde_json::to_vec(&Frame::Ping).unwrap_or_default();
-                    frame_bytes(&mut out, &payload);
-                    return Some((Ok(out.freeze()), (server, next, false)));
+                    framer.push(&mut out, &payload);
+                    return Some((Ok(out.freeze()), (server, framer, next)));
                 }
             }
         },
     );
     let mut response = Response::new(Body::from_stream(stream));
-    response.headers_mut().insert(ORIGIN_HEADER, origin_header);
-    response.headers_mut().insert(
+    response_headers.insert(ORIGIN_HEADER, origin_header);
+    response_headers.insert(
         "content-type",
         HeaderValue::from_static("application/x-sse-cluster-relay"),
     );
+    response.headers_mut().extend(response_headers);
     response
 }
 
@@ -187,12 +236,21 @@ pub(crate) async fn pull<N: Network>(
     peer: PeerTarget,
     self_id: String,
     timeout: Duration,
+    secret: Option<Arc<ClusterSecret>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut next = 0u64;
     let mut backoff = Duration::from_millis(50);
     loop {
-        let attempt = pull_once(&network, &broker, &peer, &self_id, timeout, &mut next);
+        let attempt = pull_once(
+            &network,
+            &broker,
+            &peer,
+            &self_id,
+            timeout,
+            secret.as_deref(),
+            &mut next,
+        );
         let result = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             result = attempt => result,
@@ -220,6 +278,7 @@ async fn pull_once<N: Network>(
     peer: &PeerTarget,
     self_id: &str,
     timeout: Duration,
+    secret: Option<&ClusterSecret>,
     next: &mut u64,
 ) -> PullEnd {
     let failed = |what: &str, e: &dyn std::fmt::Display| PullEnd::Failed(format!("{what}: {e}"));
@@ -251,10 +310,18 @@ async fn pull_once<N: Network>(
         "{PATH}?origin={:x}&from={from}&since={since}&node={self_id}",
         peer.origin
     );
-    let request = match axum::http::Request::get(uri)
-        .header("host", peer.http_addr.to_string())
-        .body(http_body_util::Empty::new())
-    {
+    let mut request = axum::http::Request::get(uri).header("host", peer.http_addr.to_string());
+    let mut token = None;
+    if let Some(secret) = secret {
+        let origin = format!("{:x}", peer.origin);
+        let context = request_context(&origin, from, since, self_id);
+        let header = secret
+            .key
+            .relay_request(secret.nonce16(), secret.clock.now_ms(), &context);
+        request = request.header(AUTH_HEADER, header.as_str());
+        token = Some(header);
+    }
+    let request = match request.body(http_body_util::Empty::new()) {
         Ok(request) => request,
         Err(e) => return failed("request", &e),
     };
@@ -268,6 +335,21 @@ async fn pull_once<N: Network>(
     }
     if response.status() != StatusCode::OK {
         return PullEnd::Failed(format!("status {}", response.status()));
+    }
+    let mut opener: Option<FrameOpener> = None;
+    if let (Some(secret), Some(token)) = (secret, &token) {
+        let proof = response
+            .headers()
+            .get(PROOF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        match secret.key.verify_relay_response(token, proof) {
+            Ok(o) => opener = Some(o),
+            Err(e) => {
+                broker.metrics().relay_rejected.fetch_add(1, Relaxed);
+                return failed("peer did not prove the cluster key", &e);
+            }
+        }
     }
     let mut body = response.into_body();
     let mut buf = BytesMut::new();
@@ -292,8 +374,22 @@ async fn pull_once<N: Network>(
                 break;
             }
             buf.advance(4);
-            let payload = buf.split_to(len);
-            if let Err(reason) = apply(broker, peer.origin, &payload, next) {
+            let sealed = buf.split_to(len);
+            let opened;
+            let payload: &[u8] = match &mut opener {
+                Some(opener) => match opener.open(&sealed) {
+                    Ok(plain) => {
+                        opened = plain;
+                        &opened
+                    }
+                    Err(e) => {
+                        broker.metrics().relay_rejected.fetch_add(1, Relaxed);
+                        return failed("relay frame", &e);
+                    }
+                },
+                None => &sealed,
+            };
+            if let Err(reason) = apply(broker, peer.origin, payload, next) {
                 broker.metrics().relay_rejected.fetch_add(1, Relaxed);
                 return PullEnd::Failed(reason);
             }

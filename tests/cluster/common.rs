@@ -34,7 +34,12 @@ impl NodeProcess {
         Self::start_on(http, gossip, seed, extra)
     }
 
-    pub(crate) fn start_on(http: u16, gossip: u16, seed: Option<u16>, extra: &[&str]) -> NodeProcess {
+    pub(crate) fn start_on(
+        http: u16,
+        gossip: u16,
+        seed: Option<u16>,
+        extra: &[&str],
+    ) -> NodeProcess {
         let mut args = vec![
             "start".to_owned(),
             format!("--http.server.port={http}"),
@@ -91,7 +96,6 @@ impl NodeProcess {
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http)
     }
-
 }
 
 impl Drop for NodeProcess {
