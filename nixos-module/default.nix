@@ -215,7 +215,7 @@ in
       example = "broker-1";
       description = ''
         This node's unique name in the cluster (`--gossip.nodeId`); by default
-        `<hostname>-<port>`.
+        `<hostname>@<advertise address>:<port>`.
       '';
     };
 

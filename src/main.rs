@@ -56,7 +56,7 @@ struct StartArgs {
     /// [default: the local address that routes to the first seed, else 127.0.0.1].
     #[arg(long = "gossip.advertise", env = "GOSSIP_ADVERTISE")]
     gossip_advertise: Option<IpAddr>,
-    /// This node's unique name in the cluster [default: <hostname>-<http port>].
+    /// This node's unique name in the cluster [default: <hostname>@<advertise address>:<http port>].
     #[arg(long = "gossip.nodeId", env = "GOSSIP_NODE_ID")]
     node_id: Option<String>,
     /// Accepted events kept for a peer that is away, before it gets a gap.
@@ -243,7 +243,13 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         config.gossip_advertise = Some(advertise_address(&config).await);
     }
     if config.node_id.is_none() {
-        config.node_id = Some(format!("{}-{http_port}", hostname()));
+        // Hostname, address and port: unique even for nodes that share a hostname
+        // and a port number (containers, network namespaces).
+        let ip = config
+            .gossip_advertise
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
+        config.node_id = Some(format!("{}@{ip}:{http_port}", hostname()));
     }
     tracing::info!(%addr, origin = format_args!("{origin:x}"), "listening");
     let unused = Arc::new(Standalone {

@@ -165,8 +165,38 @@ pub(crate) struct SseEvent {
     pub(crate) id: Option<String>,
 }
 
-/// Subscribes and forwards every event (with data) to the returned receiver. The
-/// second receiver yields `()` when the stream ends.
+/// Parses SSE lines into events.
+#[derive(Default)]
+pub(crate) struct SseParser {
+    event: Option<String>,
+    data: Option<String>,
+    id: Option<String>,
+}
+
+impl SseParser {
+    /// Feeds one line (without its newline); returns an event when one completes.
+    pub(crate) fn line(&mut self, line: &str) -> Option<SseEvent> {
+        if line.is_empty() {
+            let event = self.event.take();
+            return self.data.take().map(|data| SseEvent {
+                event,
+                data,
+                id: self.id.clone(),
+            });
+        }
+        if let Some(v) = line.strip_prefix("data: ") {
+            self.data = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            self.event = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("id: ") {
+            self.id = Some(v.to_owned());
+        }
+        None
+    }
+}
+
+/// Subscribes and forwards every event (with data) to the returned receiver; `None`
+/// when the stream ends.
 pub(crate) async fn subscribe(
     url: String,
     last_event_id: Option<String>,
@@ -181,28 +211,13 @@ pub(crate) async fn subscribe(
     tokio::spawn(async move {
         let mut body = response.bytes_stream();
         let mut buf = String::new();
-        let (mut event, mut data, mut id): (Option<String>, Option<String>, Option<String>) =
-            (None, None, None);
+        let mut parser = SseParser::default();
         while let Some(Ok(chunk)) = body.next().await {
             buf.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(pos) = buf.find('\n') {
                 let line: String = buf.drain(..=pos).collect();
-                let line = line.trim_end_matches('\n');
-                if line.is_empty() {
-                    if let Some(d) = data.take() {
-                        let _ = tx.send(Some(SseEvent {
-                            event: event.take(),
-                            data: d,
-                            id: id.clone(),
-                        }));
-                    }
-                    event = None;
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    data = Some(v.to_owned());
-                } else if let Some(v) = line.strip_prefix("event: ") {
-                    event = Some(v.to_owned());
-                } else if let Some(v) = line.strip_prefix("id: ") {
-                    id = Some(v.to_owned());
+                if let Some(event) = parser.line(line.trim_end_matches('\n')) {
+                    let _ = tx.send(Some(event));
                 }
             }
         }

@@ -1,0 +1,333 @@
+//! A real network partition: three nodes in their own network namespaces on a
+//! bridge; one node's link is cut while both sides publish, then healed.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::common::*;
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// Namespaces `ns1..ns3` on a bridge, removed on drop.
+struct Hosts {
+    tag: String,
+    subnet: String,
+}
+
+impl Hosts {
+    fn create() -> Result<Hosts, String> {
+        let pid = std::process::id();
+        let hosts = Hosts {
+            tag: format!("s{}", pid % 100_000),
+            subnet: format!("10.77.{}", 20 + pid % 200),
+        };
+        ip(&["link", "add", &hosts.bridge(), "type", "bridge"])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}.254/24", hosts.subnet),
+            "dev",
+            &hosts.bridge(),
+        ])?;
+        ip(&["link", "set", &hosts.bridge(), "up"])?;
+        for i in 1..=3 {
+            let (ns, host, peer) = (hosts.ns(i), hosts.veth(i), format!("{}p{i}", hosts.tag));
+            ip(&["netns", "add", &ns])?;
+            ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer])?;
+            ip(&["link", "set", &peer, "netns", &ns])?;
+            ip(&["link", "set", &host, "master", &hosts.bridge()])?;
+            ip(&["link", "set", &host, "up"])?;
+            ip(&[
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", hosts.addr(i)),
+                "dev",
+                &peer,
+            ])?;
+            ip(&["netns", "exec", &ns, "ip", "link", "set", &peer, "up"])?;
+            ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
+        }
+        Ok(hosts)
+    }
+
+    fn bridge(&self) -> String {
+        format!("{}br", self.tag)
+    }
+    fn ns(&self, i: usize) -> String {
+        format!("{}ns{i}", self.tag)
+    }
+    fn veth(&self, i: usize) -> String {
+        format!("{}h{i}", self.tag)
+    }
+    fn addr(&self, i: usize) -> String {
+        format!("{}.{i}", self.subnet)
+    }
+    fn url(&self, i: usize, path: &str) -> String {
+        format!("http://{}:8080{path}", self.addr(i))
+    }
+
+    /// Runs a node inside namespace `i`; every node uses the same ports.
+    fn node(&self, i: usize) -> KillOnDrop {
+        let mut command = Command::new("ip");
+        command
+            .args([
+                "netns",
+                "exec",
+                &self.ns(i),
+                env!("CARGO_BIN_EXE_sse-cluster"),
+                "start",
+            ])
+            .arg(format!("--http.server.address={}", self.addr(i)))
+            .args([
+                "--http.server.port=8080",
+                "--gossip.port=42000",
+                "--http.client.timeout=2s",
+            ])
+            .arg(format!("--gossip.hosts={}:42000", self.addr(1)))
+            .env(
+                "RUST_LOG",
+                std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(if std::env::var("NODE_LOG").is_ok() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        KillOnDrop(command.spawn().expect("start node in namespace"))
+    }
+
+    fn cut(&self, i: usize) {
+        ip(&["link", "set", &self.veth(i), "down"]).unwrap();
+    }
+
+    fn heal(&self, i: usize) {
+        ip(&["link", "set", &self.veth(i), "up"]).unwrap();
+    }
+
+    /// Publishes from inside namespace `i` (a client in that part of the network).
+    fn publish_inside(&self, i: usize, channel: &str, data: &str) {
+        let status = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(i),
+                "curl",
+                "-sf",
+                "-o",
+                "/dev/null",
+                "-XPOST",
+            ])
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &format!("{{\"data\":{data}}}"),
+            ])
+            .arg(self.url(i, &format!("/channel/{channel}")))
+            .status()
+            .expect("curl");
+        assert!(status.success(), "publish inside namespace {i}");
+    }
+
+    /// Subscribes from inside namespace `i`.
+    fn subscribe_inside(
+        &self,
+        i: usize,
+        channel: &str,
+    ) -> (KillOnDrop, mpsc::UnboundedReceiver<Option<SseEvent>>) {
+        let mut child = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns(i), "curl", "-sN"])
+            .arg(self.url(i, &format!("/channel/{channel}")))
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("curl subscriber");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut parser = SseParser::default();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(event) = parser.line(&line) {
+                    let _ = tx.send(Some(event));
+                }
+            }
+            let _ = tx.send(None);
+        });
+        let pid = child.id().unwrap_or(0);
+        tokio::spawn(async move { child.wait().await });
+        (KillOnDrop::pid(pid), rx)
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for i in 1..=3 {
+            let _ = ip(&["netns", "del", &self.ns(i)]);
+            let _ = ip(&["link", "del", &self.veth(i)]);
+        }
+        let _ = ip(&["link", "del", &self.bridge()]);
+    }
+}
+
+enum KillOnDrop {
+    Child(std::process::Child),
+    Pid(u32),
+}
+
+#[allow(non_snake_case)]
+fn KillOnDrop(child: std::process::Child) -> KillOnDrop {
+    KillOnDrop::Child(child)
+}
+
+impl KillOnDrop {
+    fn pid(pid: u32) -> KillOnDrop {
+        KillOnDrop::Pid(pid)
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        match self {
+            KillOnDrop::Child(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            KillOnDrop::Pid(pid) => {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+        }
+    }
+}
+
+async fn wait_members(hosts: &Hosts, i: usize, members: usize) {
+    let client = client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = client.get(hosts.url(i, "/status")).send().await {
+            if let Ok(status) = response.json::<serde_json::Value>().await {
+                let alive = status["gossip"]["members"]
+                    .as_array()
+                    .map(|m| m.iter().filter(|m| m["alive"] == true).count())
+                    .unwrap_or(0);
+                if alive == members {
+                    return;
+                }
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {i} never saw {members} members"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_catches_up_exactly_once_after_the_network_heals() {
+    let hosts = match Hosts::create() {
+        Ok(hosts) => hosts,
+        Err(reason) => {
+            let message = format!("network namespaces unavailable ({reason}); this test needs root and a kernel that allows `ip netns add`");
+            if std::env::var("SSE_REQUIRE_NETNS").is_ok_and(|v| v == "1") {
+                panic!("{message}");
+            }
+            eprintln!("SKIPPED: {message}");
+            return;
+        }
+    };
+    let _nodes: Vec<KillOnDrop> = (1..=3).map(|i| hosts.node(i)).collect();
+    for i in 1..=3 {
+        wait_members(&hosts, i, 3).await;
+    }
+    // Subscribers: on nodes 1 and 2 from the host, on node 3 from inside its namespace.
+    let mut on_1 = subscribe(hosts.url(1, "/channel/p"), None).await;
+    let mut on_2 = subscribe(hosts.url(2, "/channel/p"), None).await;
+    let (_curl, mut on_3) = hosts.subscribe_inside(3, "p");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let publish_on_1 = |n: u64| {
+        let url = hosts.url(1, "/channel/p");
+        async move {
+            let response = client()
+                .post(url)
+                .json(&serde_json::json!({"data": {"origin": 1, "n": n}}))
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success());
+        }
+    };
+    // Before, during and after the cut, both sides publish.
+    let mut n = 0;
+    for _ in 0..10 {
+        n += 1;
+        publish_on_1(n).await;
+        hosts.publish_inside(3, "p", &format!("{{\"origin\":3,\"n\":{n}}}"));
+    }
+    hosts.cut(3);
+    for _ in 0..20 {
+        n += 1;
+        publish_on_1(n).await;
+        hosts.publish_inside(3, "p", &format!("{{\"origin\":3,\"n\":{n}}}"));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // While cut, node 1's subscribers see none of node 3's new events.
+    let (during, _, _) = collect(&mut on_1, 100, Duration::from_millis(500)).await;
+    assert!(
+        during
+            .iter()
+            .filter(|e| e.data.contains("\"origin\":3"))
+            .count()
+            <= 10,
+        "node 3's events crossed a cut link"
+    );
+    hosts.heal(3);
+    for _ in 0..10 {
+        n += 1;
+        publish_on_1(n).await;
+        hosts.publish_inside(3, "p", &format!("{{\"origin\":3,\"n\":{n}}}"));
+    }
+    let expected = HashMap::from([(1, n), (3, n)]);
+    let mut first = during;
+    let (rest, named, _) = collect(
+        &mut on_1,
+        2 * n as usize - first.len(),
+        Duration::from_secs(30),
+    )
+    .await;
+    first.extend(rest);
+    assert!(
+        named.is_empty(),
+        "no gap expected within the relay queue bound: {named:?}"
+    );
+    check_exactly_once(&first, &expected);
+    for (name, rx) in [("node 2", &mut on_2), ("node 3", &mut on_3)] {
+        let (events, named, _) = collect(rx, 2 * n as usize, Duration::from_secs(30)).await;
+        assert!(named.is_empty(), "{name}: unexpected signals {named:?}");
+        check_exactly_once(&events, &expected);
+    }
+}
