@@ -129,3 +129,50 @@ async fn a_killed_node_restarts_and_its_subscribers_resume_elsewhere_without_gap
         "no duplicates: {fresh:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_to_all_channels_and_to_one_client_works_across_nodes() {
+    let a = NodeProcess::start(None, &[]);
+    let b = NodeProcess::start(Some(a.gossip), &[]);
+    wait_for_members(&a, 2).await;
+    wait_for_members(&b, 2).await;
+    let mut x_on_b = subscribe(b.url("/channel/x"), None).await;
+    let mut y_on_b = subscribe(b.url("/channel/y"), None).await;
+    let mut alice_on_b = subscribe(b.url("/channel/y/client/alice"), None).await;
+
+    // To every channel, published on a node that has none of them.
+    let response = client()
+        .post(a.url("/channel"))
+        .json(&json!({"data": {"origin": 0, "n": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    // To one client, published on a node it is not connected to.
+    let response = client()
+        .post(a.url("/channel/y/client/alice"))
+        .json(&json!({"data": "just for alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+
+    for (name, rx) in [("x", &mut x_on_b), ("y", &mut y_on_b)] {
+        let (events, _, _) = collect(rx, 2, Duration::from_secs(5)).await;
+        assert_eq!(
+            events.len(),
+            1,
+            "{name}: the broadcast only, got {events:?}"
+        );
+        assert!(events[0].data.contains("\"n\":1"));
+    }
+    let (events, _, _) = collect(&mut alice_on_b, 2, Duration::from_secs(5)).await;
+    let data: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect();
+    assert_eq!(
+        data,
+        [json!({"origin": 0, "n": 1}), json!("just for alice")]
+    );
+}

@@ -89,7 +89,7 @@ impl Hosts {
     }
 
     /// Runs a node inside namespace `i`; every node uses the same ports.
-    fn node(&self, i: usize) -> KillOnDrop {
+    fn node(&self, i: usize, extra: &[&str]) -> KillOnDrop {
         let mut command = Command::new("ip");
         command
             .args([
@@ -106,6 +106,7 @@ impl Hosts {
                 "--http.client.timeout=2s",
             ])
             .arg(format!("--gossip.hosts={}:42000", self.addr(1)))
+            .args(extra)
             .env(
                 "RUST_LOG",
                 std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into()),
@@ -246,20 +247,28 @@ async fn wait_members(hosts: &Hosts, i: usize, members: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_node_catches_up_exactly_once_after_the_network_heals() {
-    let hosts = match Hosts::create() {
-        Ok(hosts) => hosts,
+/// The namespaces, or `None` (after saying why) where the kernel or user cannot
+/// make them; with `SSE_REQUIRE_NETNS=1` (CI) that is a failure instead.
+fn hosts_or_skip() -> Option<Hosts> {
+    match Hosts::create() {
+        Ok(hosts) => Some(hosts),
         Err(reason) => {
-            let message = format!("network namespaces unavailable ({reason}); this test needs root and a kernel that allows `ip netns add`");
+            let message = format!(
+                "network namespaces unavailable ({reason}); this test needs root and a kernel that allows `ip netns add`"
+            );
             if std::env::var("SSE_REQUIRE_NETNS").is_ok_and(|v| v == "1") {
                 panic!("{message}");
             }
             eprintln!("SKIPPED: {message}");
-            return;
+            None
         }
-    };
-    let _nodes: Vec<KillOnDrop> = (1..=3).map(|i| hosts.node(i)).collect();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_catches_up_exactly_once_after_the_network_heals() {
+    let Some(hosts) = hosts_or_skip() else { return };
+    let _nodes: Vec<KillOnDrop> = (1..=3).map(|i| hosts.node(i, &[])).collect();
     for i in 1..=3 {
         wait_members(&hosts, i, 3).await;
     }
@@ -330,4 +339,85 @@ async fn a_partitioned_node_catches_up_exactly_once_after_the_network_heals() {
         assert!(named.is_empty(), "{name}: unexpected signals {named:?}");
         check_exactly_once(&events, &expected);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_longer_than_the_queue_bound_gets_an_explicit_gap() {
+    let Some(hosts) = hosts_or_skip() else { return };
+    let _nodes: Vec<KillOnDrop> = [1, 3]
+        .iter()
+        .map(|i| hosts.node(*i, &["--relay.queueEvents=5"]))
+        .collect();
+    for i in [1, 3] {
+        wait_members(&hosts, i, 2).await;
+    }
+    let (_curl, mut on_3) = hosts.subscribe_inside(3, "g");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publish_on_1 = |n: u64| {
+        let url = hosts.url(1, "/channel/g");
+        async move {
+            let response = client()
+                .post(url)
+                .json(&serde_json::json!({"data": {"origin": 1, "n": n}}))
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success());
+        }
+    };
+    publish_on_1(1).await;
+    let (first, _, _) = collect(&mut on_3, 1, Duration::from_secs(5)).await;
+    assert_eq!(first.len(), 1);
+
+    // Cut node 3 off long enough for its relay stream to time out (2 s), while node 1
+    // accepts four times what its queue for peers holds.
+    hosts.cut(3);
+    for n in 2..=21 {
+        publish_on_1(n).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    hosts.heal(3);
+    publish_on_1(22).await;
+
+    // Wait for the last event; everything before it arrives first.
+    let mut events = Vec::new();
+    let mut named = Vec::new();
+    while !events
+        .iter()
+        .any(|e: &SseEvent| e.data.contains("\"n\":22"))
+    {
+        let (more, signals, ended) = collect(&mut on_3, 1, Duration::from_secs(20)).await;
+        assert!(
+            !ended && !(more.is_empty() && signals.is_empty()),
+            "stalled: {named:?} {events:?}"
+        );
+        events.extend(more);
+        named.extend(signals);
+    }
+    let gap = named
+        .iter()
+        .find(|e| e.event.as_deref() == Some("gap"))
+        .unwrap_or_else(|| panic!("expected an explicit gap, got {named:?} and {events:?}"));
+    let upto = serde_json::from_str::<serde_json::Value>(&gap.data).unwrap()["upto"]
+        .as_u64()
+        .unwrap();
+    let ns: Vec<u64> = events
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.data).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    // Node 1's events have sequence = n here, so the gap names exactly what is missing:
+    // what follows it is the queued tail, contiguous, each once.
+    assert!(
+        (6..22).contains(&upto),
+        "the queue held at most 5 events: gap up to {upto}"
+    );
+    assert_eq!(
+        ns,
+        ((upto + 1)..=22).collect::<Vec<_>>(),
+        "the tail after the gap"
+    );
 }
