@@ -37,12 +37,14 @@ pub(crate) enum PubFormat {
 /// Options of `sse-cluster bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Subscribe URL; `{channel}` is replaced by each channel's name.
+    /// Subscribe URL; `{channel}` is replaced by each channel's name. Repeat it to
+    /// spread subscribers round-robin over several nodes.
     #[arg(long, default_value = "http://127.0.0.1:8080/channel/{channel}")]
-    sub_url: String,
-    /// Publish URL; `{channel}` is replaced by each channel's name.
+    sub_url: Vec<String>,
+    /// Publish URL; `{channel}` is replaced by each channel's name. Repeat it to
+    /// spread publishers round-robin over several nodes.
     #[arg(long, default_value = "http://127.0.0.1:8080/channel/{channel}")]
-    pub_url: String,
+    pub_url: Vec<String>,
     /// Publish body format.
     #[arg(long, value_enum, default_value_t = PubFormat::SseCluster)]
     pub_format: PubFormat,
@@ -128,8 +130,8 @@ async fn bench(args: &BenchArgs) -> Result<Report, String> {
     if args.subscribers == 0 || args.channels == 0 || args.publishers == 0 {
         return Err("--subscribers, --channels and --publishers must be at least 1".into());
     }
-    let sub_url = UrlTemplate::parse(&args.sub_url)?;
-    let pub_url = UrlTemplate::parse(&args.pub_url)?;
+    let sub_urls = parse_urls(&args.sub_url)?;
+    let pub_urls = parse_urls(&args.pub_url)?;
     let names: Vec<String> = (0..args.channels)
         .map(|i| format!("{}-{i}", args.channel_prefix))
         .collect();
@@ -145,6 +147,7 @@ async fn bench(args: &BenchArgs) -> Result<Report, String> {
     let mut subscribers = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
         let channel = i % args.channels;
+        let sub_url = &sub_urls[i % sub_urls.len()];
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n",
             sub_url.path(&names[channel]),
@@ -210,8 +213,8 @@ async fn bench(args: &BenchArgs) -> Result<Report, String> {
 
     let mut report = Report {
         label: args.label.clone(),
-        sub_url: args.sub_url.clone(),
-        pub_url: args.pub_url.clone(),
+        sub_url: args.sub_url.join(" "),
+        pub_url: args.pub_url.join(" "),
         subscribers: args.subscribers,
         connected,
         connect_failures: failures,
@@ -249,7 +252,7 @@ async fn bench(args: &BenchArgs) -> Result<Report, String> {
     };
 
     if !args.duration.is_zero() && connected > 0 {
-        publish_phase(args, &shared, &pub_url, &names, fanout, &mut report).await?;
+        publish_phase(args, &shared, &pub_urls, &names, fanout, &mut report).await?;
     }
 
     let _ = stop_tx.send(true);
@@ -275,7 +278,7 @@ async fn bench(args: &BenchArgs) -> Result<Report, String> {
 async fn publish_phase(
     args: &BenchArgs,
     shared: &Arc<Shared>,
-    pub_url: &UrlTemplate,
+    pub_urls: &[UrlTemplate],
     names: &[String],
     fanout: Vec<u64>,
     report: &mut Report,
@@ -290,7 +293,6 @@ async fn publish_phase(
         let publishes_per_s = args.rate as f64 / per_publish.max(1e-9);
         Duration::from_secs_f64(args.publishers as f64 / publishes_per_s)
     };
-    let paths: Arc<Vec<String>> = Arc::new(names.iter().map(|n| pub_url.path(n)).collect());
     let fanout = Arc::new(fanout);
     let cpu_before = measure(pids, procfs::cpu_seconds)?;
     let me = [std::process::id()];
@@ -298,12 +300,18 @@ async fn publish_phase(
     let started = tokio::time::Instant::now();
     let started_ns = shared.now_ns();
     let until = started + args.duration;
-    let mut publishers = Vec::with_capacity(args.publishers);
+    // Publishers get their own thread and runtime: on the subscribers' runtime a
+    // publisher's wake-up would queue behind every delivery it caused, and the
+    // publish rate would measure the client instead of the server.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut plans = Vec::with_capacity(args.publishers);
     for j in 0..args.publishers {
+        let pub_url = &pub_urls[j % pub_urls.len()];
+        let paths: Arc<Vec<String>> = Arc::new(names.iter().map(|n| pub_url.path(n)).collect());
         let plan = PublisherPlan {
             addr: pub_url.connect.clone(),
             host: pub_url.host.clone(),
-            paths: paths.clone(),
+            paths,
             fanout: fanout.clone(),
             format: args.pub_format,
             payload_bytes: args.size,
@@ -312,8 +320,31 @@ async fn publish_phase(
             start: started + interval.mul_f64(j as f64 / args.publishers as f64),
             until,
         };
-        publishers.push(tokio::spawn(run_publisher(shared.clone(), plan)));
+        plans.push(plan);
     }
+    let publisher_shared = shared.clone();
+    let publisher_thread = std::thread::Builder::new()
+        .name("bench-publishers".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(async move {
+                    let tasks: Vec<_> = plans
+                        .into_iter()
+                        .map(|plan| tokio::spawn(run_publisher(publisher_shared.clone(), plan)))
+                        .collect();
+                    for task in tasks {
+                        let _ = task.await;
+                    }
+                }),
+                Err(error) => eprintln!("bench: cannot start the publisher runtime: {error}"),
+            }
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| format!("cannot start the publisher thread: {e}"))?;
+    let mut done_rx = done_rx;
     let mut publishing = true;
     let mut last_progress = Instant::now();
     let mut last_delivered = 0;
@@ -337,7 +368,10 @@ async fn publish_phase(
             last_progress = Instant::now();
         }
         if publishing {
-            if publishers.iter().all(|p| p.is_finished()) {
+            if !matches!(
+                done_rx.try_recv(),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+            ) {
                 publishing = false;
                 drain_started = Some(Instant::now());
             }
@@ -350,9 +384,7 @@ async fn publish_phase(
             break;
         }
     }
-    for publisher in publishers {
-        let _ = publisher.await;
-    }
+    let _ = publisher_thread.join();
     let cpu_after = measure(pids, procfs::cpu_seconds)?;
     if let (Some(before), Ok(after)) = (client_cpu_before, procfs::cpu_seconds(&me)) {
         report.client_cpu_s = Some((after - before).max(0.0));
@@ -381,6 +413,17 @@ async fn publish_phase(
         }
     }
     Ok(())
+}
+
+fn parse_urls(urls: &[String]) -> Result<Vec<UrlTemplate>, String> {
+    let parsed = urls
+        .iter()
+        .map(|url| UrlTemplate::parse(url))
+        .collect::<Result<Vec<_>, _>>()?;
+    if parsed.is_empty() {
+        return Err("at least one URL is needed".into());
+    }
+    Ok(parsed)
 }
 
 /// A figure of the server processes, or `None` without `--server-pid`.
