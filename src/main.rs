@@ -12,6 +12,8 @@ use sse_cluster::config::{parse_duration, Config};
 use sse_cluster::node::{Node, Standalone};
 use sse_cluster::transport::tcp::{self, TokioNetwork};
 
+mod bench;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sse-cluster",
@@ -27,6 +29,8 @@ struct Cli {
 enum Command {
     /// Start a broker node.
     Start(Box<StartArgs>),
+    /// Measure a running SSE broker (this one, nchan, ...) under load.
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -199,6 +203,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Start(args) => start(*args),
+        Command::Bench(args) => bench::run(*args),
     }
 }
 
