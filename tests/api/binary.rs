@@ -180,7 +180,7 @@ async fn help_lists_every_option_of_the_readme() {
             );
         }
         if !default.is_empty() {
-            let normalised = text.replace('[', " ").replace(']', " ");
+            let normalised = text.replace(['[', ']'], " ");
             assert!(
                 normalised.contains(&format!("default: {default}")),
                 "{flag}: README says default {default}, help says {text}"
