@@ -83,7 +83,7 @@ struct StartArgs {
     /// HTTP port [default: 8080; env HTTP_PORT is read as an older name].
     #[arg(
         long = "http.server.port",
-        alias = "http.port",
+        visible_alias = "http.port",
         env = "HTTP_SERVER_PORT"
     )]
     http_port: Option<u16>,

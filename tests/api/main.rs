@@ -1,0 +1,14 @@
+//! Real-socket tests of one node: the HTTP API as users meet it, the stream's wire
+//! format (insta snapshots in `snapshots/`), and the binary's command line and
+//! signals. Helpers are in `common`.
+
+mod binary;
+mod common;
+mod cors;
+mod errors;
+mod lifecycle;
+mod resume;
+mod slow;
+mod snapshots;
+mod stream;
+mod targeting;
