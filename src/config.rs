@@ -75,7 +75,7 @@ impl Default for Config {
             replay_age: Duration::from_secs(300),
             subscriber_buffer: 512,
             max_body_bytes: 64 * 1024,
-            max_connections: 19_000,
+            max_connections: 10_000,
             write_stall_timeout: Duration::from_secs(30),
             fault_disable_dedup: false,
         }
