@@ -52,6 +52,8 @@ let
     "--http.server.maxBodyBytes=${toString cfg.maxBodyBytes}"
     "--http.server.maxConnections=${toString cfg.maxConnections}"
     "--http.server.writeTimeout=${cfg.writeTimeout}"
+    "--http.server.headerTimeout=${cfg.headerTimeout}"
+    "--http.server.maxHeaderBytes=${toString cfg.maxHeaderBytes}"
     "--http.client.timeout=${cfg.clientTimeout}"
     "--gossip.port=${toString cfg.gossipPort}"
     "--replay.events=${toString cfg.replay.events}"
@@ -168,6 +170,15 @@ in
 
     writeTimeout =
       durationOption "30s" "Close a connection whose writes make no progress for this long (`--http.server.writeTimeout`).";
+
+    headerTimeout =
+      durationOption "10s" "Time a client has to send its whole request head (`--http.server.headerTimeout`).";
+
+    maxHeaderBytes = mkOption {
+      type = types.ints.positive;
+      default = 16384;
+      description = "Largest request head in bytes; larger gets 431 (`--http.server.maxHeaderBytes`).";
+    };
 
     maxBodyBytes = mkOption {
       type = types.ints.positive;

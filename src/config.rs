@@ -48,6 +48,10 @@ pub struct Config {
     /// A connection whose writes make no progress for this long is closed, so a
     /// client that stopped reading cannot pin memory forever.
     pub write_stall_timeout: Duration,
+    /// A client must send its whole request head within this time (slow-loris).
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
     /// Fault injection for the simulation suite only (never set by the binary):
     /// deliver relayed events without dropping the ones already seen, so a test can
     /// prove the duplicate checker still catches duplicates.
@@ -77,6 +81,8 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             max_connections: 10_000,
             write_stall_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
             fault_disable_dedup: false,
         }
     }
@@ -137,6 +143,12 @@ impl Config {
         }
         if self.max_connections == 0 {
             return err("http.server.maxConnections", "must be at least 1");
+        }
+        if self.header_read_timeout.is_zero() {
+            return err("http.server.headerTimeout", "must be greater than zero");
+        }
+        if self.max_header_bytes < 1024 {
+            return err("http.server.maxHeaderBytes", "must be at least 1024");
         }
         if self.write_stall_timeout.is_zero() {
             return err("http.server.writeTimeout", "must be greater than zero");

@@ -120,6 +120,16 @@ struct StartArgs {
     /// Close a connection whose writes make no progress for this long.
     #[arg(long = "http.server.writeTimeout", env = "HTTP_SERVER_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     write_timeout: Duration,
+    /// A client must send its whole request head within this time (slow-loris guard).
+    #[arg(long = "http.server.headerTimeout", env = "HTTP_SERVER_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; larger gets 431.
+    #[arg(
+        long = "http.server.maxHeaderBytes",
+        env = "HTTP_SERVER_MAX_HEADER_BYTES",
+        default_value_t = 16384
+    )]
+    max_header_bytes: usize,
     /// Events kept per channel for Last-Event-ID resume.
     #[arg(long = "replay.events", env = "REPLAY_EVENTS", default_value_t = 1000)]
     replay_events: usize,
@@ -174,6 +184,8 @@ impl StartArgs {
             max_body_bytes: self.max_body_bytes,
             max_connections: self.max_connections,
             write_stall_timeout: self.write_timeout,
+            header_read_timeout: self.header_timeout,
+            max_header_bytes: self.max_header_bytes,
             fault_disable_dedup: false,
         }
     }

@@ -214,6 +214,7 @@ impl Node {
             }),
             shutdown: stop_rx.clone(),
         };
+        let serve_stop = stop_rx.clone();
         let reaper = tokio::spawn(expire_history(
             self.broker.clone(),
             (self.config.replay_age / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)),
@@ -228,15 +229,25 @@ impl Node {
             self.metrics.clone(),
             self.config.write_stall_timeout,
         );
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: closing open streams");
-                let _ = stop_tx.send(true);
-            })
-            .await;
+        let stop_on_signal = tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing open streams");
+            let _ = stop_tx.send(true);
+        });
+        http::serve(
+            listener,
+            app,
+            http::ServeSettings {
+                header_read_timeout: self.config.header_read_timeout,
+                max_header_bytes: self.config.max_header_bytes,
+            },
+            serve_stop,
+            Duration::from_secs(10),
+        )
+        .await;
+        stop_on_signal.abort();
         reaper.abort();
-        result
+        Ok(())
     }
 }
 

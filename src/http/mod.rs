@@ -3,6 +3,7 @@
 
 mod error;
 mod publish;
+mod server;
 mod status;
 mod subscribe;
 
@@ -21,6 +22,7 @@ use tokio::sync::watch;
 use crate::broker::Broker;
 use crate::metrics::{ErrorKind, Metrics};
 pub use error::ApiError;
+pub use server::{serve, ServeSettings};
 
 /// One member of the cluster as `/status` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

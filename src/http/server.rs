@@ -1,0 +1,414 @@
+//! The HTTP server loop. Every request goes through the same axum [`Router`]; what
+//! this module owns is the transport:
+//!
+//! - the request head is read with a deadline and a size cap (slow or oversized
+//!   heads are closed or answered 431 before any handler runs);
+//! - a subscribe (`GET /channel/...`) is answered, and its event stream written,
+//!   straight on the socket: an idle subscriber then costs its socket and its stream
+//!   state, not a general HTTP connection's read and write buffers (16 KiB in hyper);
+//! - every other request is served by hyper, with the bytes already read replayed.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use axum::serve::Listener;
+use axum::Router;
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{watch, Notify};
+use tower::ServiceExt;
+
+/// Bounds on request heads.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeSettings {
+    /// A client must send its whole request head within this time.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+}
+
+/// Open connections, so shutdown can wait for them to finish.
+#[derive(Default)]
+struct Tracker {
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+struct TrackGuard(Arc<Tracker>);
+
+impl Drop for TrackGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Relaxed) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `stop` turns true, then stops accepting and
+/// waits (at most `drain`) for open connections to finish. Open event streams end
+/// on `stop` by themselves.
+pub async fn serve<L: Listener>(
+    mut listener: L,
+    app: Router,
+    settings: ServeSettings,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let tracker = Arc::new(Tracker::default());
+    loop {
+        let (io, _addr) = tokio::select! {
+            _ = stopped(&mut stop) => break,
+            accepted = listener.accept() => accepted,
+        };
+        tracker.open.fetch_add(1, Relaxed);
+        let guard = TrackGuard(tracker.clone());
+        let (app, stop) = (app.clone(), stop.clone());
+        tokio::spawn(async move {
+            connection(io, app, settings, stop).await;
+            drop(guard);
+        });
+    }
+    drop(listener);
+    let drained = async {
+        loop {
+            let idle = tracker.idle.notified();
+            if tracker.open.load(Relaxed) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    };
+    if tokio::time::timeout(drain, drained).await.is_err() {
+        tracing::warn!(
+            open = tracker.open.load(Relaxed),
+            "connections still open after the drain period"
+        );
+    }
+}
+
+/// Why reading a request head failed.
+enum HeadError {
+    Closed,
+    TooLarge,
+    TimedOut,
+    Io,
+}
+
+/// Reads until the end of the request head; returns the head's length in `buf`.
+async fn read_head<Io: AsyncRead + Unpin>(
+    io: &mut Io,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<usize, HeadError> {
+    let mut searched: usize = 0;
+    loop {
+        if let Some(pos) = buf[searched.saturating_sub(3)..]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+        {
+            return Ok(searched.saturating_sub(3) + pos + 4);
+        }
+        searched = buf.len();
+        if buf.len() >= max {
+            return Err(HeadError::TooLarge);
+        }
+        buf.reserve((max - buf.len()).min(1024));
+        match io.read_buf(buf).await {
+            Ok(0) => return Err(HeadError::Closed),
+            Ok(_) => {}
+            Err(_) => return Err(HeadError::Io),
+        }
+    }
+}
+
+async fn connection<Io>(
+    mut io: Io,
+    app: Router,
+    settings: ServeSettings,
+    stop: watch::Receiver<bool>,
+) where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut buf = BytesMut::with_capacity(1024);
+    let head = tokio::time::timeout(
+        settings.header_read_timeout,
+        read_head(&mut io, &mut buf, settings.max_header_bytes),
+    )
+    .await
+    .unwrap_or(Err(HeadError::TimedOut));
+    let head_len = match head {
+        Ok(len) => len,
+        Err(HeadError::TooLarge) => {
+            let _ = write_plain(
+                &mut io,
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head too large",
+            )
+            .await;
+            return;
+        }
+        Err(HeadError::TimedOut) => {
+            let _ = write_plain(
+                &mut io,
+                StatusCode::REQUEST_TIMEOUT,
+                "request head not received in time",
+            )
+            .await;
+            return;
+        }
+        Err(HeadError::Closed | HeadError::Io) => return,
+    };
+    if let Some(request) = subscribe_request(&buf[..head_len]) {
+        match request {
+            Ok(request) => stream_subscribe(io, app, request).await,
+            Err(status) => {
+                let _ = write_plain(&mut io, status, "malformed request").await;
+            }
+        }
+        return;
+    }
+    serve_hyper(
+        Rewind {
+            prefix: buf.freeze(),
+            io,
+        },
+        app,
+        settings,
+        stop,
+    )
+    .await;
+}
+
+/// The request, if the head is a `GET /channel/...` (a subscribe); `Err` if it is one
+/// but malformed.
+fn subscribe_request(head: &[u8]) -> Option<Result<Request<Body>, StatusCode>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        // Let hyper answer what it makes of anything else.
+        _ => return None,
+    }
+    if parsed.method != Some("GET") || !parsed.path.is_some_and(|p| p.starts_with("/channel/")) {
+        return None;
+    }
+    let build =
+        || -> Result<Request<Body>, StatusCode> {
+            let uri: Uri = parsed
+                .path
+                .unwrap_or("/")
+                .parse()
+                .map_err(|_| StatusCode::BAD_REQUEST)?;
+            let mut request = Request::builder().method(Method::GET).uri(uri).version(
+                if parsed.version == Some(0) {
+                    Version::HTTP_10
+                } else {
+                    Version::HTTP_11
+                },
+            );
+            for h in parsed.headers.iter() {
+                request = request.header(h.name, h.value);
+            }
+            request
+                .body(Body::empty())
+                .map_err(|_| StatusCode::BAD_REQUEST)
+        };
+    Some(build())
+}
+
+/// Runs the subscribe through the router; streams an event stream on the socket,
+/// writes anything else whole. The connection closes afterwards either way.
+async fn stream_subscribe<Io>(io: Io, app: Router, request: Request<Body>)
+where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(response) = app.oneshot(request).await;
+    let (mut reader, mut writer) = tokio::io::split(io);
+    let is_stream = response.status() == StatusCode::OK
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !is_stream {
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .unwrap_or_default();
+        let head = response_head(parts.status, &parts.headers, Some(body.len()));
+        let _ = writer.write_all(&head).await;
+        let _ = writer.write_all(&body).await;
+        let _ = writer.shutdown().await;
+        return;
+    }
+    let (parts, body) = response.into_parts();
+    // Close-delimited: the stream ends when the connection does, with no chunk
+    // framing on every event.
+    if writer
+        .write_all(&response_head(parts.status, &parts.headers, None))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut body = body.into_data_stream();
+    let mut probe = [0u8; 32];
+    loop {
+        tokio::select! {
+            chunk = body.next() => match chunk {
+                Some(Ok(bytes)) => {
+                    if writer.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                _ => break,
+            },
+            // The client closing its side ends the subscription; anything it sends
+            // on a stream connection is ignored.
+            read = reader.read(&mut probe) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+fn response_head(
+    status: StatusCode,
+    headers: &axum::http::HeaderMap,
+    content_length: Option<usize>,
+) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if name == header::CONNECTION
+            || name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+        {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if let Some(len) = content_length {
+        head.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    head
+}
+
+async fn write_plain<Io: AsyncWrite + Unpin>(
+    io: &mut Io,
+    status: StatusCode,
+    message: &str,
+) -> io::Result<()> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    io.write_all(&response_head(status, &headers, Some(body.len())))
+        .await?;
+    io.write_all(body.as_bytes()).await?;
+    io.shutdown().await
+}
+
+async fn serve_hyper<Io>(
+    io: Rewind<Io>,
+    app: Router,
+    settings: ServeSettings,
+    mut stop: watch::Receiver<bool>,
+) where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_header_bytes.max(8192));
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        }
+        _ = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// An IO whose first reads return bytes already read from it.
+struct Rewind<Io> {
+    prefix: Bytes,
+    io: Io,
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for Rewind<Io> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.has_remaining() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for Rewind<Io> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Completes once `stop` is true (without holding the watch's lock).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
