@@ -166,6 +166,8 @@ async fn connection<Io>(
         Err(HeadError::Closed | HeadError::Io) => return,
     };
     if let Some(request) = subscribe_request(&buf[..head_len]) {
+        // The head buffer is not needed for the life of the stream.
+        drop(buf);
         match request {
             Ok(request) => stream_subscribe(io, app, request).await,
             Err(status) => {
@@ -174,16 +176,10 @@ async fn connection<Io>(
         }
         return;
     }
-    serve_hyper(
-        Rewind {
-            prefix: buf.freeze(),
-            io,
-        },
-        app,
-        settings,
-        stop,
-    )
-    .await;
+    // Boxed: this task's future is sized for its largest branch, and a subscriber's
+    // should not carry room for a whole hyper connection.
+    let prefix = buf.freeze();
+    Box::pin(serve_hyper(Rewind { prefix, io }, app, settings, stop)).await;
 }
 
 /// The request, if the head is a `GET /channel/...` (a subscribe); `Err` if it is one
