@@ -9,6 +9,13 @@ use crate::trace::{Record, What};
 /// (the broker keeps nothing on disk): their loss is reported, not a violation.
 const CRASH_WINDOW_MS: u64 = 3_000;
 
+/// How long before leaving an event must have been accepted to count as owed.
+const DRAIN_MS: u64 = 8_000;
+
+/// Events accepted this much later than a missing one arriving means the stream
+/// moved past it (relay latency is far below this).
+const OVERTAKEN_MS: u64 = 5_000;
+
 /// What a run did and what it violated.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
@@ -32,8 +39,10 @@ impl Report {
 #[derive(Default)]
 struct SubscriberView {
     first_open_ms: Option<u64>,
-    left: bool,
+    left_ms: Option<u64>,
     seen: BTreeSet<(u32, u32)>,
+    /// Latest acceptance time of any event it received.
+    newest_seen_ms: u64,
     last_seq: BTreeMap<u64, u64>,
     signals: usize,
 }
@@ -83,7 +92,7 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
                 let s = subscribers.entry(&r.actor).or_default();
                 s.first_open_ms.get_or_insert(r.at_ms);
             }
-            What::Left => subscribers.entry(&r.actor).or_default().left = true,
+            What::Left => subscribers.entry(&r.actor).or_default().left_ms = Some(r.at_ms),
             What::Event { event, data, .. } => {
                 let s = subscribers.entry(&r.actor).or_default();
                 match event.as_deref() {
@@ -114,6 +123,7 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
                                 );
                             }
                             *last = (*last).max(*seq);
+                            s.newest_seen_ms = s.newest_seen_ms.max(accepted[&key].2);
                         }
                     }
                     Some("gap" | "reset" | "overflow") => s.signals += 1,
@@ -135,9 +145,19 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
             violate("loss", format!("{name}: never opened a stream"));
             continue;
         };
+        // Events accepted while it was there, with time to arrive before it left.
+        let until = s.left_ms.unwrap_or(u64::MAX).saturating_sub(DRAIN_MS);
         let mut missing = Vec::new();
-        for (key, (origin, _, at)) in &accepted {
-            if *at < opened || s.seen.contains(key) {
+        for (key, (origin, seq, at)) in &accepted {
+            if *at < opened || *at > until || s.seen.contains(key) {
+                continue;
+            }
+            // Owed only if the stream got past it: a later event of the same origin
+            // arrived (a hole), or events accepted well after it did. A reader that
+            // is merely behind is not losing anything.
+            let hole = s.last_seq.get(origin).is_some_and(|last| last > seq);
+            let overtaken = s.newest_seen_ms >= at + OVERTAKEN_MS;
+            if !hole && !overtaken {
                 continue;
             }
             let died = crashed_at

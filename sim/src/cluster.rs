@@ -38,6 +38,8 @@ pub enum Fault {
     Restart(usize),
     /// Start a node that was not running yet.
     Join(usize),
+    /// Start a node again if it is down (no-op otherwise).
+    Revive(usize),
     /// Drop this fraction of messages on every node-to-node link.
     Loss(f64),
     /// Maximum latency on every link.
@@ -176,7 +178,6 @@ pub(crate) fn simulate(plan: &Plan, seed: u64) -> Result<Vec<crate::trace::Recor
         .tick_duration(Duration::from_millis(2))
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(10))
-        .tcp_capacity(4096)
         .udp_capacity(1024)
         .build();
     let trace = Trace::default();
@@ -285,6 +286,12 @@ fn apply(
                 sim.bounce(node_name(*i));
             }
             running[*i] = true;
+        }
+        Fault::Revive(i) => {
+            if !running[*i] && origins.current(*i) != 0 {
+                sim.bounce(node_name(*i));
+                running[*i] = true;
+            }
         }
         Fault::Join(i) => {
             if origins.current(*i) == 0 {

@@ -153,8 +153,8 @@ pub fn majority_minority_split() -> Plan {
     )
 }
 
-/// One subscriber reads slowly with a small buffer: it must get `overflow`, never
-/// a silent hole.
+/// One subscriber reads slowly with a small broker buffer: whatever the buffers in
+/// between absorb, it may fall behind or get `overflow`, never a silent hole.
 pub fn slow_subscriber() -> Plan {
     let mut plan = base("slow_subscriber", 2, &[0, 1], vec![]);
     plan.subscriber_buffer = 8;
