@@ -9,7 +9,13 @@
 //!
 //! Determinism: a run happens on a fresh thread, one at a time per process, after
 //! mad-turmoil's generator (behind `getrandom`, so chitchat's RNG and std's hash
-//! keys) is reseeded from the run's seed.
+//! keys) is reseeded from the run's seed, with mad-turmoil's simulated clocks on.
+//! One source stays uncontrolled: tokio seeds each runtime's RNG (`select!` branch
+//! order) from a process-wide counter (`tokio::loom::std::rand::seed`), which turmoil
+//! can override only under `--cfg tokio_unstable`. So a run is a pure function of
+//! its seed when it is the first simulation of its process; later runs in the same
+//! process can differ. The command runs each simulation in a fresh process, and the
+//! determinism test compares two fresh processes.
 
 pub mod check;
 pub mod cluster;
@@ -59,8 +65,8 @@ impl Outcome {
 static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
 static INIT_RNG: Once = Once::new();
 
-/// Runs `plan` with `seed` and checks it. The same plan and seed give the same
-/// trace, byte for byte.
+/// Runs `plan` with `seed` and checks it. As the first simulation of a process,
+/// the same plan and seed give the same trace, byte for byte (see the crate docs).
 pub fn run(plan: &Plan, seed: u64) -> Result<Outcome, String> {
     let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     INIT_RNG.call_once(|| mad_turmoil::rand::set_rng(rand::rngs::StdRng::seed_from_u64(0)));
