@@ -1,0 +1,309 @@
+//! A simulated cluster driven by a plan: nodes (host factories, so a restart gets
+//! a new generation), client workloads, and a fault schedule, all from one seed.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sse_cluster::clock::Clock;
+use sse_cluster::node::{Node, Standalone};
+use sse_cluster::Config;
+
+use crate::net::{SimListener, SimNetwork};
+use crate::trace::{Trace, What};
+use crate::workload::{self, PublisherSpec, SubscriberSpec, HTTP_PORT};
+
+/// Gossip port of every simulated node.
+pub const GOSSIP_PORT: u16 = 42000;
+/// Wall time at the start of every simulation (cursors carry it).
+const EPOCH_MS: u64 = 1_750_000_000_000;
+
+/// One fault (or repair) of the schedule. Node sets are node indices.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Cut every link between the two groups (both ways).
+    Partition(Vec<usize>, Vec<usize>),
+    /// Cut `from → to` only.
+    PartitionOneWay(usize, usize),
+    /// Restore every link between nodes (partitions and holds).
+    HealAll,
+    /// Queue messages between two nodes until released.
+    Hold(usize, usize),
+    Release(usize, usize),
+    /// Kill a node; nothing runs there until `Restart`.
+    Crash(usize),
+    /// Start a node again (a new process: new generation and origin).
+    Restart(usize),
+    /// Start a node that was not running yet.
+    Join(usize),
+    /// Start a node again if it is down (no-op otherwise).
+    Revive(usize),
+    /// Drop this fraction of messages on every node-to-node link.
+    Loss(f64),
+    /// Maximum latency on every link.
+    Latency(Duration),
+}
+
+/// Everything a run does.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    pub nodes: usize,
+    /// Nodes not started at time zero (they `Join` later).
+    pub late_nodes: Vec<usize>,
+    pub subscribers: Vec<SubscriberSpec>,
+    pub publishers: Vec<PublisherSpec>,
+    pub faults: Vec<(Duration, Fault)>,
+    /// When the probe asks every running node for its state.
+    pub probe_at: Duration,
+    /// Config tweaks on top of the simulation defaults.
+    pub subscriber_buffer: usize,
+    pub replay_age: Duration,
+    pub fault_disable_dedup: bool,
+}
+
+/// The origin each node runs with now, shared with clients.
+#[derive(Debug, Clone, Default)]
+pub struct Origins(Rc<RefCell<Vec<u64>>>);
+
+impl Origins {
+    pub fn current(&self, node: usize) -> u64 {
+        self.0.borrow().get(node).copied().unwrap_or(0)
+    }
+}
+
+pub fn node_name(i: usize) -> String {
+    format!("n{i}")
+}
+
+/// A node's origin for one generation: distinct per (seed, node, generation).
+fn origin_for(seed: u64, node: usize, generation: u64) -> u64 {
+    let mut x = seed ^ ((node as u64 + 1) << 40) ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // splitmix64 finaliser
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (x ^ (x >> 31)) | 1
+}
+
+fn node_config(plan: &Plan, me: usize, ips: &[IpAddr]) -> Config {
+    Config {
+        bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        http_port: HTTP_PORT,
+        gossip_port: GOSSIP_PORT,
+        // Every node but itself is a seed (filtered by the cluster code): a node
+        // can rejoin through any survivor.
+        gossip_hosts: ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, GOSSIP_PORT).to_string())
+            .collect(),
+        gossip_advertise: Some(ips[me]),
+        node_id: Some(node_name(me)),
+        http_client_timeout: Duration::from_secs(3),
+        keep_alive: Duration::from_secs(1),
+        retry: Duration::from_millis(300),
+        replay_age: plan.replay_age,
+        subscriber_buffer: plan.subscriber_buffer,
+        write_stall_timeout: Duration::from_secs(5),
+        fault_disable_dedup: plan.fault_disable_dedup,
+        ..Config::default()
+    }
+}
+
+/// Registers node `i` as a host factory: every (re)start is a new generation.
+fn add_node(
+    sim: &mut turmoil::Sim<'_>,
+    plan: &Plan,
+    i: usize,
+    seed: u64,
+    ips: &[IpAddr],
+    origins: &Origins,
+    trace: &Trace,
+) {
+    let config = node_config(plan, i, ips);
+    let generation = Rc::new(RefCell::new(0u64));
+    let origins = origins.clone();
+    let trace = trace.clone();
+    sim.host(node_name(i), move || {
+        let gen = {
+            let mut g = generation.borrow_mut();
+            *g += 1;
+            *g
+        };
+        let origin = origin_for(seed, i, gen);
+        {
+            let mut all = origins.0.borrow_mut();
+            if all.len() <= i {
+                all.resize(i + 1, 0);
+            }
+            all[i] = origin;
+        }
+        trace.record(&node_name(i), What::NodeStarted { node: i, origin });
+        let config = config.clone();
+        async move {
+            let elapsed = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
+            let listener = SimListener::bind(SocketAddr::new(config.bind, HTTP_PORT)).await?;
+            let view = Arc::new(Standalone {
+                id: node_name(i),
+                http_addr: String::new(),
+            });
+            let node = Node::new(config, origin, Clock::starting_at(EPOCH_MS + elapsed), view);
+            node.run_clustered(listener, SimNetwork, HTTP_PORT, std::future::pending())
+                .await?;
+            Ok(())
+        }
+    });
+}
+
+/// Node `i` links (as turmoil host names) to every other node.
+fn node_pairs(n: usize) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    for a in 0..n {
+        for b in a + 1..n {
+            pairs.push((node_name(a), node_name(b)));
+        }
+    }
+    pairs
+}
+
+/// Runs `plan` with `seed` to the end and returns its trace. Call through
+/// [`crate::run`], which makes the run deterministic.
+pub(crate) fn simulate(plan: &Plan, seed: u64) -> Result<Vec<crate::trace::Record>, String> {
+    let end = plan.probe_at + Duration::from_secs(10);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
+        .simulation_duration(end + Duration::from_secs(30))
+        .tick_duration(Duration::from_millis(2))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(10))
+        .udp_capacity(1024)
+        .build();
+    let trace = Trace::default();
+    let origins = Origins::default();
+    // Fix every node's address up front (names resolve in registration order).
+    let ips: Vec<IpAddr> = (0..plan.nodes).map(|i| sim.lookup(node_name(i))).collect();
+    for i in 0..plan.nodes {
+        if !plan.late_nodes.contains(&i) {
+            add_node(&mut sim, plan, i, seed, &ips, &origins, &trace);
+        }
+    }
+    for spec in &plan.subscribers {
+        sim.client(
+            spec.name.as_str(),
+            workload::subscriber(spec.clone(), ips.clone(), trace.clone()),
+        );
+    }
+    for spec in &plan.publishers {
+        sim.client(
+            spec.name.as_str(),
+            workload::publisher(spec.clone(), ips.clone(), origins.clone(), trace.clone()),
+        );
+    }
+    let mut faults = plan.faults.clone();
+    faults.sort_by_key(|(at, _)| *at);
+    let mut faults = faults.into_iter().peekable();
+    let mut running: Vec<bool> = (0..plan.nodes)
+        .map(|i| !plan.late_nodes.contains(&i))
+        .collect();
+    let mut probe_added = false;
+    loop {
+        let now = sim.elapsed();
+        while let Some((_, fault)) = faults.next_if(|(at, _)| *at <= now) {
+            let at_ms = now.as_millis() as u64;
+            trace.record_at(at_ms, "schedule", What::Fault(format!("{fault:?}")));
+            apply(
+                &mut sim,
+                plan,
+                &fault,
+                seed,
+                &ips,
+                &origins,
+                &trace,
+                &mut running,
+            );
+        }
+        if !probe_added && now + Duration::from_secs(1) >= plan.probe_at {
+            // Registered just before its time, with the nodes running then.
+            let nodes = (0..plan.nodes).filter(|i| running[*i]).collect();
+            sim.client(
+                "probe",
+                workload::probe(plan.probe_at, nodes, ips.clone(), trace.clone()),
+            );
+            probe_added = true;
+        }
+        match sim.step() {
+            Ok(true) if probe_added && faults.peek().is_none() => break,
+            Ok(_) => {}
+            Err(e) => return Err(format!("simulation failed: {e}")),
+        }
+    }
+    let mut records = trace.records();
+    // Stable order: by time, then by the order they were recorded.
+    records.sort_by_key(|r| r.at_ms);
+    Ok(records)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    plan: &Plan,
+    fault: &Fault,
+    seed: u64,
+    ips: &[IpAddr],
+    origins: &Origins,
+    trace: &Trace,
+    running: &mut [bool],
+) {
+    match fault {
+        Fault::Partition(a, b) => {
+            for x in a {
+                for y in b {
+                    sim.partition(node_name(*x), node_name(*y));
+                }
+            }
+        }
+        Fault::PartitionOneWay(from, to) => sim.partition_oneway(node_name(*from), node_name(*to)),
+        Fault::HealAll => {
+            for (a, b) in node_pairs(plan.nodes) {
+                sim.repair(a.as_str(), b.as_str());
+                sim.release(a.as_str(), b.as_str());
+            }
+        }
+        Fault::Hold(a, b) => sim.hold(node_name(*a), node_name(*b)),
+        Fault::Release(a, b) => sim.release(node_name(*a), node_name(*b)),
+        Fault::Crash(i) => {
+            if running[*i] {
+                sim.crash(node_name(*i));
+                running[*i] = false;
+            }
+        }
+        Fault::Restart(i) => {
+            if plan.late_nodes.contains(i) && origins.current(*i) == 0 {
+                add_node(sim, plan, *i, seed, ips, origins, trace);
+            } else {
+                sim.bounce(node_name(*i));
+            }
+            running[*i] = true;
+        }
+        Fault::Revive(i) => {
+            if !running[*i] && origins.current(*i) != 0 {
+                sim.bounce(node_name(*i));
+                running[*i] = true;
+            }
+        }
+        Fault::Join(i) => {
+            if origins.current(*i) == 0 {
+                add_node(sim, plan, *i, seed, ips, origins, trace);
+                running[*i] = true;
+            }
+        }
+        Fault::Loss(rate) => {
+            for (a, b) in node_pairs(plan.nodes) {
+                sim.set_link_fail_rate(a.as_str(), b.as_str(), *rate);
+            }
+        }
+        Fault::Latency(max) => sim.set_max_message_latency(*max),
+    }
+}

@@ -1,0 +1,267 @@
+//! Named plans: the scenario tests and the command run these.
+//!
+//! Every plan follows one timeline (simulated seconds): nodes start at 0 and
+//! gossip; subscribers open at 3; publishers run from 5 to about 20; faults fall
+//! inside that window and everything is healed at [`HEAL`]; subscribers stay until
+//! [`LEAVE`] to drain, then leave; the probe runs once the replay age has passed.
+
+use std::time::Duration;
+
+use crate::cluster::{Fault, Plan};
+use crate::workload::{PublisherSpec, SubscriberSpec};
+
+pub const HEAL: Duration = Duration::from_secs(21);
+pub const LEAVE: Duration = Duration::from_secs(33);
+const REPLAY_AGE: Duration = Duration::from_secs(4);
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+/// Names of every scenario the command knows (besides `random`).
+pub const NAMES: &[&str] = &[
+    "partition_while_publishing",
+    "crash_of_accepting_node",
+    "restart_with_new_generation",
+    "flapping_links",
+    "majority_minority_split",
+    "slow_subscriber",
+    "subscribe_unsubscribe_race",
+    "node_joins_mid_stream",
+    "lossy_and_slow_network",
+    "dedup_fault",
+];
+
+pub fn by_name(name: &str, seed: u64) -> Option<Plan> {
+    Some(match name {
+        "partition_while_publishing" => partition_while_publishing(),
+        "crash_of_accepting_node" => crash_of_accepting_node(),
+        "restart_with_new_generation" => restart_with_new_generation(),
+        "flapping_links" => flapping_links(),
+        "majority_minority_split" => majority_minority_split(),
+        "slow_subscriber" => slow_subscriber(),
+        "subscribe_unsubscribe_race" => subscribe_unsubscribe_race(),
+        "node_joins_mid_stream" => node_joins_mid_stream(),
+        "lossy_and_slow_network" => lossy_and_slow_network(),
+        "dedup_fault" => dedup_fault(),
+        "random" => random(seed, 3),
+        _ => return None,
+    })
+}
+
+/// `nodes` nodes, one subscriber per node (falling back to the others in turn),
+/// one publisher per node in `publish_on`, and `faults` then a final heal.
+pub fn base(
+    name: &str,
+    nodes: usize,
+    publish_on: &[usize],
+    faults: Vec<(Duration, Fault)>,
+) -> Plan {
+    let subscribers = (0..nodes)
+        .map(|i| SubscriberSpec {
+            name: format!("s{i}"),
+            nodes: (0..nodes).map(|k| (i + k) % nodes).collect(),
+            start: secs(3.0),
+            stop: LEAVE,
+            read_delay: Duration::ZERO,
+        })
+        .collect();
+    let publishers = publish_on
+        .iter()
+        .enumerate()
+        .map(|(k, node)| PublisherSpec {
+            name: format!("p{k}"),
+            p: k as u32,
+            nodes: vec![*node],
+            start: secs(5.0 + 0.1 * k as f64),
+            count: 30,
+            interval: Duration::from_millis(500),
+        })
+        .collect();
+    let mut faults = faults;
+    faults.push((HEAL, Fault::HealAll));
+    Plan {
+        name: name.to_owned(),
+        nodes,
+        late_nodes: Vec::new(),
+        subscribers,
+        publishers,
+        faults,
+        probe_at: LEAVE + REPLAY_AGE * 2 + secs(2.0),
+        subscriber_buffer: 512,
+        replay_age: REPLAY_AGE,
+        fault_disable_dedup: false,
+    }
+}
+
+pub fn partition_while_publishing() -> Plan {
+    base(
+        "partition_while_publishing",
+        3,
+        &[0, 2],
+        vec![
+            (secs(8.0), Fault::Partition(vec![0], vec![1, 2])),
+            (secs(14.0), Fault::HealAll),
+        ],
+    )
+}
+
+/// The node publishers post to dies for good; its subscribers move elsewhere.
+pub fn crash_of_accepting_node() -> Plan {
+    let mut plan = base(
+        "crash_of_accepting_node",
+        3,
+        &[0, 1],
+        vec![(secs(11.0), Fault::Crash(0))],
+    );
+    // The publisher of node 0 moves on to node 1 when 0 is gone (its posts to 0 fail).
+    plan.publishers[0].nodes = vec![0, 1];
+    plan
+}
+
+pub fn restart_with_new_generation() -> Plan {
+    base(
+        "restart_with_new_generation",
+        3,
+        &[0, 1, 2],
+        vec![
+            (secs(10.0), Fault::Crash(1)),
+            (secs(12.0), Fault::Restart(1)),
+        ],
+    )
+}
+
+pub fn flapping_links() -> Plan {
+    let mut faults = Vec::new();
+    for k in 0..6 {
+        let t = 6.0 + 2.0 * k as f64;
+        faults.push((secs(t), Fault::Partition(vec![0], vec![1])));
+        faults.push((secs(t + 1.0), Fault::HealAll));
+    }
+    base("flapping_links", 3, &[0, 1], faults)
+}
+
+pub fn majority_minority_split() -> Plan {
+    base(
+        "majority_minority_split",
+        5,
+        &[0, 3],
+        vec![
+            (secs(8.0), Fault::Partition(vec![0, 1], vec![2, 3, 4])),
+            (secs(16.0), Fault::HealAll),
+        ],
+    )
+}
+
+/// One subscriber reads slowly with a small broker buffer: whatever the buffers in
+/// between absorb, it may fall behind or get `overflow`, never a silent hole.
+pub fn slow_subscriber() -> Plan {
+    let mut plan = base("slow_subscriber", 2, &[0, 1], vec![]);
+    plan.subscriber_buffer = 8;
+    plan.subscribers[0].read_delay = Duration::from_millis(400);
+    for p in &mut plan.publishers {
+        p.count = 120;
+        p.interval = Duration::from_millis(100);
+    }
+    plan
+}
+
+/// Short-lived subscribers come and go on the channel while it is published to.
+pub fn subscribe_unsubscribe_race() -> Plan {
+    let mut plan = base("subscribe_unsubscribe_race", 2, &[0, 1], vec![]);
+    for k in 0..12 {
+        let start = 4.0 + 1.3 * k as f64;
+        plan.subscribers.push(SubscriberSpec {
+            name: format!("r{k}"),
+            nodes: vec![k % 2, (k + 1) % 2],
+            start: secs(start),
+            stop: secs(start + 0.7 + 0.2 * (k % 3) as f64),
+            read_delay: Duration::ZERO,
+        });
+    }
+    plan
+}
+
+/// A third node joins while events flow; a subscriber opens on it.
+pub fn node_joins_mid_stream() -> Plan {
+    let mut plan = base(
+        "node_joins_mid_stream",
+        3,
+        &[0, 1],
+        vec![(secs(10.0), Fault::Join(2))],
+    );
+    plan.late_nodes = vec![2];
+    plan.subscribers[2].start = secs(14.0);
+    plan.publishers.push(PublisherSpec {
+        name: "p2".into(),
+        p: 2,
+        nodes: vec![2],
+        start: secs(14.5),
+        count: 10,
+        interval: Duration::from_millis(500),
+    });
+    plan
+}
+
+pub fn lossy_and_slow_network() -> Plan {
+    base(
+        "lossy_and_slow_network",
+        3,
+        &[0, 1, 2],
+        vec![
+            (secs(7.0), Fault::Loss(0.2)),
+            (secs(9.0), Fault::Latency(Duration::from_millis(200))),
+            (secs(11.0), Fault::Hold(0, 2)),
+            (secs(13.0), Fault::Release(0, 2)),
+            (secs(15.0), Fault::PartitionOneWay(1, 2)),
+            (secs(17.0), Fault::Loss(0.0)),
+            (secs(17.0), Fault::Latency(Duration::from_millis(10))),
+        ],
+    )
+}
+
+/// Partition and heal (relay reconnects) with deduplication disabled in the nodes:
+/// the checker must report duplicates.
+pub fn dedup_fault() -> Plan {
+    let mut plan = partition_while_publishing();
+    plan.name = "dedup_fault".into();
+    plan.fault_disable_dedup = true;
+    plan
+}
+
+/// A fault schedule drawn from `seed`: `steps` faults between 6 s and 19 s on 3 nodes.
+pub fn random(seed: u64, steps: usize) -> Plan {
+    let mut state = seed ^ 0x5eed;
+    let mut next = move |bound: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % bound
+    };
+    let faults = (0..steps)
+        .map(|_| {
+            let at = secs(6.0 + next(130) as f64 / 10.0);
+            let a = next(3) as usize;
+            let b = (a + 1 + next(2) as usize) % 3;
+            let fault = match next(7) {
+                0 => Fault::Partition(vec![a], vec![b]),
+                1 => Fault::PartitionOneWay(a, b),
+                2 => Fault::HealAll,
+                3 => Fault::Hold(a, b),
+                4 => Fault::Release(a, b),
+                5 => Fault::Loss(next(30) as f64 / 100.0),
+                _ => Fault::Latency(Duration::from_millis(5 + next(300))),
+            };
+            (at, fault)
+        })
+        .collect();
+    with_final_repairs(base("random", 3, &[0, 1, 2], faults))
+}
+
+/// Adds the repairs a random schedule may lack (loss, latency), at [`HEAL`].
+pub fn with_final_repairs(mut plan: Plan) -> Plan {
+    plan.faults.push((HEAL, Fault::Loss(0.0)));
+    plan.faults
+        .push((HEAL, Fault::Latency(Duration::from_millis(10))));
+    plan
+}
