@@ -1,6 +1,7 @@
 //! The public HTTP API (see the README for the routes). `app` builds the router
 //! from shared state, so tests can drive it with or without a socket.
 
+mod auth;
 mod error;
 mod publish;
 mod status;
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::broker::Broker;
 use crate::metrics::{ErrorKind, Metrics};
+pub use auth::Auth;
 pub use error::ApiError;
 
 /// One member of the cluster as `/status` shows it.
@@ -56,6 +58,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub cluster: Arc<dyn ClusterView>,
     pub settings: Arc<HttpSettings>,
+    /// Who may publish and subscribe (everyone, unless configured).
+    pub auth: Arc<Auth>,
     /// Flips to `true` when the node shuts down; open streams end on it.
     pub shutdown: watch::Receiver<bool>,
 }
