@@ -40,8 +40,9 @@ let
   # Every option of `sse-cluster start` is passed explicitly, so the unit file shows
   # the whole configuration. tests/nix_module.rs checks these flags against the real
   # binary: it takes every string literal in this file that starts with `--` as a
-  # flag passed to it, so mention flags elsewhere only inside backticks. The secret is not among them: it travels through the environment so it
-  # never shows up in the process list or the Nix store.
+  # flag passed to it, so mention flags elsewhere only inside backticks. The secrets
+  # are not among them: they travel through the environment so they never show up in
+  # the process list or the Nix store (the public key's path goes the same way).
   args = [
     "start"
     "--http.server.address=${cfg.address}"
@@ -63,7 +64,9 @@ let
     "--relay.queueBytes=${toString cfg.relay.queueBytes}"
     "--log.format=${cfg.logFormat}"
     "--log.level=${cfg.logLevel}"
+    "--auth.subscribe=${lib.boolToString cfg.auth.subscribe}"
   ]
+  ++ optionals (cfg.auth.publish != null) [ "--auth.publish=${lib.boolToString cfg.auth.publish}" ]
   ++ optionals (cfg.hosts != [ ]) [ "--gossip.hosts=${lib.concatStringsSep "," cfg.hosts}" ]
   ++ optionals (cfg.advertiseAddress != null) [ "--gossip.advertise=${cfg.advertiseAddress}" ]
   ++ optionals (cfg.nodeId != null) [ "--gossip.nodeId=${cfg.nodeId}" ]
@@ -77,6 +80,14 @@ let
     ${lib.optionalString (cfg.secretKeyFile != null) ''
       GOSSIP_SECRET_KEY="$(< "$CREDENTIALS_DIRECTORY/gossip-secret-key")"
       export GOSSIP_SECRET_KEY
+    ''}
+    ${lib.optionalString (cfg.auth.jwtSecretFile != null) ''
+      AUTH_JWT_SECRET="$(< "$CREDENTIALS_DIRECTORY/auth-jwt-secret")"
+      export AUTH_JWT_SECRET
+    ''}
+    ${lib.optionalString (cfg.auth.jwtPublicKeyFile != null) ''
+      AUTH_JWT_PUBLIC_KEY_FILE="$CREDENTIALS_DIRECTORY/auth-jwt-public-key"
+      export AUTH_JWT_PUBLIC_KEY_FILE
     ''}
     exec ${lib.getExe' cfg.package "sse-cluster"} ${lib.escapeShellArgs args}
   '';
@@ -135,6 +146,43 @@ in
         example one managed by agenix or sops-nix. Without it cluster traffic is
         unauthenticated.
       '';
+    };
+
+    auth = {
+      jwtSecretFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/secrets/sse-cluster-jwt";
+        description = ''
+          File holding the shared secret of HS256 tokens (the binary's
+          `--auth.jwtSecret`, passed as `AUTH_JWT_SECRET`). Read when the service
+          starts, through systemd's `LoadCredential`, and never copied into the Nix
+          store: give an absolute path as a string. A key turns authorization on.
+        '';
+      };
+      jwtPublicKeyFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/etc/sse-cluster/jwt-public.pem";
+        description = ''
+          PEM public key for RS256 or ES256 tokens (`--auth.jwtPublicKeyFile`), handed
+          to the service through `LoadCredential` and read at start. A key turns
+          authorization on.
+        '';
+      };
+      publish = mkOption {
+        type = types.nullOr types.bool;
+        default = null;
+        description = ''
+          Whether publishing needs a token (`--auth.publish`); `null` leaves the
+          binary's default: on when a key is set.
+        '';
+      };
+      subscribe = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Whether subscribing needs a token (`--auth.subscribe`); needs a key.";
+      };
     };
 
     cors.enable = mkEnableOption "CORS headers and preflight answers on every route (`--http.server.cors.enabled`)";
@@ -274,6 +322,24 @@ in
           || (lib.hasPrefix "/" cfg.secretKeyFile && !lib.hasPrefix builtins.storeDir cfg.secretKeyFile);
         message = "services.sse-cluster.secretKeyFile must be an absolute path outside the Nix store.";
       }
+      {
+        assertion =
+          cfg.auth.jwtSecretFile == null
+          || (
+            lib.hasPrefix "/" cfg.auth.jwtSecretFile && !lib.hasPrefix builtins.storeDir cfg.auth.jwtSecretFile
+          );
+        message = "services.sse-cluster.auth.jwtSecretFile must be an absolute path outside the Nix store.";
+      }
+      {
+        assertion = cfg.auth.jwtPublicKeyFile == null || lib.hasPrefix "/" cfg.auth.jwtPublicKeyFile;
+        message = "services.sse-cluster.auth.jwtPublicKeyFile must be an absolute path.";
+      }
+      {
+        assertion =
+          (cfg.auth.subscribe || cfg.auth.publish == true)
+          -> (cfg.auth.jwtSecretFile != null || cfg.auth.jwtPublicKeyFile != null);
+        message = "services.sse-cluster.auth.publish and auth.subscribe need auth.jwtSecretFile or auth.jwtPublicKeyFile.";
+      }
     ];
 
     networking.firewall = mkIf cfg.openFirewall {
@@ -298,9 +364,12 @@ in
         TimeoutStopSec = "30s";
 
         DynamicUser = true;
-        LoadCredential = optionals (cfg.secretKeyFile != null) [
-          "gossip-secret-key:${cfg.secretKeyFile}"
-        ];
+        LoadCredential =
+          optionals (cfg.secretKeyFile != null) [ "gossip-secret-key:${cfg.secretKeyFile}" ]
+          ++ optionals (cfg.auth.jwtSecretFile != null) [ "auth-jwt-secret:${cfg.auth.jwtSecretFile}" ]
+          ++ optionals (cfg.auth.jwtPublicKeyFile != null) [
+            "auth-jwt-public-key:${cfg.auth.jwtPublicKeyFile}"
+          ];
 
         # One descriptor per subscriber: leave room above maxConnections for peers,
         # gossip and the listener.

@@ -52,6 +52,16 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
+    /// Shared secret for HS256 tokens; setting it (or a public key) enables
+    /// authorization of the public API.
+    pub auth_jwt_secret: Option<String>,
+    /// PEM text of the public key for RS256 or ES256 tokens (the binary reads it from
+    /// the file given to `--auth.jwtPublicKeyFile`).
+    pub auth_jwt_public_key: Option<String>,
+    /// Publishing requires a token with the channel in its `sse.publish` claim.
+    pub auth_publish: bool,
+    /// Subscribing requires a token with the channel in its `sse.subscribe` claim.
+    pub auth_subscribe: bool,
     /// Fault injection for the simulation suite only (never set by the binary):
     /// deliver relayed events without dropping the ones already seen, so a test can
     /// prove the duplicate checker still catches duplicates.
@@ -83,6 +93,10 @@ impl Default for Config {
             write_stall_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
+            auth_jwt_secret: None,
+            auth_jwt_public_key: None,
+            auth_publish: false,
+            auth_subscribe: false,
             fault_disable_dedup: false,
         }
     }
@@ -179,7 +193,73 @@ impl Config {
         if matches!(&self.gossip_secret_key, Some(k) if k.is_empty()) {
             return err("gossip.secretKey", "must not be empty when set");
         }
+        if matches!(&self.auth_jwt_secret, Some(k) if k.is_empty()) {
+            return err("auth.jwtSecret", "must not be empty when set");
+        }
+        if let Some(pem) = &self.auth_jwt_public_key {
+            if let Err(message) = JwtPublicKey::from_pem(pem) {
+                return err("auth.jwtPublicKeyFile", message);
+            }
+        }
+        let keyless = self.auth_jwt_secret.is_none() && self.auth_jwt_public_key.is_none();
+        if keyless && self.auth_publish {
+            return err(
+                "auth.publish",
+                "needs a key: set --auth.jwtSecret or --auth.jwtPublicKeyFile",
+            );
+        }
+        if keyless && self.auth_subscribe {
+            return err(
+                "auth.subscribe",
+                "needs a key: set --auth.jwtSecret or --auth.jwtPublicKeyFile",
+            );
+        }
         Ok(())
+    }
+}
+
+/// A public key for verifying tokens, and the signature algorithms it admits.
+#[derive(Clone)]
+pub struct JwtPublicKey {
+    pub key: jsonwebtoken::DecodingKey,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+}
+
+impl fmt::Debug for JwtPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtPublicKey")
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtPublicKey {
+    /// Reads a PEM public key (`BEGIN PUBLIC KEY`, or `BEGIN RSA PUBLIC KEY`): an
+    /// RSA key admits RS256, RS384 and RS512; a P-256 key ES256; a P-384 key ES384.
+    pub fn from_pem(pem: &str) -> Result<JwtPublicKey, String> {
+        use jsonwebtoken::{Algorithm, DecodingKey};
+        if pem.contains("PRIVATE KEY") {
+            return Err("the file holds a private key; give the public key".into());
+        }
+        if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
+            // The key is the uncompressed curve point: 0x04, then x and y.
+            let algorithm = match key.as_bytes().len() {
+                65 => Algorithm::ES256,
+                97 => Algorithm::ES384,
+                _ => return Err("EC keys must be on P-256 (ES256) or P-384 (ES384)".into()),
+            };
+            return Ok(JwtPublicKey {
+                key,
+                algorithms: vec![algorithm],
+            });
+        }
+        match DecodingKey::from_rsa_pem(pem.as_bytes()) {
+            Ok(key) => Ok(JwtPublicKey {
+                key,
+                algorithms: vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512],
+            }),
+            Err(_) => Err("not a PEM RSA or EC public key".into()),
+        }
     }
 }
 

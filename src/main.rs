@@ -2,13 +2,14 @@
 //! node that runs until SIGINT or SIGTERM.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sse_cluster::clock::Clock;
-use sse_cluster::config::{parse_duration, Config};
+use sse_cluster::config::{parse_duration, Config, ConfigError};
 use sse_cluster::node::{Node, Standalone};
 use sse_cluster::transport::tcp::{self, TokioNetwork};
 
@@ -143,6 +144,23 @@ struct StartArgs {
         default_value_t = 512
     )]
     subscriber_buffer: usize,
+    /// Shared secret for HS256 tokens; a key turns authorization on (see --auth.publish).
+    #[arg(
+        long = "auth.jwtSecret",
+        env = "AUTH_JWT_SECRET",
+        hide_env_values = true
+    )]
+    auth_jwt_secret: Option<String>,
+    /// PEM file with the public key for RS256 or ES256 tokens, read at start; a key
+    /// turns authorization on.
+    #[arg(long = "auth.jwtPublicKeyFile", env = "AUTH_JWT_PUBLIC_KEY_FILE")]
+    auth_jwt_public_key_file: Option<PathBuf>,
+    /// Require a token to publish [default: true when a key is set, else false].
+    #[arg(long = "auth.publish", env = "AUTH_PUBLISH", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    auth_publish: Option<bool>,
+    /// Require a token to subscribe (needs a key).
+    #[arg(long = "auth.subscribe", env = "AUTH_SUBSCRIBE", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    auth_subscribe: bool,
     /// Log format.
     #[arg(long = "log.format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -152,14 +170,22 @@ struct StartArgs {
 }
 
 impl StartArgs {
-    fn config(&self) -> Config {
+    fn config(&self) -> Result<Config, ConfigError> {
         let http_port = self.http_port.unwrap_or_else(|| {
             std::env::var("HTTP_PORT")
                 .ok()
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(8080)
         });
-        Config {
+        let auth_jwt_public_key = match &self.auth_jwt_public_key_file {
+            None => None,
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|error| ConfigError {
+                option: "auth.jwtPublicKeyFile",
+                message: format!("cannot read {}: {error}", path.display()),
+            })?),
+        };
+        let has_key = self.auth_jwt_secret.is_some() || auth_jwt_public_key.is_some();
+        Ok(Config {
             bind: self.http_address,
             http_port,
             gossip_port: self.gossip_port,
@@ -186,8 +212,12 @@ impl StartArgs {
             write_stall_timeout: self.write_timeout,
             header_read_timeout: self.header_timeout,
             max_header_bytes: self.max_header_bytes,
+            auth_jwt_secret: self.auth_jwt_secret.clone(),
+            auth_jwt_public_key,
+            auth_publish: self.auth_publish.unwrap_or(has_key),
+            auth_subscribe: self.auth_subscribe,
             fault_disable_dedup: false,
-        }
+        })
     }
 }
 
@@ -220,12 +250,15 @@ fn main() -> ExitCode {
 }
 
 fn start(args: StartArgs) -> ExitCode {
-    let config = args.config();
-    if let Err(error) = config.validate() {
-        eprintln!("error: {error}");
-        return ExitCode::from(2);
-    }
+    let config = match args.config().and_then(|c| c.validate().map(|()| c)) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     init_logging(args.log_format, &args.log_level);
+    warn_about_auth(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -278,6 +311,19 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Authorization settings that work but are probably not what was meant.
+fn warn_about_auth(config: &Config) {
+    if matches!(&config.auth_jwt_secret, Some(secret) if secret.len() < 32) {
+        tracing::warn!(
+            "--auth.jwtSecret is shorter than 32 bytes: HS256 tokens are easier to forge"
+        );
+    }
+    let has_key = config.auth_jwt_secret.is_some() || config.auth_jwt_public_key.is_some();
+    if has_key && !config.auth_publish && !config.auth_subscribe {
+        tracing::warn!("a token key is set but neither --auth.publish nor --auth.subscribe is on: the API is open");
+    }
 }
 
 /// The address peers should use for this node: the bind address if it is specific,

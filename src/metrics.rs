@@ -14,10 +14,12 @@ pub enum ErrorKind {
     BadRequest,
     Conflict,
     Overloaded,
+    Unauthorized,
+    Forbidden,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::NotFound,
         ErrorKind::MethodNotAllowed,
         ErrorKind::UnsupportedMediaType,
@@ -25,6 +27,8 @@ impl ErrorKind {
         ErrorKind::BadRequest,
         ErrorKind::Conflict,
         ErrorKind::Overloaded,
+        ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
     ];
 
     pub fn label(self) -> &'static str {
@@ -36,6 +40,8 @@ impl ErrorKind {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
         }
     }
 }
@@ -56,7 +62,7 @@ pub struct Metrics {
     pub relay_events_received: AtomicU64,
     pub relay_rejected: AtomicU64,
     pub gossip_rejected: AtomicU64,
-    request_errors: [AtomicU64; 7],
+    request_errors: [AtomicU64; ErrorKind::ALL.len()],
 }
 
 impl Metrics {

@@ -212,6 +212,7 @@ impl Node {
                 max_connections: self.config.max_connections,
                 cors_enabled: self.config.cors_enabled,
             }),
+            auth: Arc::new(http::Auth::new(&self.config, self.clock)),
             shutdown: stop_rx.clone(),
         };
         let serve_stop = stop_rx.clone();

@@ -33,6 +33,8 @@ impl ApiError {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -42,6 +44,13 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let mut response =
             (status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        if self.kind == ErrorKind::Unauthorized {
+            // RFC 6750: say which scheme a client should use.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"sse-cluster\""),
+            );
+        }
         // The counting middleware reads this to attribute the error.
         response.extensions_mut().insert(self.kind);
         response

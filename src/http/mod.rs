@@ -1,6 +1,7 @@
 //! The public HTTP API (see the README for the routes). `app` builds the router
 //! from shared state, so tests can drive it with or without a socket.
 
+mod auth;
 mod error;
 mod publish;
 mod server;
@@ -21,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::broker::Broker;
 use crate::metrics::{ErrorKind, Metrics};
+pub use auth::Auth;
 pub use error::ApiError;
 pub use server::{serve, ServeSettings};
 
@@ -58,6 +60,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub cluster: Arc<dyn ClusterView>,
     pub settings: Arc<HttpSettings>,
+    /// Who may publish and subscribe (everyone, unless configured).
+    pub auth: Arc<Auth>,
     /// Flips to `true` when the node shuts down; open streams end on it.
     pub shutdown: watch::Receiver<bool>,
 }

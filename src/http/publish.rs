@@ -7,6 +7,7 @@ use axum::http::{header, HeaderMap};
 use axum::Json;
 use serde::Serialize;
 
+use super::auth::PublishAccess;
 use super::{ApiError, AppState};
 use crate::event::{validate_name, Publish};
 use crate::metrics::ErrorKind;
@@ -26,12 +27,14 @@ pub(super) struct PublishAnswer {
 
 pub(super) async fn publish(
     State(state): State<AppState>,
+    PublishAccess(access): PublishAccess,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PublishAnswer>, ApiError> {
     let Path(channel) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     validate_name("channel", &channel).map_err(|e| ApiError::bad_request(e.0))?;
+    access.publish(&channel)?;
     let publish = read_publish(&headers, body)?;
     let outcome = state.broker.publish(&channel, &publish, None);
     Ok(Json(PublishAnswer {
@@ -44,9 +47,11 @@ pub(super) async fn publish(
 
 pub(super) async fn publish_all(
     State(state): State<AppState>,
+    PublishAccess(access): PublishAccess,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PublishAnswer>, ApiError> {
+    access.publish_all()?;
     let publish = read_publish(&headers, body)?;
     let outcome = state.broker.publish_all(&publish);
     Ok(Json(PublishAnswer {
@@ -59,6 +64,7 @@ pub(super) async fn publish_all(
 
 pub(super) async fn publish_client(
     State(state): State<AppState>,
+    PublishAccess(access): PublishAccess,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -66,6 +72,7 @@ pub(super) async fn publish_client(
     let Path((channel, client)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     validate_name("channel", &channel).map_err(|e| ApiError::bad_request(e.0))?;
     validate_name("client", &client).map_err(|e| ApiError::bad_request(e.0))?;
+    access.publish(&channel)?;
     let publish = read_publish(&headers, body)?;
     if !state.broker.has_client(&channel, &client) && !state.cluster.has_peers() {
         return Err(ApiError::new(

@@ -1,6 +1,8 @@
 //! Subscribe routes: the `text/event-stream` response.
 
 use std::convert::Infallible;
+use std::future::pending;
+use std::pin::Pin;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -11,8 +13,9 @@ use bytes::BytesMut;
 use futures_util::stream;
 use serde::Deserialize;
 use tokio::sync::watch;
-use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
+use tokio::time::{interval_at, sleep_until, Instant, Interval, MissedTickBehavior, Sleep};
 
+use super::auth::SubscribeAccess;
 use super::{ApiError, AppState};
 use crate::broker::{Next, Resume, SubscribeError, Subscription};
 use crate::event::{encode_event, encode_retry, validate_name, Cursor, KEEP_ALIVE};
@@ -27,33 +30,37 @@ pub(super) struct SubscribeQuery {
 
 pub(super) async fn subscribe(
     State(state): State<AppState>,
+    access: SubscribeAccess,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<SubscribeQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(channel) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    open(state, &channel, None, query, &headers)
+    open(state, access, &channel, None, query, &headers)
 }
 
 pub(super) async fn subscribe_client(
     State(state): State<AppState>,
+    access: SubscribeAccess,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<SubscribeQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path((channel, client)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     validate_name("client", &client).map_err(|e| ApiError::bad_request(e.0))?;
-    open(state, &channel, Some(&client), query, &headers)
+    open(state, access, &channel, Some(&client), query, &headers)
 }
 
 fn open(
     state: AppState,
+    access: SubscribeAccess,
     channel: &str,
     client: Option<&str>,
     query: Result<Query<SubscribeQuery>, QueryRejection>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     validate_name("channel", channel).map_err(|e| ApiError::bad_request(e.0))?;
+    access.access.subscribe(channel)?;
     // The header wins over the query parameter: browsers send the header on their
     // own reconnects, while the query keeps the id the page was first opened with.
     let last_event_id = headers
@@ -85,6 +92,7 @@ fn open(
         subscription,
         state.shutdown.clone(),
         &state.settings,
+        access.deadline,
     ));
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
@@ -103,6 +111,8 @@ struct StreamState {
     subscription: Subscription,
     shutdown: watch::Receiver<bool>,
     keep_alive: Interval,
+    /// The subscriber's token expires then: the stream ends with `event: expired`.
+    expires: Option<Pin<Box<Sleep>>>,
     first: Option<Bytes>,
     done: bool,
 }
@@ -111,6 +121,7 @@ fn event_stream(
     mut subscription: Subscription,
     shutdown: watch::Receiver<bool>,
     settings: &super::HttpSettings,
+    expires: Option<Instant>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     // The first chunk goes out at once: `retry:` (so `onopen` fires), then any reset
     // and replayed events, then the cursor.
@@ -124,6 +135,7 @@ fn event_stream(
         subscription,
         shutdown,
         keep_alive,
+        expires: expires.map(|at| Box::pin(sleep_until(at))),
         first: Some(first.freeze()),
         done: false,
     };
@@ -158,7 +170,24 @@ fn event_stream(
                 }
             },
             _ = st.keep_alive.tick() => Bytes::from_static(KEEP_ALIVE),
+            _ = expiry(&mut st.expires) => {
+                st.done = true;
+                encode_event(
+                    None,
+                    Some("expired"),
+                    None,
+                    r#"{"reason":"the token expired; reconnect with a new one"}"#,
+                )
+            }
         };
         Some((Ok(chunk), st))
     })
+}
+
+/// Completes when the token expires; never without one.
+async fn expiry(expires: &mut Option<Pin<Box<Sleep>>>) {
+    match expires {
+        Some(sleep) => sleep.as_mut().await,
+        None => pending().await,
+    }
 }

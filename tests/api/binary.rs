@@ -32,7 +32,18 @@ impl Process {
         let mut command = Command::new(BINARY);
         command
             .arg("start")
-            .args(["--http.server.address", "127.0.0.1", "--log.level", "warn"])
+            .args(["--http.server.address", "127.0.0.1", "--log.level", "warn"]);
+        // Every node also binds its gossip port: give each its own, so tests that
+        // run in parallel do not collide on the default 42000.
+        let gossip_set =
+            args.contains(&"--gossip.port") || env.iter().any(|(k, _)| *k == "GOSSIP_PORT");
+        if !gossip_set {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("free UDP port");
+            let gossip = udp.local_addr().expect("UDP port").port().to_string();
+            drop(udp);
+            command.args(["--gossip.port", &gossip]);
+        }
+        command
             .args(args)
             .env_clear()
             .envs(env.iter().copied())
