@@ -92,15 +92,9 @@ pub(crate) struct BenchArgs {
 /// Runs the benchmark. Exit code 1 when deliveries were lost or duplicated or
 /// subscribers failed to connect, 2 on bad options.
 pub(crate) fn run(args: BenchArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(bench(&args)) {
         Ok(report) => {
