@@ -34,10 +34,13 @@ struct Hosts {
 
 impl Hosts {
     fn create() -> Result<Hosts, String> {
+        // Unique per test, also for tests running at once in one process.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = std::process::id();
         let hosts = Hosts {
-            tag: format!("s{}", pid % 100_000),
-            subnet: format!("10.77.{}", 20 + pid % 200),
+            tag: format!("s{}{n}", pid % 100_000),
+            subnet: format!("10.77.{}", 20 + (pid + 37 * n) % 200),
         };
         ip(&["link", "add", &hosts.bridge(), "type", "bridge"])?;
         ip(&[
