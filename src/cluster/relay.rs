@@ -352,7 +352,7 @@ async fn pull_once<N: Network>(
         }
     }
     let mut body = response.into_body();
-    let mut buf = BytesMut::new();
+    let mut reader = FrameReader::default();
     loop {
         let frame = match tokio::time::timeout(timeout, body.frame()).await {
             Err(_) => return PullEnd::Failed("peer silent past --http.client.timeout".into()),
@@ -363,38 +363,64 @@ async fn pull_once<N: Network>(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        buf.extend_from_slice(&data);
-        while buf.len() >= 4 {
-            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            if len > MAX_FRAME {
-                broker.metrics().relay_rejected.fetch_add(1, Relaxed);
-                return PullEnd::Failed(format!("frame of {len} bytes is too large"));
-            }
-            if buf.len() < 4 + len {
-                break;
-            }
-            buf.advance(4);
-            let sealed = buf.split_to(len);
-            let opened;
-            let payload: &[u8] = match &mut opener {
-                Some(opener) => match opener.open(&sealed) {
-                    Ok(plain) => {
-                        opened = plain;
-                        &opened
-                    }
-                    Err(e) => {
-                        broker.metrics().relay_rejected.fetch_add(1, Relaxed);
-                        return failed("relay frame", &e);
-                    }
-                },
-                None => &sealed,
-            };
-            if let Err(reason) = apply(broker, peer.origin, payload, next) {
-                broker.metrics().relay_rejected.fetch_add(1, Relaxed);
-                return PullEnd::Failed(reason);
-            }
+        reader.extend(&data);
+        if let Err(reason) = apply_frames(broker, peer.origin, &mut reader, opener.as_mut(), next) {
+            broker.metrics().relay_rejected.fetch_add(1, Relaxed);
+            return PullEnd::Failed(reason);
         }
     }
+}
+
+/// Splits a relay body into frames: a 4-byte big-endian length, then that many bytes.
+#[derive(Debug, Default)]
+pub(crate) struct FrameReader {
+    buf: BytesMut,
+}
+
+impl FrameReader {
+    pub(crate) fn extend(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next whole frame; `Ok(None)` until more bytes arrive.
+    pub(crate) fn next_frame(&mut self) -> Result<Option<BytesMut>, String> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > MAX_FRAME {
+            return Err(format!("frame of {len} bytes is too large"));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        self.buf.advance(4);
+        Ok(Some(self.buf.split_to(len)))
+    }
+}
+
+/// Opens (with a key) and applies every whole frame `reader` holds.
+pub(crate) fn apply_frames(
+    broker: &Broker,
+    origin: Origin,
+    reader: &mut FrameReader,
+    mut opener: Option<&mut FrameOpener>,
+    next: &mut u64,
+) -> Result<(), String> {
+    while let Some(sealed) = reader.next_frame()? {
+        let opened;
+        let payload: &[u8] = match opener.as_deref_mut() {
+            Some(opener) => {
+                opened = opener
+                    .open(&sealed)
+                    .map_err(|e| format!("relay frame: {e}"))?;
+                &opened
+            }
+            None => &sealed,
+        };
+        apply(broker, origin, payload, next)?;
+    }
+    Ok(())
 }
 
 /// Applies one frame from `origin`; `next` is the sequence expected next (0: any).
