@@ -20,6 +20,8 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod node;

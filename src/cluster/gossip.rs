@@ -92,29 +92,29 @@ impl<D: Datagram> Socket for GossipSocket<D> {
                 }
                 Err(error) => return Err(error).context("gossip socket failed"),
             };
-            let packet = &self.recv_buf[..len];
-            let opened;
-            let mut bytes: &[u8] = match &self.secret {
-                Some(sealer) => match sealer.open_datagram(packet) {
-                    Ok(plain) => {
-                        opened = plain;
-                        &opened
-                    }
-                    Err(reason) => {
-                        self.metrics.gossip_rejected.fetch_add(1, Relaxed);
-                        tracing::debug!(%from, %reason, "dropped gossip datagram");
-                        continue;
-                    }
-                },
-                None => packet,
-            };
-            match ChitchatMessage::deserialize(&mut bytes) {
+            match decode_datagram(self.secret.as_deref(), &self.recv_buf[..len]) {
                 Ok(message) => return Ok((from, message)),
-                Err(error) => {
+                Err(reason) => {
                     self.metrics.gossip_rejected.fetch_add(1, Relaxed);
-                    tracing::debug!(%from, %error, "dropped malformed gossip datagram");
+                    tracing::debug!(%from, %reason, "dropped gossip datagram");
                 }
             }
         }
     }
+}
+
+/// Opens (with a key) and decodes one received gossip datagram.
+pub(crate) fn decode_datagram(
+    secret: Option<&ClusterSecret>,
+    packet: &[u8],
+) -> Result<ChitchatMessage, String> {
+    let opened;
+    let mut bytes: &[u8] = match secret {
+        Some(secret) => {
+            opened = secret.open_datagram(packet).map_err(|e| e.to_string())?;
+            &opened
+        }
+        None => packet,
+    };
+    ChitchatMessage::deserialize(&mut bytes).map_err(|e| format!("malformed: {e}"))
 }

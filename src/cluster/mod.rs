@@ -5,7 +5,7 @@
 //! one relay puller per live peer origin.
 
 pub mod crypto;
-mod gossip;
+pub(crate) mod gossip;
 pub(crate) mod relay;
 
 use std::collections::{BTreeMap, HashMap};

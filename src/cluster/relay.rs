@@ -352,7 +352,7 @@ async fn pull_once<N: Network>(
         }
     }
     let mut body = response.into_body();
-    let mut buf = BytesMut::new();
+    let mut reader = FrameReader::default();
     loop {
         let frame = match tokio::time::timeout(timeout, body.frame()).await {
             Err(_) => return PullEnd::Failed("peer silent past --http.client.timeout".into()),
@@ -363,38 +363,64 @@ async fn pull_once<N: Network>(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        buf.extend_from_slice(&data);
-        while buf.len() >= 4 {
-            let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            if len > MAX_FRAME {
-                broker.metrics().relay_rejected.fetch_add(1, Relaxed);
-                return PullEnd::Failed(format!("frame of {len} bytes is too large"));
-            }
-            if buf.len() < 4 + len {
-                break;
-            }
-            buf.advance(4);
-            let sealed = buf.split_to(len);
-            let opened;
-            let payload: &[u8] = match &mut opener {
-                Some(opener) => match opener.open(&sealed) {
-                    Ok(plain) => {
-                        opened = plain;
-                        &opened
-                    }
-                    Err(e) => {
-                        broker.metrics().relay_rejected.fetch_add(1, Relaxed);
-                        return failed("relay frame", &e);
-                    }
-                },
-                None => &sealed,
-            };
-            if let Err(reason) = apply(broker, peer.origin, payload, next) {
-                broker.metrics().relay_rejected.fetch_add(1, Relaxed);
-                return PullEnd::Failed(reason);
-            }
+        reader.extend(&data);
+        if let Err(reason) = apply_frames(broker, peer.origin, &mut reader, opener.as_mut(), next) {
+            broker.metrics().relay_rejected.fetch_add(1, Relaxed);
+            return PullEnd::Failed(reason);
         }
     }
+}
+
+/// Splits a relay body into frames: a 4-byte big-endian length, then that many bytes.
+#[derive(Debug, Default)]
+pub(crate) struct FrameReader {
+    buf: BytesMut,
+}
+
+impl FrameReader {
+    pub(crate) fn extend(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next whole frame; `Ok(None)` until more bytes arrive.
+    pub(crate) fn next_frame(&mut self) -> Result<Option<BytesMut>, String> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > MAX_FRAME {
+            return Err(format!("frame of {len} bytes is too large"));
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        self.buf.advance(4);
+        Ok(Some(self.buf.split_to(len)))
+    }
+}
+
+/// Opens (with a key) and applies every whole frame `reader` holds.
+pub(crate) fn apply_frames(
+    broker: &Broker,
+    origin: Origin,
+    reader: &mut FrameReader,
+    mut opener: Option<&mut FrameOpener>,
+    next: &mut u64,
+) -> Result<(), String> {
+    while let Some(sealed) = reader.next_frame()? {
+        let opened;
+        let payload: &[u8] = match opener.as_deref_mut() {
+            Some(opener) => {
+                opened = opener
+                    .open(&sealed)
+                    .map_err(|e| format!("relay frame: {e}"))?;
+                &opened
+            }
+            None => &sealed,
+        };
+        apply(broker, origin, payload, next)?;
+    }
+    Ok(())
 }
 
 /// Applies one frame from `origin`; `next` is the sequence expected next (0: any).
@@ -404,6 +430,7 @@ fn apply(broker: &Broker, origin: Origin, payload: &[u8], next: &mut u64) -> Res
     match frame {
         Frame::Ping => Ok(()),
         Frame::Gap { upto } => {
+            let after = after_seq(upto)?;
             if upto >= *next {
                 tracing::warn!(
                     origin = format_args!("{origin:x}"),
@@ -411,18 +438,19 @@ fn apply(broker: &Broker, origin: Origin, payload: &[u8], next: &mut u64) -> Res
                     "relay gap: a peer's events were lost"
                 );
                 broker.remote_gap(origin, upto);
-                *next = upto + 1;
+                *next = after;
             }
             Ok(())
         }
         Frame::Event(event) => {
+            let after = after_seq(event.seq)?;
             if event.seq < *next && !broker.dedup_disabled() {
                 return Ok(());
             }
             if *next != 0 && event.seq > *next {
                 broker.remote_gap(origin, event.seq - 1);
             }
-            *next = event.seq + 1;
+            *next = after;
             let publish = Publish::from_json(event.publish.get().as_bytes()).map_err(|e| e.0)?;
             match &event.route {
                 Route::All => {}
@@ -439,10 +467,96 @@ fn apply(broker: &Broker, origin: Origin, payload: &[u8], next: &mut u64) -> Res
     }
 }
 
+/// The sequence after `seq`. No honest peer reaches `u64::MAX`; a frame that claims
+/// it is refused rather than wrapping `next` to 0 ("accept anything").
+fn after_seq(seq: u64) -> Result<u64, String> {
+    seq.checked_add(1)
+        .ok_or_else(|| format!("relay sequence {seq} is out of range"))
+}
+
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::BrokerSettings;
+    use crate::clock::Clock;
+    use crate::metrics::Metrics;
+
+    fn broker() -> Broker {
+        Broker::new(
+            1,
+            Clock::starting_at(1_000),
+            BrokerSettings {
+                replay_events: 16,
+                replay_age: Duration::from_secs(60),
+                subscriber_buffer: 8,
+                relay_queue_events: 16,
+                relay_queue_bytes: 1 << 16,
+                fault_disable_dedup: false,
+            },
+            Arc::new(Metrics::default()),
+        )
+    }
+
+    fn body(payloads: &[&str]) -> FrameReader {
+        let mut reader = FrameReader::default();
+        for payload in payloads {
+            let mut out = BytesMut::new();
+            frame_bytes(&mut out, payload.as_bytes());
+            reader.extend(&out);
+        }
+        reader
+    }
+
+    // Found by the relay_frames fuzz target: `upto + 1` overflowed (a panic in
+    // debug builds; in release `next` wrapped to 0, which accepts any sequence).
+    #[test]
+    fn a_sequence_at_u64_max_is_refused_without_overflow() {
+        let broker = broker();
+        for frame in [
+            r#"{"gap":{"upto":18446744073709551615}}"#,
+            r#"{"event":{"seq":18446744073709551615,"route":"all","publish":{"data":1}}}"#,
+        ] {
+            let mut next = 5;
+            let result = apply_frames(&broker, 7, &mut body(&[frame]), None, &mut next);
+            assert!(result.is_err(), "{frame}");
+            assert_eq!(next, 5, "{frame}");
+        }
+        let mut next = 5;
+        let ok = r#"{"gap":{"upto":18446744073709551614}}"#;
+        assert_eq!(
+            apply_frames(&broker, 7, &mut body(&[ok]), None, &mut next),
+            Ok(())
+        );
+        assert_eq!(next, u64::MAX);
+    }
+
+    #[test]
+    fn frames_split_anywhere_are_reassembled() {
+        let frames = body(&[r#""ping""#, r#"{"gap":{"upto":3}}"#]).buf;
+        for split in 0..=frames.len() {
+            let mut reader = FrameReader::default();
+            let mut next = 0;
+            reader.extend(&frames[..split]);
+            apply_frames(&broker(), 7, &mut reader, None, &mut next).unwrap();
+            reader.extend(&frames[split..]);
+            apply_frames(&broker(), 7, &mut reader, None, &mut next).unwrap();
+            assert_eq!(next, 4, "split at {split}");
+            assert!(reader.buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_oversized_frame_length_is_refused_before_buffering() {
+        let mut reader = FrameReader::default();
+        reader.extend(&u32::MAX.to_be_bytes());
+        assert!(reader.next_frame().is_err());
     }
 }

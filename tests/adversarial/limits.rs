@@ -1,0 +1,175 @@
+//! Oversized and slow input: huge headers, long names, thousands of channels, and a
+//! client that sends its request head one byte per second.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::common::*;
+
+/// A fresh client gets `/healthz` quickly while the attack is under way.
+async fn assert_serves_others(node: &Node) {
+    let started = Instant::now();
+    let answer = raw_request(
+        node.addr(),
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.status, Some(200), "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "healthz took {:?}",
+        started.elapsed()
+    );
+}
+
+fn request_with_header(value_len: usize) -> Vec<u8> {
+    let mut request = b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Big: ".to_vec();
+    request.extend(std::iter::repeat_n(b'a', value_len));
+    request.extend_from_slice(b"\r\n\r\n");
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_headers_are_refused_and_the_node_keeps_serving() {
+    let mut node = Node::start(&[]).await;
+    // hyper's default read buffer (about 400 KB) bounds a request head: past it, the
+    // answer is 431 or a closed connection, never a node that stops serving.
+    for size in [100 * 1024, 1024 * 1024, 4 * 1024 * 1024] {
+        let answer = raw_request(node.addr(), &request_with_header(size)).await;
+        eprintln!("header of {size} bytes: {:?}", answer.status);
+        if size > 512 * 1024 {
+            assert!(
+                answer.status.is_none_or(|s| (400..500).contains(&s)),
+                "{size}-byte header: {answer:?}"
+            );
+        } else {
+            assert!(
+                answer
+                    .status
+                    .is_none_or(|s| s == 200 || (400..500).contains(&s)),
+                "{size}-byte header: {answer:?}"
+            );
+        }
+        assert_serves_others(&node).await;
+    }
+    // Many headers rather than one long one.
+    let mut request = b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n".to_vec();
+    for i in 0..10_000 {
+        request.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+    }
+    request.extend_from_slice(b"\r\n");
+    let answer = raw_request(node.addr(), &request).await;
+    assert!(
+        answer.status.is_none_or(|s| (400..500).contains(&s)),
+        "10,000 headers: {answer:?}"
+    );
+    assert_serves_others(&node).await;
+    node.assert_healthy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_channel_and_client_names_are_refused_with_400() {
+    let mut node = Node::start(&[]).await;
+    let longest = "c".repeat(128);
+    for name in ["c".repeat(129), "c".repeat(10_000)] {
+        for path in [
+            format!("/channel/{name}"),
+            format!("/channel/{longest}/client/{name}"),
+        ] {
+            let answer = raw_request(
+                node.addr(),
+                format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await;
+            assert_eq!(answer.status, Some(400), "GET of {} bytes", path.len());
+            assert!(answer.text.contains("\"error\""), "{}", answer.text);
+            let (status, answer) = node.post(&path, r#"{"data":1}"#).await;
+            assert_eq!(status, 400, "POST of {} bytes: {answer}", path.len());
+        }
+    }
+    // The longest allowed names work.
+    let mut subscriber =
+        Subscriber::open(&node, &format!("/channel/{longest}/client/{longest}")).await;
+    let (status, _) = node
+        .post(&format!("/channel/{longest}"), r#"{"data":"long"}"#)
+        .await;
+    assert_eq!(status, 200);
+    subscriber.read_until(b"data: \"long\"\n\n").await;
+    node.assert_healthy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_thousand_channels_come_and_go() {
+    const CHANNELS: usize = 3_000;
+    let mut node = Node::start(&[]).await;
+    let mut sockets = Vec::with_capacity(CHANNELS);
+    for i in 0..CHANNELS {
+        let mut socket = TcpStream::connect(node.addr()).await.expect("connect");
+        socket
+            .write_all(format!("GET /channel/many-{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .await
+            .expect("subscribe");
+        sockets.push(socket);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = node.json("/status").await;
+        let channels = status["channels"].as_object().expect("channels").len();
+        if channels == CHANNELS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{channels} of {CHANNELS} channels"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(node.metric("sse_subscribers").await, CHANNELS as u64);
+    assert_serves_others(&node).await;
+
+    drop(sockets);
+    loop {
+        let status = node.json("/status").await;
+        let channels = status["channels"].as_object().expect("channels").len();
+        if channels == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{channels} channels left");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    node.wait_metric("sse_subscribers", |n| n == 0).await;
+    node.assert_healthy().await;
+}
+
+/// Records what the node does with a client that sends its request head one byte
+/// per second. axum's `serve` sets no timer on hyper, so hyper's header read timeout
+/// is not in force: the connection stays open as long as bytes trickle in. Whatever
+/// it does, everyone else is served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_loris_client_does_not_stall_anyone_else() {
+    let mut node = Node::start(&[]).await;
+    let mut loris = Vec::new();
+    for _ in 0..20 {
+        loris.push(TcpStream::connect(node.addr()).await.expect("connect"));
+    }
+    let head = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaa";
+    let mut still_open = 0;
+    for byte in head.iter().take(8) {
+        still_open = 0;
+        for socket in &mut loris {
+            if socket.write_all(&[*byte]).await.is_ok() {
+                still_open += 1;
+            }
+        }
+        assert_serves_others(&node).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!(
+        "slow loris: {still_open} of {} connections still open after 8 s of one byte per second",
+        loris.len()
+    );
+    node.assert_healthy().await;
+}
