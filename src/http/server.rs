@@ -306,7 +306,11 @@ fn response_head(
     head
 }
 
-async fn write_plain<Io: AsyncWrite + Unpin>(
+/// Answers a refused request head and closes. Closing a socket with unread input
+/// makes the kernel reset the connection, which can destroy the answer before the
+/// client reads it; so, after answering, the rest of its input is read and dropped
+/// for a moment (a "lingering close", bounded in time and bytes).
+async fn write_plain<Io: AsyncRead + AsyncWrite + Unpin>(
     io: &mut Io,
     status: StatusCode,
     message: &str,
@@ -320,7 +324,19 @@ async fn write_plain<Io: AsyncWrite + Unpin>(
     io.write_all(&response_head(status, &headers, Some(body.len())))
         .await?;
     io.write_all(body.as_bytes()).await?;
-    io.shutdown().await
+    io.shutdown().await?;
+    let mut sink = [0u8; 4096];
+    let mut drained = 0usize;
+    let linger = async {
+        while drained < 1 << 20 {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), linger).await;
+    Ok(())
 }
 
 async fn serve_hyper<Io>(
