@@ -113,17 +113,23 @@ pub(crate) fn client() -> reqwest::Client {
 
 /// Waits until `node` sees `members` live members and is ready.
 pub(crate) async fn wait_for_members(node: &NodeProcess, members: usize) {
+    wait_for_members_at(&node.url(""), members).await;
+}
+
+/// Waits until the node at `base` (`http://host:port`) sees `members` live members
+/// and answers `/readyz`.
+pub(crate) async fn wait_for_members_at(base: &str, members: usize) {
     let client = client();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(response) = client.get(node.url("/status")).send().await {
+        if let Ok(response) = client.get(format!("{base}/status")).send().await {
             if let Ok(status) = response.json::<Value>().await {
                 let live = status["gossip"]["members"]
                     .as_array()
                     .map(|m| m.iter().filter(|m| m["alive"] == true).count())
                     .unwrap_or(0);
                 let ready = client
-                    .get(node.url("/readyz"))
+                    .get(format!("{base}/readyz"))
                     .send()
                     .await
                     .is_ok_and(|r| r.status().is_success());
@@ -134,8 +140,7 @@ pub(crate) async fn wait_for_members(node: &NodeProcess, members: usize) {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "node :{} did not see {members} live members",
-            node.http
+            "node {base} did not see {members} live members"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -123,6 +123,17 @@ impl Hosts {
         KillOnDrop(command.spawn().expect("start node in namespace"))
     }
 
+    /// Publishes `{"origin": 1, "n": n}` on node `i` from the host's side.
+    async fn publish_from_host(&self, i: usize, channel: &str, n: u64) {
+        let response = client()
+            .post(self.url(i, &format!("/channel/{channel}")))
+            .json(&serde_json::json!({"data": {"origin": 1, "n": n}}))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
     fn cut(&self, i: usize) {
         ip(&["link", "set", &self.veth(i), "down"]).unwrap();
     }
@@ -227,29 +238,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-async fn wait_members(hosts: &Hosts, i: usize, members: usize) {
-    let client = client();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(response) = client.get(hosts.url(i, "/status")).send().await {
-            if let Ok(status) = response.json::<serde_json::Value>().await {
-                let alive = status["gossip"]["members"]
-                    .as_array()
-                    .map(|m| m.iter().filter(|m| m["alive"] == true).count())
-                    .unwrap_or(0);
-                if alive == members {
-                    return;
-                }
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node {i} never saw {members} members"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The namespaces, or `None` (after saying why) where the kernel or user cannot
 /// make them; with `SSE_REQUIRE_NETNS=1` (CI) that is a failure instead.
 fn hosts_or_skip() -> Option<Hosts> {
@@ -273,7 +261,7 @@ async fn a_partitioned_node_catches_up_exactly_once_after_the_network_heals() {
     let Some(hosts) = hosts_or_skip() else { return };
     let _nodes: Vec<KillOnDrop> = (1..=3).map(|i| hosts.node(i, &[])).collect();
     for i in 1..=3 {
-        wait_members(&hosts, i, 3).await;
+        wait_for_members_at(&hosts.url(i, ""), 3).await;
     }
     // Subscribers: on nodes 1 and 2 from the host, on node 3 from inside its namespace.
     let mut on_1 = subscribe(hosts.url(1, "/channel/p"), None).await;
@@ -281,29 +269,17 @@ async fn a_partitioned_node_catches_up_exactly_once_after_the_network_heals() {
     let (_curl, mut on_3) = hosts.subscribe_inside(3, "p");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let publish_on_1 = |n: u64| {
-        let url = hosts.url(1, "/channel/p");
-        async move {
-            let response = client()
-                .post(url)
-                .json(&serde_json::json!({"data": {"origin": 1, "n": n}}))
-                .send()
-                .await
-                .unwrap();
-            assert!(response.status().is_success());
-        }
-    };
     // Before, during and after the cut, both sides publish.
     let mut n = 0;
     for _ in 0..10 {
         n += 1;
-        publish_on_1(n).await;
+        hosts.publish_from_host(1, "p", n).await;
         hosts.publish_inside(3, "p", &format!("{{\"origin\":3,\"n\":{n}}}"));
     }
     hosts.cut(3);
     for _ in 0..20 {
         n += 1;
-        publish_on_1(n).await;
+        hosts.publish_from_host(1, "p", n).await;
         hosts.publish_inside(3, "p", &format!("{{\"origin\":3,\"n\":{n}}}"));
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
@@ -320,7 +296,7 @@ async fn a_partitioned_node_catches_up_exactly_once_after_the_network_heals() {
     hosts.heal(3);
     for _ in 0..10 {
         n += 1;
-        publish_on_1(n).await;
+        hosts.publish_from_host(1, "p", n).await;
         hosts.publish_inside(3, "p", &format!("{{\"origin\":3,\"n\":{n}}}"));
     }
     let expected = HashMap::from([(1, n), (3, n)]);
@@ -352,23 +328,11 @@ async fn a_node_cut_off_longer_than_the_queue_bound_gets_an_explicit_gap() {
         .map(|i| hosts.node(*i, &["--relay.queueEvents=5"]))
         .collect();
     for i in [1, 3] {
-        wait_members(&hosts, i, 2).await;
+        wait_for_members_at(&hosts.url(i, ""), 2).await;
     }
     let (_curl, mut on_3) = hosts.subscribe_inside(3, "g");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let publish_on_1 = |n: u64| {
-        let url = hosts.url(1, "/channel/g");
-        async move {
-            let response = client()
-                .post(url)
-                .json(&serde_json::json!({"data": {"origin": 1, "n": n}}))
-                .send()
-                .await
-                .unwrap();
-            assert!(response.status().is_success());
-        }
-    };
-    publish_on_1(1).await;
+    hosts.publish_from_host(1, "g", 1).await;
     let (first, _, _) = collect(&mut on_3, 1, Duration::from_secs(5)).await;
     assert_eq!(first.len(), 1);
 
@@ -376,11 +340,11 @@ async fn a_node_cut_off_longer_than_the_queue_bound_gets_an_explicit_gap() {
     // accepts four times what its queue for peers holds.
     hosts.cut(3);
     for n in 2..=21 {
-        publish_on_1(n).await;
+        hosts.publish_from_host(1, "g", n).await;
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     hosts.heal(3);
-    publish_on_1(22).await;
+    hosts.publish_from_host(1, "g", 22).await;
 
     // Wait for the last event; everything before it arrives first.
     let mut events = Vec::new();
