@@ -252,7 +252,8 @@ impl Broker {
             };
         }
         let seq = self.accept(&mut state, Route::All, publish);
-        let delivered = self.append_everywhere(&channels, self.shared.origin, seq, now, publish);
+        let delivered =
+            self.append_everywhere(&channels, self.shared.origin, seq, now, publish, None);
         drop(state);
         self.notify(&channels);
         self.shared.outbox_notify.notify_waiters();
@@ -264,6 +265,8 @@ impl Broker {
         }
     }
 
+    /// Appends one event to each of `channels` that does not have it yet (by the
+    /// channel's frontier for `origin`); returns the local subscribers it is for.
     fn append_everywhere(
         &self,
         channels: &[Arc<Channel>],
@@ -271,23 +274,24 @@ impl Broker {
         seq: u64,
         now: u64,
         publish: &Publish,
+        target: Option<Arc<str>>,
     ) -> usize {
         let mut delivered = 0;
         for channel in channels {
             let mut log = channel.log();
             log.expire(self.replay_cutoff(now));
-            if log.frontier.get(origin) >= seq {
+            if log.frontier.get(origin) >= seq && !self.shared.settings.fault_disable_dedup {
                 continue;
             }
-            log.append(
+            let entry = log.append(
                 origin,
                 seq,
                 now,
                 publish,
-                None,
+                target.clone(),
                 self.shared.settings.replay_events,
             );
-            delivered += log.subscribers.len();
+            delivered += log.subscribers.values().filter(|c| entry.is_for(c)).count();
         }
         delivered
     }
@@ -317,23 +321,7 @@ impl Broker {
                 Some(Arc::<str>::from(client.as_str())),
             ),
         };
-        let mut delivered = 0;
-        for channel in &channels {
-            let mut log = channel.log();
-            log.expire(self.replay_cutoff(now));
-            if log.frontier.get(origin) >= seq && !self.shared.settings.fault_disable_dedup {
-                continue;
-            }
-            let entry = log.append(
-                origin,
-                seq,
-                now,
-                publish,
-                target.clone(),
-                self.shared.settings.replay_events,
-            );
-            delivered += log.subscribers.values().filter(|c| entry.is_for(c)).count();
-        }
+        let delivered = self.append_everywhere(&channels, origin, seq, now, publish, target);
         drop(state);
         self.notify(&channels);
         delivered
