@@ -19,6 +19,20 @@ pub(crate) fn free_ports() -> (u16, u16) {
     )
 }
 
+/// Node logs stay quiet (warnings, discarded) unless `NODE_LOG` sets a filter, in
+/// which case they go to the test's stderr.
+pub(crate) fn quiet_unless_node_log(command: &mut Command) -> &mut Command {
+    let filter = std::env::var("NODE_LOG").ok();
+    command
+        .env("RUST_LOG", filter.as_deref().unwrap_or("warn"))
+        .stdout(Stdio::null())
+        .stderr(if filter.is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+}
+
 /// One node process; killed when dropped.
 pub(crate) struct NodeProcess {
     pub(crate) http: u16,
@@ -62,18 +76,9 @@ impl NodeProcess {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_sse-cluster"))
-            .args(&self.args)
-            .env(
-                "RUST_LOG",
-                std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(if std::env::var("NODE_LOG").is_ok() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sse-cluster"));
+        command.args(&self.args);
+        let child = quiet_unless_node_log(&mut command)
             .spawn()
             .expect("start sse-cluster");
         self.child = Some(child);

@@ -109,17 +109,8 @@ impl Hosts {
                 "--http.client.timeout=2s",
             ])
             .arg(format!("--gossip.hosts={}:42000", self.addr(1)))
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(if std::env::var("NODE_LOG").is_ok() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            });
+            .args(extra);
+        quiet_unless_node_log(&mut command);
         KillOnDrop(command.spawn().expect("start node in namespace"))
     }
 
