@@ -107,6 +107,7 @@ impl Publish {
         if let Some(event) = &body.event {
             validate_label("event", event)?;
         }
+        reject_lone_surrogates(body.data.get())?;
         Ok(Publish {
             id: body.id,
             event: body.event,
@@ -141,6 +142,45 @@ impl Publish {
 
 /// Removes insignificant whitespace from valid JSON text. Keeps numbers and
 /// strings byte for byte (no float rounding, unlike a parse and re-print).
+/// Refuses `\uD800`-style escapes that do not form a surrogate pair. The JSON
+/// grammar admits them, but they encode no Unicode character: strict decoders
+/// (Rust's, Go's, Python's with `surrogatepass` off) fail or substitute on them, so
+/// I-JSON (RFC 7493) forbids them and a broker should not pass them to subscribers.
+/// `json` is already valid JSON text (every `\u` has four hex digits).
+fn reject_lone_surrogates(json: &str) -> Result<(), InvalidInput> {
+    if !json.contains("\\u") {
+        return Ok(());
+    }
+    let bytes = json.as_bytes();
+    let unit = |at: usize| -> Option<u16> {
+        let hex = bytes.get(at..at + 6)?;
+        if !hex.starts_with(b"\\u") {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        // An escape: `\\` and `\"` are two bytes, `\uXXXX` six (twelve for a pair).
+        match unit(i) {
+            Some(0xD800..=0xDBFF) if matches!(unit(i + 6), Some(0xDC00..=0xDFFF)) => i += 12,
+            Some(code @ 0xD800..=0xDFFF) => {
+                return Err(invalid(format!(
+                    "data contains an unpaired surrogate escape \\u{code:04x}; \
+                     JSON strings must encode Unicode characters (RFC 7493)"
+                )))
+            }
+            Some(_) => i += 6,
+            None => i += 2,
+        }
+    }
+    Ok(())
+}
+
 pub fn compact_json(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     let mut in_string = false;
@@ -328,6 +368,29 @@ mod tests {
             r#"{"data":1,"event":""}"#,
         ] {
             assert!(Publish::from_json(body.as_bytes()).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn publish_refuses_unpaired_surrogates_in_data() {
+        for body in [
+            r#"{"data":"\ud800"}"#,
+            r#"{"data":"a\uDFFFb"}"#,
+            r#"{"data":{"k":"\ud83d x"}}"#,
+            r#"{"data":["\ude00\ud83d"]}"#,
+            r#"{"data":"\\\ud800"}"#,
+        ] {
+            let err = Publish::from_json(body.as_bytes()).unwrap_err();
+            assert!(err.0.contains("unpaired surrogate"), "{body}: {err}");
+        }
+        for body in [
+            r#"{"data":"\ud83d\ude00 \u00e9 \\ud800 \\\\"}"#,
+            r#"{"data":"\\u"}"#,
+            r#"{"data":{"\ud83d\ude00":"\u0041"}}"#,
+            r#"{"data":"plain"}"#,
+        ] {
+            let publish = Publish::from_json(body.as_bytes());
+            assert!(publish.is_ok(), "{body}: {publish:?}");
         }
     }
 
