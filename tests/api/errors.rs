@@ -176,6 +176,11 @@ async fn every_bad_input_gets_its_status_and_a_json_error() {
             &["unknown field", "colour"][..],
         ),
         (
+            "unpaired surrogate in data",
+            r#"{"data":{"text":"a\ud800b"}}"#,
+            &["unpaired surrogate", "ud800"][..],
+        ),
+        (
             "missing data",
             r#"{"event":"x"}"#,
             &["missing field", "data"][..],
