@@ -6,11 +6,10 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use bytes::Bytes;
-use tokio::sync::Notify;
+use std::task::Waker;
 
 use crate::event::{encode_event, Cursor, Frontier, Origin, Publish};
+use bytes::Bytes;
 
 /// One event as stored in a channel's log.
 #[derive(Debug)]
@@ -34,6 +33,14 @@ impl Entry {
     }
 }
 
+/// A subscriber as its channel sees it.
+#[derive(Debug)]
+pub(crate) struct Subscriber {
+    pub(crate) client: Arc<str>,
+    /// Set while the subscriber waits for an event; taken by the append that wakes it.
+    pub(crate) waker: Option<Waker>,
+}
+
 #[derive(Debug)]
 pub(crate) struct Log {
     /// Retained events; `entries[0]` is at position `base`.
@@ -45,8 +52,8 @@ pub(crate) struct Log {
     pub(crate) floor: Frontier,
     /// Wall time (ms) since which this node has seen every event of the channel.
     pub(crate) known_from_ms: u64,
-    /// Subscriber id → client id.
-    pub(crate) subscribers: BTreeMap<u64, Arc<str>>,
+    /// Subscriber id → its client id and, while it waits for events, its waker.
+    pub(crate) subscribers: BTreeMap<u64, Subscriber>,
     /// Publisher ids of retained events → the cursor they were given.
     pub(crate) publisher_ids: HashMap<String, String>,
     /// Set when the channel leaves the broker's map.
@@ -63,7 +70,20 @@ impl Log {
     }
 
     pub(crate) fn has_client(&self, client: &str) -> bool {
-        self.subscribers.values().any(|c| &**c == client)
+        self.subscribers.values().any(|s| &*s.client == client)
+    }
+
+    /// Counts the subscribers `entry` is for, and takes the wakers of those of them
+    /// that are waiting. Waking happens after the locks are released.
+    pub(crate) fn wake_for(&mut self, entry: &Entry, wakers: &mut Vec<Waker>) -> usize {
+        let mut count = 0;
+        for subscriber in self.subscribers.values_mut() {
+            if entry.is_for(&subscriber.client) {
+                count += 1;
+                wakers.extend(subscriber.waker.take());
+            }
+        }
+        count
     }
 
     /// Appends an event and evicts past `max_events`. Returns the new entry.
@@ -134,12 +154,11 @@ impl Log {
     }
 }
 
-/// A channel: its log behind a mutex, and the wake-up for waiting subscribers.
+/// A channel: its log behind a mutex.
 #[derive(Debug)]
 pub(crate) struct Channel {
     pub(crate) name: Arc<str>,
     log: Mutex<Log>,
-    pub(crate) notify: Notify,
 }
 
 impl Channel {
@@ -156,7 +175,6 @@ impl Channel {
                 publisher_ids: HashMap::new(),
                 removed: false,
             }),
-            notify: Notify::new(),
         }
     }
 

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -17,8 +18,8 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::event::{encode_event, encode_id_only, Cursor, Origin, Publish};
 use crate::metrics::Metrics;
-use channel::Channel;
 pub use channel::Entry;
+use channel::{Channel, Subscriber};
 use outbox::Outbox;
 pub use outbox::{RelayBatch, RelayEvent, Route};
 
@@ -199,10 +200,11 @@ impl Broker {
             target.map(Arc::from),
             self.shared.settings.replay_events,
         );
-        let delivered = log.subscribers.values().filter(|c| entry.is_for(c)).count();
+        let mut wakers = Vec::new();
+        let delivered = log.wake_for(&entry, &mut wakers);
         drop(log);
         drop(state);
-        chan.notify.notify_waiters();
+        wakers.into_iter().for_each(Waker::wake);
         self.shared.outbox_notify.notify_waiters();
         Published {
             id: Some(entry.cursor.clone()),
@@ -252,10 +254,18 @@ impl Broker {
             };
         }
         let seq = self.accept(&mut state, Route::All, publish);
-        let delivered =
-            self.append_everywhere(&channels, self.shared.origin, seq, now, publish, None);
+        let mut wakers = Vec::new();
+        let delivered = self.append_everywhere(
+            &channels,
+            self.shared.origin,
+            seq,
+            now,
+            publish,
+            None,
+            &mut wakers,
+        );
         drop(state);
-        self.notify(&channels);
+        wakers.into_iter().for_each(Waker::wake);
         self.shared.outbox_notify.notify_waiters();
         Published {
             id: None,
@@ -266,7 +276,9 @@ impl Broker {
     }
 
     /// Appends one event to each of `channels` that does not have it yet (by the
-    /// channel's frontier for `origin`); returns the local subscribers it is for.
+    /// channel's frontier for `origin`); returns the local subscribers it is for, and
+    /// adds the wakers of those waiting to `wakers`.
+    #[allow(clippy::too_many_arguments)]
     fn append_everywhere(
         &self,
         channels: &[Arc<Channel>],
@@ -275,6 +287,7 @@ impl Broker {
         now: u64,
         publish: &Publish,
         target: Option<Arc<str>>,
+        wakers: &mut Vec<Waker>,
     ) -> usize {
         let mut delivered = 0;
         for channel in channels {
@@ -291,15 +304,9 @@ impl Broker {
                 target.clone(),
                 self.shared.settings.replay_events,
             );
-            delivered += log.subscribers.values().filter(|c| entry.is_for(c)).count();
+            delivered += log.wake_for(&entry, wakers);
         }
         delivered
-    }
-
-    fn notify(&self, channels: &[Arc<Channel>]) {
-        for channel in channels {
-            channel.notify.notify_waiters();
-        }
     }
 
     /// Delivers an event another node accepted. Events must arrive in the origin's
@@ -321,9 +328,11 @@ impl Broker {
                 Some(Arc::<str>::from(client.as_str())),
             ),
         };
-        let delivered = self.append_everywhere(&channels, origin, seq, now, publish, target);
+        let mut wakers = Vec::new();
+        let delivered =
+            self.append_everywhere(&channels, origin, seq, now, publish, target, &mut wakers);
         drop(state);
-        self.notify(&channels);
+        wakers.into_iter().for_each(Waker::wake);
         delivered
     }
 
@@ -334,6 +343,7 @@ impl Broker {
         let now = self.shared.clock.now_ms();
         let state = self.state();
         let channels: Vec<Arc<Channel>> = state.channels.values().cloned().collect();
+        let mut wakers = Vec::new();
         let gap = Publish {
             id: None,
             event: Some("gap".into()),
@@ -348,7 +358,7 @@ impl Broker {
                 continue;
             }
             log.floor.advance(origin, upto);
-            log.append(
+            let entry = log.append(
                 origin,
                 upto,
                 now,
@@ -356,10 +366,11 @@ impl Broker {
                 None,
                 self.shared.settings.replay_events,
             );
+            log.wake_for(&entry, &mut wakers);
         }
         drop(state);
         self.shared.metrics.relay_gaps.fetch_add(1, Relaxed);
-        self.notify(&channels);
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// This origin's accepted events from sequence `from` on, for a peer.
@@ -477,7 +488,13 @@ impl Broker {
             frontier: log.frontier.clone(),
         };
         preamble.extend_from_slice(&encode_id_only(&frontier.encode()));
-        log.subscribers.insert(id, client.clone());
+        log.subscribers.insert(
+            id,
+            Subscriber {
+                client: client.clone(),
+                waker: None,
+            },
+        );
         let next = log.head();
         drop(log);
         drop(state);
@@ -531,7 +548,8 @@ impl Broker {
             .filter_map(|(name, channel)| {
                 let log = channel.log();
                 (!log.subscribers.is_empty()).then(|| {
-                    let clients = log.subscribers.values().map(|c| c.to_string()).collect();
+                    let clients = log.subscribers.values().map(|s| s.client.to_string());
+                    let clients = clients.collect();
                     (name.to_string(), clients)
                 })
             })
@@ -594,55 +612,59 @@ impl Subscription {
 
     /// Waits for the next events for this subscriber.
     pub async fn next(&mut self) -> Next {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// The next events for this subscriber, or `Pending` with its waker left with the
+    /// channel: the append that has an event for it wakes it (and no other append).
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
         let metrics = &self.broker.shared.metrics;
         let buffer = self.broker.shared.settings.subscriber_buffer as u64;
-        loop {
-            let mut notified = pin!(self.channel.notify.notified());
-            notified.as_mut().enable();
-            {
-                let log = self.channel.log();
-                let head = log.head();
-                if self.next < log.base || head - self.next > buffer {
-                    metrics.slow_subscriber_disconnects.fetch_add(1, Relaxed);
-                    return Next::Overflow {
-                        behind: head - self.next,
-                    };
-                }
-                let start = (self.next - log.base) as usize;
-                let mut single: Option<Bytes> = None;
-                let mut batch: Option<BytesMut> = None;
-                let mut count = 0;
-                for entry in log.entries.range(start..) {
-                    self.next += 1;
-                    if !entry.is_for(&self.client) {
-                        continue;
-                    }
-                    count += 1;
-                    match (&mut single, &mut batch) {
-                        (None, None) => single = Some(entry.frame.clone()),
-                        (Some(first), None) => {
-                            let mut buf =
-                                BytesMut::with_capacity(MAX_BATCH_BYTES.min(first.len() * 8));
-                            buf.extend_from_slice(first);
-                            buf.extend_from_slice(&entry.frame);
-                            batch = Some(buf);
-                        }
-                        (_, Some(buf)) => buf.extend_from_slice(&entry.frame),
-                    }
-                    if batch.as_ref().is_some_and(|b| b.len() >= MAX_BATCH_BYTES) {
-                        break;
-                    }
-                }
-                if count > 0 {
-                    metrics.events_delivered.fetch_add(count, Relaxed);
-                    return Next::Data(match batch {
-                        Some(buf) => buf.freeze(),
-                        None => single.unwrap_or_default(),
-                    });
-                }
-            }
-            notified.await;
+        let mut log = self.channel.log();
+        let head = log.head();
+        if self.next < log.base || head - self.next > buffer {
+            metrics.slow_subscriber_disconnects.fetch_add(1, Relaxed);
+            return Poll::Ready(Next::Overflow {
+                behind: head - self.next,
+            });
         }
+        let start = (self.next - log.base) as usize;
+        let mut single: Option<Bytes> = None;
+        let mut batch: Option<BytesMut> = None;
+        let mut count = 0;
+        for entry in log.entries.range(start..) {
+            self.next += 1;
+            if !entry.is_for(&self.client) {
+                continue;
+            }
+            count += 1;
+            match (&mut single, &mut batch) {
+                (None, None) => single = Some(entry.frame.clone()),
+                (Some(first), None) => {
+                    let mut buf = BytesMut::with_capacity(MAX_BATCH_BYTES.min(first.len() * 8));
+                    buf.extend_from_slice(first);
+                    buf.extend_from_slice(&entry.frame);
+                    batch = Some(buf);
+                }
+                (_, Some(buf)) => buf.extend_from_slice(&entry.frame),
+            }
+            if batch.as_ref().is_some_and(|b| b.len() >= MAX_BATCH_BYTES) {
+                break;
+            }
+        }
+        if count > 0 {
+            metrics.events_delivered.fetch_add(count, Relaxed);
+            return Poll::Ready(Next::Data(match batch {
+                Some(buf) => buf.freeze(),
+                None => single.unwrap_or_default(),
+            }));
+        }
+        if let Some(me) = log.subscribers.get_mut(&self.id) {
+            if !me.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                me.waker = Some(cx.waker().clone());
+            }
+        }
+        Poll::Pending
     }
 }
 

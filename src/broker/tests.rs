@@ -189,6 +189,57 @@ async fn targeted_events_reach_only_their_client() {
     );
 }
 
+/// A waker that counts its wakes.
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Relaxed);
+    }
+}
+
+fn counting_waker() -> (Arc<CountingWaker>, std::task::Waker) {
+    let counter = Arc::new(CountingWaker(Default::default()));
+    (counter.clone(), counter.into())
+}
+
+#[test]
+fn an_append_wakes_exactly_the_waiting_subscribers_it_is_for() {
+    let broker = broker();
+    let mut alice = broker.subscribe("c", Some("alice"), Resume::Live).unwrap();
+    let mut bob = broker.subscribe("c", Some("bob"), Resume::Live).unwrap();
+    alice.take_preamble();
+    bob.take_preamble();
+    let (alice_wakes, alice_waker) = counting_waker();
+    let (bob_wakes, bob_waker) = counting_waker();
+    let mut alice_cx = Context::from_waker(&alice_waker);
+    let mut bob_cx = Context::from_waker(&bob_waker);
+    assert!(alice.poll_next(&mut alice_cx).is_pending());
+    assert!(bob.poll_next(&mut bob_cx).is_pending());
+    // Polling again while waiting keeps one registration, not two.
+    assert!(bob.poll_next(&mut bob_cx).is_pending());
+
+    broker.publish("c", &event("for-bob"), Some("bob"));
+    assert_eq!(alice_wakes.0.load(Relaxed), 0, "not for alice");
+    assert_eq!(bob_wakes.0.load(Relaxed), 1);
+    assert!(matches!(
+        bob.poll_next(&mut bob_cx),
+        Poll::Ready(Next::Data(_))
+    ));
+    assert!(alice.poll_next(&mut alice_cx).is_pending());
+
+    // A subscriber that is not waiting (it has not polled since its last data) is
+    // not woken again; one that is, is woken once per append.
+    broker.publish("c", &event("for-all"), None);
+    broker.publish("c", &event("for-all-2"), None);
+    assert_eq!(alice_wakes.0.load(Relaxed), 1);
+    assert_eq!(bob_wakes.0.load(Relaxed), 1);
+    match bob.poll_next(&mut bob_cx) {
+        Poll::Ready(Next::Data(bytes)) => assert_eq!(data_lines(&bytes), ["for-all", "for-all-2"]),
+        other => panic!("expected both events at once, got {other:?}"),
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_subscriber_past_its_buffer_is_told_and_others_are_not() {
     let broker = broker_with(100, 10);

@@ -20,10 +20,11 @@ use axum::http::{header, HeaderValue, Method, Request, StatusCode, Uri, Version}
 use axum::serve::Listener;
 use axum::Router;
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
+
+use super::subscribe::{DirectStream, WantDirect};
 
 /// Bounds on request heads.
 #[derive(Debug, Clone, Copy)]
@@ -219,61 +220,65 @@ fn subscribe_request(head: &[u8]) -> Option<Result<Request<Body>, StatusCode>> {
     Some(build())
 }
 
-/// Runs the subscribe through the router; streams an event stream on the socket,
-/// writes anything else whole. The connection closes afterwards either way.
-async fn stream_subscribe<Io>(io: Io, app: Router, request: Request<Body>)
+/// Runs the subscribe through the router and writes its answer on the socket: an
+/// event stream for as long as it lasts, anything else whole. The connection closes
+/// afterwards either way.
+async fn stream_subscribe<Io>(mut io: Io, app: Router, mut request: Request<Body>)
 where
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Ok(response) = app.oneshot(request).await;
-    let (mut reader, mut writer) = tokio::io::split(io);
-    let is_stream = response.status() == StatusCode::OK
-        && response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if !is_stream {
-        let (parts, body) = response.into_parts();
+    request.extensions_mut().insert(WantDirect);
+    let Ok(mut response) = app.oneshot(request).await;
+    let stream = response
+        .extensions_mut()
+        .remove::<DirectStream>()
+        .and_then(|direct| direct.take());
+    let (parts, body) = response.into_parts();
+    let Some(mut stream) = stream else {
         let body = axum::body::to_bytes(body, 1 << 20)
             .await
             .unwrap_or_default();
         let head = response_head(parts.status, &parts.headers, Some(body.len()));
-        let _ = writer.write_all(&head).await;
-        let _ = writer.write_all(&body).await;
-        let _ = writer.shutdown().await;
+        let _ = io.write_all(&head).await;
+        let _ = io.write_all(&body).await;
+        let _ = io.shutdown().await;
         return;
-    }
-    let (parts, body) = response.into_parts();
+    };
     // Close-delimited: the stream ends when the connection does, with no chunk
-    // framing on every event.
-    if writer
-        .write_all(&response_head(parts.status, &parts.headers, None))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let mut body = body.into_data_stream();
+    // framing on every event. The head and the first chunk go out in one write.
+    let mut head = response_head(parts.status, &parts.headers, None);
+    head.extend_from_slice(&stream.take_first().unwrap_or_default());
+    let mut pending = Some(Bytes::from(head));
     let mut probe = [0u8; 32];
-    loop {
-        tokio::select! {
-            chunk = body.next() => match chunk {
-                Some(Ok(bytes)) => {
-                    if writer.write_all(&bytes).await.is_err() {
-                        return;
-                    }
-                }
-                _ => break,
-            },
-            // The client closing its side ends the subscription; anything it sends
-            // on a stream connection is ignored.
-            read = reader.read(&mut probe) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            },
+    std::future::poll_fn(|cx| loop {
+        // The client closing its side ends the subscription; anything it sends on a
+        // stream connection is ignored.
+        let mut read = ReadBuf::new(&mut probe);
+        match Pin::new(&mut io).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(()),
+            Poll::Ready(Err(_)) => return Poll::Ready(()),
+            Poll::Ready(Ok(())) => continue,
+            Poll::Pending => {}
         }
-    }
-    let _ = writer.shutdown().await;
+        if let Some(buf) = &mut pending {
+            match Pin::new(&mut io).poll_write(cx, buf) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(n)) => buf.advance(n),
+                Poll::Pending => return Poll::Pending,
+            }
+            if !buf.is_empty() {
+                continue;
+            }
+            pending = None;
+        }
+        match stream.poll_chunk(cx) {
+            Poll::Ready(Some(chunk)) => pending = Some(chunk),
+            Poll::Ready(None) => return Poll::Ready(()),
+            Poll::Pending => return Poll::Pending,
+        }
+    })
+    .await;
+    let _ = io.shutdown().await;
 }
 
 fn response_head(

@@ -1,16 +1,19 @@
 //! Subscribe routes: the `text/event-stream` response.
 
 use std::convert::Infallible;
-use std::future::pending;
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
+use axum::Extension;
 use bytes::BytesMut;
-use futures_util::stream;
+use futures_util::Stream;
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::{interval_at, sleep_until, Instant, Interval, MissedTickBehavior, Sleep};
@@ -33,10 +36,11 @@ pub(super) async fn subscribe(
     access: SubscribeAccess,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<SubscribeQuery>, QueryRejection>,
+    direct: Option<Extension<WantDirect>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(channel) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    open(state, access, &channel, None, query, &headers)
+    open(state, access, &channel, None, query, direct, &headers)
 }
 
 pub(super) async fn subscribe_client(
@@ -44,11 +48,20 @@ pub(super) async fn subscribe_client(
     access: SubscribeAccess,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<SubscribeQuery>, QueryRejection>,
+    direct: Option<Extension<WantDirect>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path((channel, client)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     validate_name("client", &client).map_err(|e| ApiError::bad_request(e.0))?;
-    open(state, access, &channel, Some(&client), query, &headers)
+    open(
+        state,
+        access,
+        &channel,
+        Some(&client),
+        query,
+        direct,
+        &headers,
+    )
 }
 
 fn open(
@@ -57,6 +70,7 @@ fn open(
     channel: &str,
     client: Option<&str>,
     query: Result<Query<SubscribeQuery>, QueryRejection>,
+    direct: Option<Extension<WantDirect>>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     validate_name("channel", channel).map_err(|e| ApiError::bad_request(e.0))?;
@@ -88,13 +102,23 @@ fn open(
             )
         },
     )?;
-    let body = Body::from_stream(event_stream(
+    let stream = EventStream::new(
         subscription,
         state.shutdown.clone(),
         &state.settings,
         access.deadline,
-    ));
-    let mut response = Response::new(body);
+    );
+    let mut response = match direct {
+        // The server writes the stream on the socket itself.
+        Some(_) => {
+            let mut response = Response::new(Body::empty());
+            response
+                .extensions_mut()
+                .insert(DirectStream(Arc::new(Mutex::new(Some(stream)))));
+            response
+        }
+        None => Response::new(Body::from_stream(stream)),
+    };
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(
@@ -107,9 +131,31 @@ fn open(
     Ok(response)
 }
 
-struct StreamState {
+/// Marks a request the server answers on the socket itself (see `http::server`):
+/// its event stream comes back in the response's [`DirectStream`] extension instead
+/// of in the body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WantDirect;
+
+/// A subscriber's event stream handed to the server's own writer.
+#[derive(Clone)]
+pub(crate) struct DirectStream(pub(crate) Arc<Mutex<Option<EventStream>>>);
+
+impl DirectStream {
+    pub(crate) fn take(&self) -> Option<EventStream> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// A subscriber's event stream: the first chunk (`retry:`, any reset and replayed
+/// events, the cursor), then events as they come, keep-alive comments while idle,
+/// and a last event when the subscriber overflows or its token expires. Polled by
+/// hand rather than built from combinators: it is woken once per event per
+/// subscriber, the hottest path there is.
+pub(crate) struct EventStream {
     subscription: Subscription,
-    shutdown: watch::Receiver<bool>,
+    /// Completes when the node shuts down.
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
     keep_alive: Interval,
     /// The subscriber's token expires then: the stream ends with `event: expired`.
     expires: Option<Pin<Box<Sleep>>>,
@@ -117,77 +163,93 @@ struct StreamState {
     done: bool,
 }
 
-fn event_stream(
-    mut subscription: Subscription,
-    shutdown: watch::Receiver<bool>,
-    settings: &super::HttpSettings,
-    expires: Option<Instant>,
-) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    // The first chunk goes out at once: `retry:` (so `onopen` fires), then any reset
-    // and replayed events, then the cursor.
-    let mut first = BytesMut::from(&encode_retry(settings.retry.as_millis() as u64)[..]);
-    if let Some(preamble) = subscription.take_preamble() {
-        first.extend_from_slice(&preamble);
+impl EventStream {
+    fn new(
+        mut subscription: Subscription,
+        mut shutdown: watch::Receiver<bool>,
+        settings: &super::HttpSettings,
+        expires: Option<Instant>,
+    ) -> Self {
+        // The first chunk goes out at once: `retry:` (so `onopen` fires), then any
+        // reset and replayed events, then the cursor.
+        let mut first = BytesMut::from(&encode_retry(settings.retry.as_millis() as u64)[..]);
+        if let Some(preamble) = subscription.take_preamble() {
+            first.extend_from_slice(&preamble);
+        }
+        let mut keep_alive = interval_at(Instant::now() + settings.keep_alive, settings.keep_alive);
+        keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        EventStream {
+            subscription,
+            shutdown: Box::pin(async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            }),
+            keep_alive,
+            expires: expires.map(|at| Box::pin(sleep_until(at))),
+            first: Some(first.freeze()),
+            done: false,
+        }
     }
-    let mut keep_alive = interval_at(Instant::now() + settings.keep_alive, settings.keep_alive);
-    keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let state = StreamState {
-        subscription,
-        shutdown,
-        keep_alive,
-        expires: expires.map(|at| Box::pin(sleep_until(at))),
-        first: Some(first.freeze()),
-        done: false,
-    };
-    stream::unfold(state, |mut st| async move {
-        if let Some(first) = st.first.take() {
-            return Some((Ok(first), st));
+
+    /// The first chunk, if not yet taken (to send it with the response head).
+    pub(crate) fn take_first(&mut self) -> Option<Bytes> {
+        self.first.take()
+    }
+
+    fn end_with(&mut self, frame: Bytes) -> Poll<Option<Bytes>> {
+        self.done = true;
+        Poll::Ready(Some(frame))
+    }
+
+    /// The next chunk to write; `None` when the stream is over.
+    pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(first));
         }
-        if st.done {
-            return None;
+        if self.done || self.shutdown.as_mut().poll(cx).is_ready() {
+            self.done = true;
+            return Poll::Ready(None);
         }
-        let chunk = tokio::select! {
-            biased;
-            _ = st.shutdown.wait_for(|stop| *stop) => return None,
-            next = st.subscription.next() => match next {
-                Next::Data(bytes) => bytes,
-                Next::Overflow { behind } => {
-                    st.done = true;
-                    tracing::info!(
-                        channel = st.subscription.channel(),
-                        client = st.subscription.client_id(),
-                        behind,
-                        "disconnecting a subscriber that fell behind"
-                    );
-                    encode_event(
-                        None,
-                        Some("overflow"),
-                        None,
-                        &format!(
-                            r#"{{"reason":"subscriber fell behind its buffer; reconnect with Last-Event-ID","behind":{behind}}}"#
-                        ),
-                    )
-                }
-            },
-            _ = st.keep_alive.tick() => Bytes::from_static(KEEP_ALIVE),
-            _ = expiry(&mut st.expires) => {
-                st.done = true;
-                encode_event(
+        match self.subscription.poll_next(cx) {
+            Poll::Ready(Next::Data(bytes)) => return Poll::Ready(Some(bytes)),
+            Poll::Ready(Next::Overflow { behind }) => {
+                tracing::info!(
+                    channel = self.subscription.channel(),
+                    client = self.subscription.client_id(),
+                    behind,
+                    "disconnecting a subscriber that fell behind"
+                );
+                return self.end_with(encode_event(
+                    None,
+                    Some("overflow"),
+                    None,
+                    &format!(
+                        r#"{{"reason":"subscriber fell behind its buffer; reconnect with Last-Event-ID","behind":{behind}}}"#
+                    ),
+                ));
+            }
+            Poll::Pending => {}
+        }
+        if self.keep_alive.poll_tick(cx).is_ready() {
+            return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE)));
+        }
+        if let Some(expires) = &mut self.expires {
+            if expires.as_mut().poll(cx).is_ready() {
+                return self.end_with(encode_event(
                     None,
                     Some("expired"),
                     None,
                     r#"{"reason":"the token expired; reconnect with a new one"}"#,
-                )
+                ));
             }
-        };
-        Some((Ok(chunk), st))
-    })
+        }
+        Poll::Pending
+    }
 }
 
-/// Completes when the token expires; never without one.
-async fn expiry(expires: &mut Option<Pin<Box<Sleep>>>) {
-    match expires {
-        Some(sleep) => sleep.as_mut().await,
-        None => pending().await,
+impl Stream for EventStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_chunk(cx).map(|chunk| chunk.map(Ok))
     }
 }
