@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
-use super::subscribe::{DirectStream, WantDirect};
+use super::subscribe::{DirectStream, EventStream, WantDirect};
 
 /// Bounds on request heads.
 #[derive(Debug, Clone, Copy)]
@@ -71,10 +71,7 @@ pub async fn serve<L: Listener>(
         tracker.open.fetch_add(1, Relaxed);
         let guard = TrackGuard(tracker.clone());
         let (app, stop) = (app.clone(), stop.clone());
-        tokio::spawn(async move {
-            connection(io, app, settings, stop).await;
-            drop(guard);
-        });
+        tokio::spawn(connection(io, app, settings, stop, guard));
     }
     drop(listener);
     let drained = async {
@@ -134,6 +131,7 @@ async fn connection<Io>(
     app: Router,
     settings: ServeSettings,
     stop: watch::Receiver<bool>,
+    guard: TrackGuard,
 ) where
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -170,7 +168,17 @@ async fn connection<Io>(
         // The head buffer is not needed for the life of the stream.
         drop(buf);
         match request {
-            Ok(request) => stream_subscribe(io, app, request).await,
+            // Boxed: routing needs a large future for a moment, and its answer
+            // is written by a task of its own (see `pump`).
+            Ok(request) => match Box::pin(route_subscribe(app, request)).await {
+                Routed::Stream(first, stream) => {
+                    tokio::spawn(pump(io, first, stream, guard));
+                }
+                Routed::Whole(answer) => {
+                    let _ = io.write_all(&answer).await;
+                    let _ = io.shutdown().await;
+                }
+            },
             Err(status) => {
                 let _ = write_plain(&mut io, status, "malformed request").await;
             }
@@ -220,13 +228,17 @@ fn subscribe_request(head: &[u8]) -> Option<Result<Request<Body>, StatusCode>> {
     Some(build())
 }
 
-/// Runs the subscribe through the router and writes its answer on the socket: an
-/// event stream for as long as it lasts, anything else whole. The connection closes
-/// afterwards either way.
-async fn stream_subscribe<Io>(mut io: Io, app: Router, mut request: Request<Body>)
-where
-    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+/// What the router made of a subscribe.
+enum Routed {
+    /// An event stream, and the bytes to send first: the response head and the
+    /// stream's first chunk, in one write.
+    Stream(Bytes, EventStream),
+    /// Any other answer (an error): head and body.
+    Whole(Vec<u8>),
+}
+
+/// Runs a subscribe through the router.
+async fn route_subscribe(app: Router, mut request: Request<Body>) -> Routed {
     request.extensions_mut().insert(WantDirect);
     let Ok(mut response) = app.oneshot(request).await;
     let stream = response
@@ -234,22 +246,34 @@ where
         .remove::<DirectStream>()
         .and_then(|direct| direct.take());
     let (parts, body) = response.into_parts();
-    let Some(mut stream) = stream else {
-        let body = axum::body::to_bytes(body, 1 << 20)
-            .await
-            .unwrap_or_default();
-        let head = response_head(parts.status, &parts.headers, Some(body.len()));
-        let _ = io.write_all(&head).await;
-        let _ = io.write_all(&body).await;
-        let _ = io.shutdown().await;
-        return;
-    };
-    // Close-delimited: the stream ends when the connection does, with no chunk
-    // framing on every event. The head and the first chunk go out in one write.
-    let mut head = response_head(parts.status, &parts.headers, None);
-    head.extend_from_slice(&stream.take_first().unwrap_or_default());
-    let mut pending = Some(Bytes::from(head));
-    let mut probe = [0u8; 32];
+    match stream {
+        Some(mut stream) => {
+            // Close-delimited: the stream ends when the connection does, with no
+            // chunk framing on every event.
+            let mut first = response_head(parts.status, &parts.headers, None);
+            first.extend_from_slice(&stream.take_first().unwrap_or_default());
+            Routed::Stream(Bytes::from(first), stream)
+        }
+        None => {
+            let body = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .unwrap_or_default();
+            let mut answer = response_head(parts.status, &parts.headers, Some(body.len()));
+            answer.extend_from_slice(&body);
+            Routed::Whole(answer)
+        }
+    }
+}
+
+/// Writes an event stream on its socket until the stream ends or the client goes,
+/// then closes. This is all an idle subscriber's task holds (a few hundred bytes):
+/// the task that read and routed its request has ended.
+async fn pump<Io>(mut io: Io, first: Bytes, mut stream: EventStream, _open: TrackGuard)
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut pending = Some(first);
+    let mut probe = [0u8; 16];
     std::future::poll_fn(|cx| loop {
         // The client closing its side ends the subscription; anything it sends on a
         // stream connection is ignored.
@@ -330,7 +354,8 @@ async fn write_plain<Io: AsyncRead + AsyncWrite + Unpin>(
         .await?;
     io.write_all(body.as_bytes()).await?;
     io.shutdown().await?;
-    let mut sink = [0u8; 4096];
+    // On the heap: an array here would enlarge every connection's task.
+    let mut sink = vec![0u8; 4096];
     let mut drained = 0usize;
     let linger = async {
         while drained < 1 << 20 {
