@@ -5,7 +5,7 @@
 # prints the raw figures and the ratios sse-cluster/nchan and sse-cluster/ceiling.
 #
 # Knobs (environment): SUBS CHANNELS RATE DURATION SIZE PUBLISHERS IDLE_SUBS
-# SERVER_CPUS CLIENT_CPUS PORT_BASE CLUSTER (auto|0).
+# HOLD_SUBS HOLD_RATE SERVER_CPUS CLIENT_CPUS PORT_BASE CLUSTER (auto|0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -17,6 +17,8 @@ DURATION=${DURATION:-15s}
 SIZE=${SIZE:-100}
 PUBLISHERS=${PUBLISHERS:-4}
 IDLE_SUBS=${IDLE_SUBS:-15000}
+HOLD_SUBS=${HOLD_SUBS:-19000}
+HOLD_RATE=${HOLD_RATE:-50000}
 SERVER_CPUS=${SERVER_CPUS:-0}
 CLIENT_CPUS=${CLIENT_CPUS:-1}
 PORT_BASE=${PORT_BASE:-18400}
@@ -66,6 +68,10 @@ ulimit -n "$(ulimit -Hn)"
 if [ "$(ulimit -n)" -lt $((IDLE_SUBS + 200)) ]; then
     IDLE_SUBS=$(($(ulimit -n) - 200))
     say "open-file limit is $(ulimit -n): idle run reduced to $IDLE_SUBS subscribers"
+fi
+if [ "$(ulimit -n)" -lt $((HOLD_SUBS + 200)) ]; then
+    HOLD_SUBS=$(($(ulimit -n) - 200))
+    say "open-file limit is $(ulimit -n): hold run reduced to $HOLD_SUBS subscribers"
 fi
 
 next_port=$PORT_BASE
@@ -154,6 +160,12 @@ for server in sse-cluster nchan ceiling; do
     stop_servers
 done
 
+# --- one node holding as many subscribers as the descriptor limit allows -------------
+start_sse_cluster
+HOLD=$(bench sse-cluster-hold -n "$HOLD_SUBS" -c "$CHANNELS" -p "$PUBLISHERS" -r "$HOLD_RATE" \
+    -d 10s -s "$SIZE")
+stop_servers
+
 # --- three nodes ------------------------------------------------------------------
 # HOOK (clustering): starts three nodes joined with --gossip.hosts, subscribers spread
 # over all three, publishes through all three. Runs once /status reports three
@@ -222,6 +234,7 @@ for server in sse-cluster nchan ceiling cluster-3; do
     [ -n "${IDLE[$server]:-}" ] && echo "${IDLE[$server]}"
     [ -n "${LOAD[$server]:-}" ] && echo "${LOAD[$server]}"
 done
+echo "$HOLD"
 
 table() { # table TITLE ARRAY-NAME FIELDS...
     local title=$1 name=$2
@@ -248,6 +261,12 @@ table "load: $SUBS subscribers, $CHANNELS channels, $RATE deliveries/s target, $
     delivered delivered_ratio deliveries_per_s stream_errors server_cpu_s \
     server_cpu_us_per_delivery deliveries_per_core_s client_cpu_s latency_p50_us latency_p99_us \
     latency_p999_us latency_max_us
+echo
+echo "# hold: one sse-cluster node, $HOLD_SUBS subscribers on $CHANNELS channels, $HOLD_RATE deliveries/s target, 10s"
+for f in connected connect_failures delivered_ratio deliveries_per_s stream_errors \
+    server_cpu_us_per_delivery latency_p50_us latency_p99_us; do
+    printf '%-28s %14s\n' "$f" "$(num "$(field "$HOLD" "$f")")"
+done
 echo
 echo "server cores: $SERVER_CPUS, load generator cores: $CLIENT_CPUS, $(nproc) cores online," \
     "load average $(cut -d' ' -f1-3 /proc/loadavg)"
