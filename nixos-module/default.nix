@@ -52,6 +52,7 @@ let
     "--http.server.retry=${cfg.retry}"
     "--http.server.maxBodyBytes=${toString cfg.maxBodyBytes}"
     "--http.server.maxConnections=${toString cfg.maxConnections}"
+    "--http.server.maxConnectionsPerAddress=${toString cfg.maxConnectionsPerAddress}"
     "--http.server.writeTimeout=${cfg.writeTimeout}"
     "--http.server.headerTimeout=${cfg.headerTimeout}"
     "--http.server.maxHeaderBytes=${toString cfg.maxHeaderBytes}"
@@ -240,6 +241,17 @@ in
       description = ''
         Open connections above which new requests get 503
         (`--http.server.maxConnections`). The unit's file descriptor limit follows it.
+      '';
+    };
+
+    maxConnectionsPerAddress = mkOption {
+      type = types.ints.positive;
+      default = 1000;
+      description = ''
+        Open connections from one client IP address above which new ones are answered
+        429 and closed (`--http.server.maxConnectionsPerAddress`). Behind a reverse
+        proxy or load balancer every connection comes from the proxy: set it to
+        `maxConnections` there.
       '';
     };
 

@@ -118,6 +118,14 @@ struct StartArgs {
         default_value_t = 10000
     )]
     max_connections: usize,
+    /// Open connections from one client IP address above which new ones get 429
+    /// (behind a proxy, raise it to --http.server.maxConnections).
+    #[arg(
+        long = "http.server.maxConnectionsPerAddress",
+        env = "HTTP_SERVER_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 1000
+    )]
+    max_connections_per_address: usize,
     /// Close a connection whose writes make no progress for this long.
     #[arg(long = "http.server.writeTimeout", env = "HTTP_SERVER_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     write_timeout: Duration,
@@ -209,6 +217,7 @@ impl StartArgs {
             subscriber_buffer: self.subscriber_buffer,
             max_body_bytes: self.max_body_bytes,
             max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
             write_stall_timeout: self.write_timeout,
             header_read_timeout: self.header_timeout,
             max_header_bytes: self.max_header_bytes,

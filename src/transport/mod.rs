@@ -5,6 +5,19 @@
 
 pub mod tcp;
 
+/// The client IP address of an accepted connection, for per-address limits; `None`
+/// where the listener has no such thing (the connection is then not limited).
+pub trait PeerIp {
+    fn peer_ip(&self) -> Option<IpAddr>;
+}
+
+impl PeerIp for SocketAddr {
+    fn peer_ip(&self) -> Option<IpAddr> {
+        // A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`.
+        Some(self.ip().to_canonical())
+    }
+}
+
 /// A datagram socket, for gossip.
 pub trait Datagram: Send + Sync + 'static {
     fn send_to(&self, buf: &[u8], to: SocketAddr)
@@ -29,7 +42,7 @@ pub trait Network: Clone + Send + Sync + 'static {
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
