@@ -218,7 +218,7 @@ in
       durationOption "3s" "Reconnection delay sent to clients in the stream's `retry:` line (`--http.server.retry`).";
 
     writeTimeout =
-      durationOption "30s" "Close a connection whose writes make no progress for this long (`--http.server.writeTimeout`).";
+      durationOption "30s" "Close a connection whose writes make no progress, or whose sent data or keep-alive probes stay unacknowledged (the client vanished), for this long (`--http.server.writeTimeout`).";
 
     headerTimeout =
       durationOption "10s" "Time a client has to send its whole request head (`--http.server.headerTimeout`).";

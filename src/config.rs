@@ -31,7 +31,8 @@ pub struct Config {
     pub http_client_timeout: Duration,
     /// Answer CORS preflights and add `Access-Control-Allow-Origin` everywhere.
     pub cors_enabled: bool,
-    /// Interval between keep-alive comments on idle streams.
+    /// Interval between keep-alive comments on idle streams; over real TCP also the
+    /// idle time before keep-alive probes.
     pub keep_alive: Duration,
     /// Reconnection delay advertised to clients in the stream's `retry:` line.
     pub retry: Duration,
@@ -50,7 +51,9 @@ pub struct Config {
     /// to `max_connections` there.
     pub max_connections_per_address: usize,
     /// A connection whose writes make no progress for this long is closed, so a
-    /// client that stopped reading cannot pin memory forever.
+    /// client that stopped reading cannot pin memory forever. Over real TCP it is
+    /// also the `TCP_USER_TIMEOUT`: unacknowledged data or keep-alive probes end the
+    /// connection of a client that vanished (see `transport::tcp`).
     pub write_stall_timeout: Duration,
     /// A client must send its whole request head within this time (slow-loris).
     pub header_read_timeout: Duration,

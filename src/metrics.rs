@@ -133,7 +133,7 @@ impl Metrics {
         metric(
             "sse_half_open_disconnects_total",
             "counter",
-            "Connections the kernel gave up on: sent data or keep-alive probes unacknowledged (the client's host or network vanished).",
+            "Connections the kernel gave up on while no write was waiting: data or keep-alive probes unacknowledged for --http.server.writeTimeout (the client's host or network vanished).",
             self.half_open_disconnects.load(Relaxed),
         );
         metric(
