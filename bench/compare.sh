@@ -96,7 +96,7 @@ start_sse_cluster() {
     port
     taskset -c "$SERVER_CPUS" "$BIN" start --http.server.address 127.0.0.1 \
         --http.server.port "$PORT" --gossip.port "$((PORT + 1000))" \
-        --http.server.maxConnections 30000 --log.level warn 2>>"$WORK/sse-cluster.log" &
+        --http.server.maxConnections 30000 --http.server.maxConnectionsPerAddress 30000 --log.level warn 2>>"$WORK/sse-cluster.log" &
     SERVER_PIDS+=($!)
     PIDS=$!
     SUB_URL="http://127.0.0.1:$PORT/channel/{channel}"
@@ -180,7 +180,7 @@ start_cluster() {
         if [ -n "$first_gossip" ]; then join=(--gossip.hosts "127.0.0.1:$first_gossip"); fi
         taskset -c "$SERVER_CPUS" "$BIN" start --http.server.address 127.0.0.1 \
             --http.server.port "$PORT" --gossip.port "$gossip" "${join[@]}" \
-            --http.server.maxConnections 30000 --log.level warn 2>>"$WORK/cluster.log" &
+            --http.server.maxConnections 30000 --http.server.maxConnectionsPerAddress 30000 --log.level warn 2>>"$WORK/cluster.log" &
         SERVER_PIDS+=($!)
         pids="$pids${pids:+,}$!"
         urls="$urls${urls:+ }http://127.0.0.1:$PORT/channel/{channel}"

@@ -52,6 +52,7 @@ let
     "--http.server.retry=${cfg.retry}"
     "--http.server.maxBodyBytes=${toString cfg.maxBodyBytes}"
     "--http.server.maxConnections=${toString cfg.maxConnections}"
+    "--http.server.maxConnectionsPerAddress=${toString cfg.maxConnectionsPerAddress}"
     "--http.server.writeTimeout=${cfg.writeTimeout}"
     "--http.server.headerTimeout=${cfg.headerTimeout}"
     "--http.server.maxHeaderBytes=${toString cfg.maxHeaderBytes}"
@@ -217,7 +218,7 @@ in
       durationOption "3s" "Reconnection delay sent to clients in the stream's `retry:` line (`--http.server.retry`).";
 
     writeTimeout =
-      durationOption "30s" "Close a connection whose writes make no progress for this long (`--http.server.writeTimeout`).";
+      durationOption "30s" "Close a connection whose writes make no progress, or whose sent data or keep-alive probes stay unacknowledged (the client vanished), for this long (`--http.server.writeTimeout`).";
 
     headerTimeout =
       durationOption "10s" "Time a client has to send its whole request head (`--http.server.headerTimeout`).";
@@ -240,6 +241,17 @@ in
       description = ''
         Open connections above which new requests get 503
         (`--http.server.maxConnections`). The unit's file descriptor limit follows it.
+      '';
+    };
+
+    maxConnectionsPerAddress = mkOption {
+      type = types.ints.positive;
+      default = 1000;
+      description = ''
+        Open connections from one client IP address above which new ones are answered
+        429 and closed (`--http.server.maxConnectionsPerAddress`). Behind a reverse
+        proxy or load balancer every connection comes from the proxy: set it to
+        `maxConnections` there.
       '';
     };
 

@@ -31,7 +31,8 @@ pub struct Config {
     pub http_client_timeout: Duration,
     /// Answer CORS preflights and add `Access-Control-Allow-Origin` everywhere.
     pub cors_enabled: bool,
-    /// Interval between keep-alive comments on idle streams.
+    /// Interval between keep-alive comments on idle streams; over real TCP also the
+    /// idle time before keep-alive probes.
     pub keep_alive: Duration,
     /// Reconnection delay advertised to clients in the stream's `retry:` line.
     pub retry: Duration,
@@ -45,8 +46,14 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Open HTTP connections above which requests are refused with 503.
     pub max_connections: usize,
+    /// Open connections from one client IP address above which new ones are answered
+    /// 429 and closed. Behind a proxy every connection comes from the proxy: raise it
+    /// to `max_connections` there.
+    pub max_connections_per_address: usize,
     /// A connection whose writes make no progress for this long is closed, so a
-    /// client that stopped reading cannot pin memory forever.
+    /// client that stopped reading cannot pin memory forever. Over real TCP it is
+    /// also the `TCP_USER_TIMEOUT`: unacknowledged data or keep-alive probes end the
+    /// connection of a client that vanished (see `transport::tcp`).
     pub write_stall_timeout: Duration,
     /// A client must send its whole request head within this time (slow-loris).
     pub header_read_timeout: Duration,
@@ -90,6 +97,7 @@ impl Default for Config {
             subscriber_buffer: 512,
             max_body_bytes: 64 * 1024,
             max_connections: 10_000,
+            max_connections_per_address: 1000,
             write_stall_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
@@ -157,6 +165,9 @@ impl Config {
         }
         if self.max_connections == 0 {
             return err("http.server.maxConnections", "must be at least 1");
+        }
+        if self.max_connections_per_address == 0 {
+            return err("http.server.maxConnectionsPerAddress", "must be at least 1");
         }
         if self.header_read_timeout.is_zero() {
             return err("http.server.headerTimeout", "must be greater than zero");

@@ -98,7 +98,8 @@ struct StartArgs {
     /// Allow cross-origin requests (answers preflight OPTIONS on every route).
     #[arg(long = "http.server.cors.enabled", env = "HTTP_SERVER_ENABLE_CORS", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     cors_enabled: bool,
-    /// Interval between keep-alive comments on idle streams.
+    /// Interval between keep-alive comments on idle streams; also the idle time before
+    /// TCP keep-alive probes (then one every third of it, at least 1s).
     #[arg(long = "http.server.keepAlive", env = "HTTP_SERVER_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]
     keep_alive: Duration,
     /// Reconnection delay sent to clients in the stream's `retry:` line.
@@ -118,7 +119,16 @@ struct StartArgs {
         default_value_t = 10000
     )]
     max_connections: usize,
-    /// Close a connection whose writes make no progress for this long.
+    /// Open connections from one client IP address above which new ones get 429
+    /// (behind a proxy, raise it to --http.server.maxConnections).
+    #[arg(
+        long = "http.server.maxConnectionsPerAddress",
+        env = "HTTP_SERVER_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 1000
+    )]
+    max_connections_per_address: usize,
+    /// Close a connection whose writes make no progress for this long, or whose sent
+    /// data or keep-alive probes stay unacknowledged this long (TCP_USER_TIMEOUT, Linux).
     #[arg(long = "http.server.writeTimeout", env = "HTTP_SERVER_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     write_timeout: Duration,
     /// A client must send its whole request head within this time (slow-loris guard).
@@ -209,6 +219,7 @@ impl StartArgs {
             subscriber_buffer: self.subscriber_buffer,
             max_body_bytes: self.max_body_bytes,
             max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
             write_stall_timeout: self.write_timeout,
             header_read_timeout: self.header_timeout,
             max_header_bytes: self.max_header_bytes,
@@ -276,7 +287,11 @@ fn start(args: StartArgs) -> ExitCode {
 async fn run(mut config: Config) -> anyhow::Result<()> {
     use anyhow::Context;
     let addr = SocketAddr::new(config.bind, config.http_port);
-    let listener = tcp::bind_http(addr)
+    let options = tcp::HttpSocketOptions {
+        unacknowledged_timeout: config.write_stall_timeout,
+        keep_alive: config.keep_alive,
+    };
+    let listener = tcp::bind_http(addr, options)
         .await
         .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
     let http_port = axum::serve::Listener::local_addr(&listener)

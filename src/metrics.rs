@@ -55,6 +55,8 @@ pub struct Metrics {
     pub events_delivered: AtomicU64,
     pub slow_subscriber_disconnects: AtomicU64,
     pub write_stall_disconnects: AtomicU64,
+    pub half_open_disconnects: AtomicU64,
+    pub connections_refused_per_address: AtomicU64,
     pub replays_served: AtomicU64,
     pub replayed_events: AtomicU64,
     pub resets_sent: AtomicU64,
@@ -127,6 +129,18 @@ impl Metrics {
             "counter",
             "Connections closed because the client stopped reading.",
             self.write_stall_disconnects.load(Relaxed),
+        );
+        metric(
+            "sse_half_open_disconnects_total",
+            "counter",
+            "Connections the kernel gave up on while no write was waiting: data or keep-alive probes unacknowledged for --http.server.writeTimeout (the client's host or network vanished).",
+            self.half_open_disconnects.load(Relaxed),
+        );
+        metric(
+            "sse_connections_refused_per_address_total",
+            "counter",
+            "Connections answered 429 because their client address had --http.server.maxConnectionsPerAddress open.",
+            self.connections_refused_per_address.load(Relaxed),
         );
         metric(
             "sse_replays_served_total",

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::event::Origin;
 use crate::http::{self, AppState, ClusterView, HttpSettings, MemberInfo};
 use crate::metrics::Metrics;
-use crate::transport::{Guarded, Network};
+use crate::transport::{Guarded, Network, PeerIp};
 
 /// The cluster view of a node that runs alone.
 #[derive(Debug)]
@@ -100,7 +100,7 @@ impl Node {
     ) -> io::Result<()>
     where
         L: Listener,
-        L::Addr: std::fmt::Debug,
+        L::Addr: std::fmt::Debug + PeerIp,
     {
         let (stop_tx, stop_rx) = watch::channel(false);
         let cluster = self.cluster.clone();
@@ -121,7 +121,7 @@ impl Node {
     ) -> anyhow::Result<()>
     where
         L: Listener,
-        L::Addr: std::fmt::Debug,
+        L::Addr: std::fmt::Debug + PeerIp,
         N: Network,
     {
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -199,7 +199,7 @@ impl Node {
     ) -> io::Result<()>
     where
         L: Listener,
-        L::Addr: std::fmt::Debug,
+        L::Addr: std::fmt::Debug + PeerIp,
     {
         let state = AppState {
             broker: self.broker.clone(),
@@ -241,7 +241,9 @@ impl Node {
             http::ServeSettings {
                 header_read_timeout: self.config.header_read_timeout,
                 max_header_bytes: self.config.max_header_bytes,
+                max_connections_per_address: self.config.max_connections_per_address,
             },
+            self.metrics.clone(),
             serve_stop,
             Duration::from_secs(10),
         )

@@ -1,6 +1,8 @@
 //! The HTTP server loop. Every request goes through the same axum [`Router`]; what
 //! this module owns is the transport:
 //!
+//! - a connection from a client address that already has
+//!   `max_connections_per_address` open is answered 429 at once and closed;
 //! - the request head is read with a deadline and a size cap (slow or oversized
 //!   heads are closed or answered 431 before any handler runs);
 //! - a subscribe (`GET /channel/...`) is answered, and its event stream written,
@@ -8,10 +10,12 @@
 //!   state, not a general HTTP connection's read and write buffers (16 KiB in hyper);
 //! - every other request is served by hyper, with the bytes already read replayed.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,6 +29,8 @@ use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
 use super::subscribe::{DirectStream, EventStream, WantDirect};
+use crate::metrics::Metrics;
+use crate::transport::PeerIp;
 
 /// Bounds on request heads.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +39,8 @@ pub struct ServeSettings {
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
+    /// Open connections from one client IP address; more are answered 429.
+    pub max_connections_per_address: usize,
 }
 
 /// Open connections, so shutdown can wait for them to finish.
@@ -52,26 +60,134 @@ impl Drop for TrackGuard {
     }
 }
 
+/// What an open connection holds for as long as it is open: its place in the
+/// shutdown count and in its address's count. Moves with an event stream into the
+/// task that writes it.
+struct Held {
+    _open: TrackGuard,
+    _place: Option<AddressGuard>,
+}
+
+/// Open connections per client address. An address has an entry only while it has
+/// a connection open, so the map is as large as the set of connected clients.
+struct PerAddress {
+    limit: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection of an address; gives its place back when dropped.
+struct AddressGuard {
+    table: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    /// A place for one more connection from `ip`, or `None` at the limit.
+    fn admit(table: &Arc<PerAddress>, ip: IpAddr) -> Option<AddressGuard> {
+        let mut open = table.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= table.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressGuard {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressGuard {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Warns about per-address refusals at most once per [`RefusalLog::EVERY`]: a
+/// client hammering the limit must not flood the log.
+#[derive(Default)]
+struct RefusalLog {
+    quiet_until: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn refused(&mut self, ip: IpAddr, limit: usize) {
+        let now = tokio::time::Instant::now();
+        if self.quiet_until.is_some_and(|until| now < until) {
+            self.unlogged += 1;
+            return;
+        }
+        tracing::warn!(
+            address = %ip,
+            limit,
+            refused_unlogged = self.unlogged,
+            "refusing connections over --http.server.maxConnectionsPerAddress (429); behind a proxy, raise it to --http.server.maxConnections"
+        );
+        self.unlogged = 0;
+        self.quiet_until = Some(now + Self::EVERY);
+    }
+}
+
 /// Serves `app` on `listener` until `stop` turns true, then stops accepting and
 /// waits (at most `drain`) for open connections to finish. Open event streams end
 /// on `stop` by themselves.
-pub async fn serve<L: Listener>(
+pub async fn serve<L>(
     mut listener: L,
     app: Router,
     settings: ServeSettings,
+    metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
-) {
+) where
+    L: Listener,
+    L::Addr: PeerIp,
+{
     let tracker = Arc::new(Tracker::default());
+    let per_address = Arc::new(PerAddress {
+        limit: settings.max_connections_per_address,
+        open: Mutex::new(HashMap::new()),
+    });
+    let mut refusals = RefusalLog::default();
     loop {
-        let (io, _addr) = tokio::select! {
+        let (io, addr) = tokio::select! {
             _ = stopped(&mut stop) => break,
             accepted = listener.accept() => accepted,
         };
         tracker.open.fetch_add(1, Relaxed);
         let guard = TrackGuard(tracker.clone());
+        let place = match addr.peer_ip() {
+            None => None,
+            Some(ip) => match PerAddress::admit(&per_address, ip) {
+                Some(place) => Some(place),
+                None => {
+                    metrics
+                        .connections_refused_per_address
+                        .fetch_add(1, Relaxed);
+                    refusals.refused(ip, per_address.limit);
+                    let limit = per_address.limit;
+                    tokio::spawn(async move {
+                        refuse(io, limit).await;
+                        drop(guard);
+                    });
+                    continue;
+                }
+            },
+        };
         let (app, stop) = (app.clone(), stop.clone());
-        tokio::spawn(connection(io, app, settings, stop, guard));
+        let held = Held {
+            _open: guard,
+            _place: place,
+        };
+        tokio::spawn(connection(io, app, settings, stop, held));
     }
     drop(listener);
     let drained = async {
@@ -89,6 +205,23 @@ pub async fn serve<L: Listener>(
             "connections still open after the drain period"
         );
     }
+}
+
+/// Answers a connection over its address's limit with 429 and closes it, without
+/// reading its request. The answer waits (briefly) for the client's first bytes: an
+/// HTTP client that gets a response before it has sent its request takes it for a
+/// protocol error rather than a 429.
+async fn refuse<Io: AsyncRead + AsyncWrite + Unpin>(mut io: Io, limit: usize) {
+    let mut first = [0u8; 512];
+    if let Ok(Ok(0) | Err(_)) =
+        tokio::time::timeout(Duration::from_secs(1), io.read(&mut first)).await
+    {
+        return;
+    }
+    let message = format!(
+        "too many connections from your address (limit {limit}); close some or retry later"
+    );
+    let _ = write_plain(&mut io, StatusCode::TOO_MANY_REQUESTS, &message).await;
 }
 
 /// Why reading a request head failed.
@@ -131,7 +264,7 @@ async fn connection<Io>(
     app: Router,
     settings: ServeSettings,
     stop: watch::Receiver<bool>,
-    guard: TrackGuard,
+    held: Held,
 ) where
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -172,7 +305,7 @@ async fn connection<Io>(
             // is written by a task of its own (see `pump`).
             Ok(request) => match Box::pin(route_subscribe(app, request)).await {
                 Routed::Stream(first, stream) => {
-                    tokio::spawn(pump(io, first, stream, guard));
+                    tokio::spawn(pump(io, first, stream, held));
                 }
                 Routed::Whole(answer) => {
                     let _ = io.write_all(&answer).await;
@@ -268,7 +401,7 @@ async fn route_subscribe(app: Router, mut request: Request<Body>) -> Routed {
 /// Writes an event stream on its socket until the stream ends or the client goes,
 /// then closes. This is all an idle subscriber's task holds (a few hundred bytes):
 /// the task that read and routed its request has ended.
-async fn pump<Io>(mut io: Io, first: Bytes, mut stream: EventStream, _open: TrackGuard)
+async fn pump<Io>(mut io: Io, first: Bytes, mut stream: EventStream, _held: Held)
 where
     Io: AsyncRead + AsyncWrite + Unpin,
 {
@@ -453,4 +586,26 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for Rewind<Io> {
 /// Completes once `stop` is true (without holding the watch's lock).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_keeps_an_entry_only_while_it_has_connections_open() {
+        let table = Arc::new(PerAddress {
+            limit: 2,
+            open: Mutex::new(HashMap::new()),
+        });
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let first = PerAddress::admit(&table, a).expect("first");
+        let second = PerAddress::admit(&table, a).expect("second");
+        assert!(PerAddress::admit(&table, a).is_none(), "over the limit");
+        let other = PerAddress::admit(&table, b).expect("another address");
+        drop(first);
+        let third = PerAddress::admit(&table, a).expect("room after a close");
+        drop((second, third, other));
+        assert!(table.open.lock().unwrap().is_empty(), "entries leaked");
+    }
 }

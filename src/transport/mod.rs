@@ -5,6 +5,19 @@
 
 pub mod tcp;
 
+/// The client IP address of an accepted connection, for per-address limits; `None`
+/// where the listener has no such thing (the connection is then not limited).
+pub trait PeerIp {
+    fn peer_ip(&self) -> Option<IpAddr>;
+}
+
+impl PeerIp for SocketAddr {
+    fn peer_ip(&self) -> Option<IpAddr> {
+        // A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`.
+        Some(self.ip().to_canonical())
+    }
+}
+
 /// A datagram socket, for gossip.
 pub trait Datagram: Send + Sync + 'static {
     fn send_to(&self, buf: &[u8], to: SocketAddr)
@@ -29,7 +42,7 @@ pub trait Network: Clone + Send + Sync + 'static {
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -71,6 +84,7 @@ impl<L: Listener> Listener for Guarded<L> {
             metrics: self.metrics.clone(),
             timeout: self.write_stall_timeout,
             stall: None,
+            gave_up: false,
         };
         (conn, addr)
     }
@@ -82,15 +96,43 @@ impl<L: Listener> Listener for Guarded<L> {
 
 /// An accepted connection. A write that stays pending for the stall timeout fails,
 /// which ends the connection: a subscriber that stopped reading is dropped instead of
-/// holding its socket and stream forever.
+/// holding its socket and stream forever. A connection the kernel gives up on (see
+/// [`tcp::HttpSocketOptions`]) is counted as half-open.
 pub struct Conn<Io> {
     io: Io,
     metrics: Arc<Metrics>,
     timeout: Duration,
     stall: Option<Pin<Box<Sleep>>>,
+    /// Already counted as half-open (reads and writes may both report it).
+    gave_up: bool,
 }
 
 impl<Io> Conn<Io> {
+    /// Looks at a failed read or write (never at successful ones). The kernel ends a
+    /// connection that made no progress for its timeout with `ETIMEDOUT` (or the
+    /// unreachable error an ICMP message on the way left behind): either nothing
+    /// was acknowledged (the client vanished: half-open), or the client kept its
+    /// receive window closed (it stopped reading). A write of ours waiting at that
+    /// moment means the latter is being timed already: counted as a write stall.
+    fn failed(&mut self, error: &io::Error) {
+        let gave_up = error.raw_os_error().is_some()
+            && matches!(
+                error.kind(),
+                io::ErrorKind::TimedOut
+                    | io::ErrorKind::HostUnreachable
+                    | io::ErrorKind::NetworkUnreachable
+            );
+        if gave_up && !self.gave_up {
+            self.gave_up = true;
+            let counter = if self.stall.is_some() {
+                &self.metrics.write_stall_disconnects
+            } else {
+                &self.metrics.half_open_disconnects
+            };
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
     fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         let timeout = self.timeout;
         let stall = self.stall.get_or_insert_with(|| Box::pin(sleep(timeout)));
@@ -109,6 +151,9 @@ impl<Io> Conn<Io> {
     ) -> Poll<io::Result<T>> {
         match result {
             Poll::Ready(r) => {
+                if let Err(error) = &r {
+                    self.failed(error);
+                }
                 self.stall = None;
                 Poll::Ready(r)
             }
@@ -129,7 +174,11 @@ impl<Io: AsyncRead + Unpin> AsyncRead for Conn<Io> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let result = Pin::new(&mut self.io).poll_read(cx, buf);
+        if let Poll::Ready(Err(error)) = &result {
+            self.failed(error);
+        }
+        result
     }
 }
 

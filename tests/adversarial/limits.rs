@@ -106,7 +106,8 @@ async fn long_channel_and_client_names_are_refused_with_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_thousand_channels_come_and_go() {
     const CHANNELS: usize = 3_000;
-    let mut node = Node::start(&[]).await;
+    // Every subscriber connects from 127.0.0.1.
+    let mut node = Node::start(&["--http.server.maxConnectionsPerAddress=5000"]).await;
     let mut sockets = Vec::with_capacity(CHANNELS);
     for i in 0..CHANNELS {
         let mut socket = TcpStream::connect(node.addr()).await.expect("connect");
@@ -177,4 +178,36 @@ async fn a_slow_loris_client_is_cut_off_and_does_not_stall_anyone_else() {
         assert!(answer.starts_with("HTTP/1.1 408"), "answer: {answer:?}");
     }
     node.assert_healthy().await;
+}
+
+/// An HTTP keep-alive connection left idle after its request (no next request) is
+/// closed by the node at `--http.server.headerTimeout`: idle connections do not pile
+/// up, whether or not their client is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_at_the_header_deadline() {
+    let node = Node::start(&["--http.server.headerTimeout=2s"]).await;
+    let mut socket = TcpStream::connect(node.addr()).await.expect("connect");
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("request");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, socket.read(&mut answer))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let head = String::from_utf8_lossy(&answer[..n]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head:?}");
+    assert!(!head.contains("connection: close"), "kept alive: {head:?}");
+    let idle = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(6), socket.read_to_end(&mut rest))
+        .await
+        .expect("the node closes an idle keep-alive connection")
+        .expect("read to the end");
+    let after = idle.elapsed();
+    assert!(
+        after >= Duration::from_millis(1500),
+        "closed after {after:?}, before the deadline"
+    );
 }

@@ -297,7 +297,18 @@ async fn open_streams_end_on(signal: &str) {
     let _heavy = HEAVY.lock().await;
     const STREAMS: usize = 1000;
     let port = free_port();
-    let node = Process::start(&["--http.server.port", &port.to_string()], &[], port).await;
+    // Every stream comes from 127.0.0.1: room for them all, and the scrape.
+    let node = Process::start(
+        &[
+            "--http.server.port",
+            &port.to_string(),
+            "--http.server.maxConnectionsPerAddress",
+            "2000",
+        ],
+        &[],
+        port,
+    )
+    .await;
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let mut streams = Vec::with_capacity(STREAMS);
     for batch in 0..STREAMS / 100 {

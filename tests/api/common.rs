@@ -51,7 +51,11 @@ impl Server {
     /// A node with a chosen origin and clock, so cursors are predictable.
     pub(crate) async fn start_with(config: Config, origin: u64, clock: Clock) -> Server {
         config.validate().expect("test config is valid");
-        let listener = tcp::bind_http(SocketAddr::from(([127, 0, 0, 1], 0)))
+        let options = tcp::HttpSocketOptions {
+            unacknowledged_timeout: config.write_stall_timeout,
+            keep_alive: config.keep_alive,
+        };
+        let listener = tcp::bind_http(SocketAddr::from(([127, 0, 0, 1], 0)), options)
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");

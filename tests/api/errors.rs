@@ -390,3 +390,92 @@ async fn connections_over_the_limit_get_503() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A client whose connections come from another loopback address (127.0.0.2): it
+/// does not share the per-address count of the tests' usual 127.0.0.1.
+fn client_from_other_address() -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_limit_get_429_and_others_are_served() {
+    let limit = 3;
+    let server = Server::start(sse_cluster::Config {
+        max_connections_per_address: limit,
+        ..config()
+    })
+    .await;
+    let other = client_from_other_address();
+    let metric = |name: &'static str| {
+        let (other, url) = (other.clone(), server.url("/metrics"));
+        async move {
+            let text = other.get(url).send().await.expect("GET /metrics");
+            metric_value(&text.text().await.expect("metrics text"), name)
+        }
+    };
+    let mut streams = Vec::new();
+    for _ in 0..limit {
+        streams.push(open_stream(server.addr, "/channel/per-address", &[]).await);
+    }
+    // The fourth connection from 127.0.0.1 is answered at once, before any handler:
+    // a subscribe that would otherwise have succeeded.
+    let mut fourth = RawStream::get(server.addr, "/channel/per-address", &[]).await;
+    assert_eq!(fourth.status, 429, "{:?}", fourth.headers);
+    assert_eq!(fourth.header("connection"), Some("close"));
+    assert_eq!(fourth.header("content-type"), Some("application/json"));
+    let body = fourth.read_to_end(WAIT).await;
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON error");
+    let error = json["error"].as_str().expect("error field");
+    assert!(error.contains("limit 3"), "{error}");
+    assert_eq!(metric("sse_connections_refused_per_address_total").await, 1);
+    assert_eq!(metric("sse_subscribers").await, limit as u64);
+    // Any request, not only subscribes, is refused on that address.
+    let own = reqwest::Client::new();
+    let response = own.get(server.url("/healthz")).send().await.expect("GET");
+    assert_eq!(response.status(), 429);
+    drop(own);
+
+    // Other addresses are served, and the open streams still get events.
+    let answer = other
+        .post(server.url("/channel/per-address"))
+        .header("content-type", "application/json")
+        .body(r#"{"data":"still here"}"#)
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(answer.status(), 200);
+    for stream in &mut streams {
+        let event = stream.next_event().await.expect("event");
+        assert_eq!(event.data.as_deref(), Some("\"still here\""));
+    }
+
+    // Closing one stream makes room for one more from 127.0.0.1.
+    drop(streams.pop());
+    let mut refusals = 2;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut again = loop {
+        let stream = RawStream::get(server.addr, "/channel/per-address", &[]).await;
+        if stream.status == 200 {
+            break stream;
+        }
+        assert_eq!(stream.status, 429);
+        refusals += 1;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no room after a close"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(again
+        .next_block()
+        .await
+        .is_some_and(|b| b.starts_with("retry:")));
+    assert_eq!(
+        metric("sse_connections_refused_per_address_total").await,
+        refusals
+    );
+    assert_eq!(metric("sse_subscribers").await, limit as u64);
+}

@@ -2,5 +2,7 @@
 
 mod common;
 mod delivery;
+mod half_open;
+mod netns;
 mod partition;
 mod security;
