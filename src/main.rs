@@ -4,13 +4,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sse_cluster::clock::Clock;
 use sse_cluster::config::{parse_duration, Config, ConfigError};
-use sse_cluster::node::{Node, Standalone};
+use sse_cluster::node::Node;
 use sse_cluster::transport::tcp::{self, TokioNetwork};
 
 mod bench;
@@ -311,11 +310,7 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         config.node_id = Some(format!("{}@{ip}:{http_port}", hostname()));
     }
     tracing::info!(%addr, origin = format_args!("{origin:x}"), "listening");
-    let unused = Arc::new(Standalone {
-        id: String::new(),
-        http_addr: String::new(),
-    });
-    let node = Node::new(config, origin, Clock::system(), unused);
+    let node = Node::new(config, origin, Clock::system());
     node.run_clustered(listener, TokioNetwork, http_port, shutdown_signal())
         .await?;
     tracing::info!("stopped");

@@ -51,18 +51,12 @@ pub struct Node {
     clock: Clock,
     broker: Broker,
     metrics: Arc<Metrics>,
-    cluster: Arc<dyn ClusterView>,
 }
 
 impl Node {
     /// `origin` must be unique per process lifetime (node and generation); `clock`
     /// supplies wall time for cursors.
-    pub fn new(
-        config: Config,
-        origin: Origin,
-        clock: Clock,
-        cluster: Arc<dyn ClusterView>,
-    ) -> Self {
+    pub fn new(config: Config, origin: Origin, clock: Clock) -> Self {
         let metrics = Arc::new(Metrics::default());
         let broker = Broker::new(
             origin,
@@ -82,7 +76,6 @@ impl Node {
             clock,
             broker,
             metrics,
-            cluster,
         }
     }
 
@@ -91,11 +84,12 @@ impl Node {
     }
 
     /// Serves HTTP on `listener` until `shutdown` completes, as a node alone (no
-    /// gossip, no relay); then stops accepting, ends every open stream so clients
-    /// reconnect elsewhere, and returns.
+    /// gossip, no relay; `/status` shows `view`); then stops accepting, ends every
+    /// open stream so clients reconnect elsewhere, and returns.
     pub async fn run<L>(
         self,
         listener: L,
+        view: Arc<dyn ClusterView>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()>
     where
@@ -103,8 +97,7 @@ impl Node {
         L::Addr: std::fmt::Debug + PeerIp,
     {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let cluster = self.cluster.clone();
-        self.serve(listener, cluster, None, stop_tx, stop_rx, shutdown)
+        self.serve(listener, view, None, stop_tx, stop_rx, shutdown)
             .await
     }
 

@@ -4,11 +4,10 @@
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sse_cluster::clock::Clock;
-use sse_cluster::node::{Node, Standalone};
+use sse_cluster::node::Node;
 use sse_cluster::Config;
 
 use crate::net::{SimListener, SimNetwork};
@@ -144,11 +143,7 @@ fn add_node(
         async move {
             let elapsed = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
             let listener = SimListener::bind(SocketAddr::new(config.bind, HTTP_PORT)).await?;
-            let view = Arc::new(Standalone {
-                id: node_name(i),
-                http_addr: String::new(),
-            });
-            let node = Node::new(config, origin, Clock::starting_at(EPOCH_MS + elapsed), view);
+            let node = Node::new(config, origin, Clock::starting_at(EPOCH_MS + elapsed));
             node.run_clustered(listener, SimNetwork, HTTP_PORT, std::future::pending())
                 .await?;
             Ok(())

@@ -63,10 +63,10 @@ impl Server {
             id: "test-node".into(),
             http_addr: addr.to_string(),
         });
-        let node = Node::new(config, origin, clock, cluster);
+        let node = Node::new(config, origin, clock);
         let metrics = node.broker().metrics().clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(node.run(listener, async move {
+        let task = tokio::spawn(node.run(listener, cluster, async move {
             let _ = stopped.await;
         }));
         Server {
