@@ -60,6 +60,8 @@ let
     "--gossip.port=${toString cfg.gossipPort}"
     "--replay.events=${toString cfg.replay.events}"
     "--replay.age=${cfg.replay.age}"
+    "--replay.maxBytes=${toString cfg.replay.maxBytes}"
+    "--channels.max=${toString cfg.channels.max}"
     "--subscriber.buffer=${toString cfg.subscriberBuffer}"
     "--relay.queueEvents=${toString cfg.relay.queueEvents}"
     "--relay.queueBytes=${toString cfg.relay.queueBytes}"
@@ -262,6 +264,25 @@ in
         description = "Events kept per channel for `Last-Event-ID` resume (`--replay.events`).";
       };
       age = durationOption "5m" "How long events stay in the replay history (`--replay.age`).";
+      maxBytes = mkOption {
+        type = types.ints.positive;
+        default = 268435456;
+        description = ''
+          Bytes of replay history on this node, all channels together
+          (`--replay.maxBytes`); past it the oldest events are evicted first, whatever
+          their channel. At least `maxBodyBytes`.
+        '';
+      };
+    };
+
+    channels.max = mkOption {
+      type = types.ints.positive;
+      default = 100000;
+      description = ''
+        Channels this node keeps, with subscribers or only their history
+        (`--channels.max`); past it the quietest channel without subscribers is
+        dropped, and when every channel has subscribers a new one gets 503.
+      '';
     };
 
     relay = {
@@ -327,6 +348,10 @@ in
       {
         assertion = cfg.subscriberBuffer <= cfg.replay.events;
         message = "services.sse-cluster.subscriberBuffer must not exceed services.sse-cluster.replay.events.";
+      }
+      {
+        assertion = cfg.replay.maxBytes >= cfg.maxBodyBytes;
+        message = "services.sse-cluster.replay.maxBytes must be at least services.sse-cluster.maxBodyBytes.";
       }
       {
         assertion =

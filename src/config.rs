@@ -40,6 +40,11 @@ pub struct Config {
     pub replay_events: usize,
     /// Age after which events leave the replay history.
     pub replay_age: Duration,
+    /// Bytes of replay history across all channels (each event's frame, cursor and
+    /// publisher id plus a fixed overhead); past it the oldest events go first.
+    pub replay_max_bytes: usize,
+    /// Channel states (with subscribers, or kept only for their history) per node.
+    pub channels_max: usize,
     /// How many events a subscriber may fall behind before it is disconnected.
     pub subscriber_buffer: usize,
     /// Largest accepted publish body, in bytes.
@@ -94,6 +99,8 @@ impl Default for Config {
             retry: Duration::from_secs(3),
             replay_events: 1000,
             replay_age: Duration::from_secs(300),
+            replay_max_bytes: 256 * 1024 * 1024,
+            channels_max: 100_000,
             subscriber_buffer: 512,
             max_body_bytes: 64 * 1024,
             max_connections: 10_000,
@@ -145,6 +152,23 @@ impl Config {
         }
         if self.replay_age.is_zero() {
             return err("replay.age", "must be greater than zero");
+        }
+        if self.replay_max_bytes < 1024 {
+            return err("replay.maxBytes", "must be at least 1024");
+        }
+        if self.replay_max_bytes < self.max_body_bytes {
+            // The newest event is always kept, but a bound below one largest event
+            // would make every such publish wipe the history of every channel.
+            return err(
+                "replay.maxBytes",
+                format!(
+                    "must be at least --http.server.maxBodyBytes ({}), got {}",
+                    self.max_body_bytes, self.replay_max_bytes
+                ),
+            );
+        }
+        if self.channels_max == 0 {
+            return err("channels.max", "must be at least 1");
         }
         if self.subscriber_buffer == 0 {
             return err("subscriber.buffer", "must be at least 1");
@@ -354,5 +378,20 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(config.validate().unwrap_err().option, "gossip.hosts");
+        let config = Config {
+            replay_max_bytes: 1000,
+            ..Config::default()
+        };
+        assert_eq!(config.validate().unwrap_err().option, "replay.maxBytes");
+        let config = Config {
+            replay_max_bytes: 32 * 1024,
+            ..Config::default()
+        };
+        assert_eq!(config.validate().unwrap_err().option, "replay.maxBytes");
+        let config = Config {
+            channels_max: 0,
+            ..Config::default()
+        };
+        assert_eq!(config.validate().unwrap_err().option, "channels.max");
     }
 }

@@ -146,6 +146,18 @@ struct StartArgs {
     /// How long events stay in the replay history.
     #[arg(long = "replay.age", env = "REPLAY_AGE", default_value = "5m", value_parser = parse_duration)]
     replay_age: Duration,
+    /// Bytes of replay history on this node across all channels; past it the oldest
+    /// events are evicted first, whatever their channel.
+    #[arg(
+        long = "replay.maxBytes",
+        env = "REPLAY_MAX_BYTES",
+        default_value_t = 268435456
+    )]
+    replay_max_bytes: usize,
+    /// Channels this node keeps (with subscribers, or only their history); past it the
+    /// quietest channel without subscribers is dropped, or a new channel gets 503.
+    #[arg(long = "channels.max", env = "CHANNELS_MAX", default_value_t = 100000)]
+    channels_max: usize,
     /// Events a subscriber may fall behind before it is disconnected (at most --replay.events).
     #[arg(
         long = "subscriber.buffer",
@@ -215,6 +227,8 @@ impl StartArgs {
             retry: self.retry,
             replay_events: self.replay_events,
             replay_age: self.replay_age,
+            replay_max_bytes: self.replay_max_bytes,
+            channels_max: self.channels_max,
             subscriber_buffer: self.subscriber_buffer,
             max_body_bytes: self.max_body_bytes,
             max_connections: self.max_connections,

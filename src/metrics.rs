@@ -64,6 +64,14 @@ pub struct Metrics {
     pub relay_events_received: AtomicU64,
     pub relay_rejected: AtomicU64,
     pub gossip_rejected: AtomicU64,
+    /// Events and bytes evicted from replay history for `--replay.maxBytes`.
+    pub history_evicted_events: AtomicU64,
+    pub history_evicted_bytes: AtomicU64,
+    /// Channel states without subscribers evicted for `--channels.max`.
+    pub channels_evicted: AtomicU64,
+    /// New channel states refused for `--channels.max` (subscribes and publishes got
+    /// 503; relayed events for such a channel were dropped here).
+    pub channels_refused: AtomicU64,
     request_errors: [AtomicU64; ErrorKind::ALL.len()],
 }
 
@@ -183,6 +191,30 @@ impl Metrics {
             "counter",
             "Gossip datagrams dropped (bad key, stale, malformed).",
             self.gossip_rejected.load(Relaxed),
+        );
+        metric(
+            "sse_replay_evicted_events_total",
+            "counter",
+            "Events evicted from replay history, oldest first across channels, to stay within --replay.maxBytes.",
+            self.history_evicted_events.load(Relaxed),
+        );
+        metric(
+            "sse_replay_evicted_bytes_total",
+            "counter",
+            "Bytes of replay history evicted to stay within --replay.maxBytes.",
+            self.history_evicted_bytes.load(Relaxed),
+        );
+        metric(
+            "sse_channels_evicted_total",
+            "counter",
+            "Channels without subscribers dropped with their history to stay within --channels.max.",
+            self.channels_evicted.load(Relaxed),
+        );
+        metric(
+            "sse_channels_refused_total",
+            "counter",
+            "New channels refused at --channels.max with every channel subscribed (503, or a relayed event dropped here).",
+            self.channels_refused.load(Relaxed),
         );
         let _ = writeln!(
             out,

@@ -67,6 +67,8 @@ impl Node {
                 subscriber_buffer: config.subscriber_buffer,
                 relay_queue_events: config.relay_queue_events,
                 relay_queue_bytes: config.relay_queue_bytes,
+                replay_max_bytes: config.replay_max_bytes,
+                max_channels: config.channels_max,
                 fault_disable_dedup: config.fault_disable_dedup,
             },
             metrics.clone(),

@@ -8,8 +8,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
+use super::ledger::Ledger;
 use crate::event::{encode_event, Cursor, Frontier, Origin, Publish};
 use bytes::Bytes;
+
+/// Bytes counted for each retained event besides its frame, cursor and publisher id:
+/// the entry itself, its reference counts and its slot in the log.
+pub(crate) const ENTRY_OVERHEAD: usize =
+    std::mem::size_of::<Entry>() + 3 * std::mem::size_of::<usize>();
 
 /// One event as stored in a channel's log.
 #[derive(Debug)]
@@ -25,11 +31,22 @@ pub struct Entry {
     pub cursor: String,
     /// The encoded SSE frame, shared by every receiver.
     pub frame: Bytes,
+    /// Position among every append on this node (see [`Ledger`]).
+    pub(crate) stamp: u64,
 }
 
 impl Entry {
     pub fn is_for(&self, client: &str) -> bool {
         self.target.as_deref().is_none_or(|t| t == client)
+    }
+
+    /// Bytes this event counts against `--replay.maxBytes`: its encoded frame, its
+    /// cursor and publisher id, and a fixed overhead.
+    pub fn cost(&self) -> usize {
+        self.frame.len()
+            + self.cursor.len()
+            + self.publisher_id.as_ref().map_or(0, String::len)
+            + ENTRY_OVERHEAD
     }
 }
 
@@ -43,6 +60,8 @@ pub(crate) struct Subscriber {
 
 #[derive(Debug)]
 pub(crate) struct Log {
+    /// The channel's name, as the ledger indexes it.
+    name: Arc<str>,
     /// Retained events; `entries[0]` is at position `base`.
     pub(crate) entries: VecDeque<Arc<Entry>>,
     pub(crate) base: u64,
@@ -58,6 +77,11 @@ pub(crate) struct Log {
     pub(crate) publisher_ids: HashMap<String, String>,
     /// Set when the channel leaves the broker's map.
     pub(crate) removed: bool,
+    /// Bytes of `entries`, as [`Entry::cost`] counts them.
+    pub(crate) bytes: usize,
+    /// Stamp and arrival time of the newest event ever appended (0: none yet).
+    pub(crate) newest_stamp: u64,
+    pub(crate) newest_ms: u64,
 }
 
 impl Log {
@@ -67,6 +91,10 @@ impl Log {
 
     pub(crate) fn is_idle(&self) -> bool {
         self.subscribers.is_empty() && self.entries.is_empty()
+    }
+
+    pub(crate) fn is_named(&self, name: &str) -> bool {
+        &*self.name == name
     }
 
     pub(crate) fn has_client(&self, client: &str) -> bool {
@@ -87,6 +115,7 @@ impl Log {
     }
 
     /// Appends an event and evicts past `max_events`. Returns the new entry.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn append(
         &mut self,
         origin: Origin,
@@ -95,6 +124,7 @@ impl Log {
         publish: &Publish,
         target: Option<Arc<str>>,
         max_events: usize,
+        ledger: &mut Ledger,
     ) -> Arc<Entry> {
         self.frontier.advance(origin, seq);
         let cursor = Cursor {
@@ -119,32 +149,86 @@ impl Log {
             publisher_id: publish.id.clone(),
             cursor,
             frame,
+            stamp: ledger.next_stamp(),
         });
+        if self.entries.is_empty() {
+            ledger.set_front(entry.stamp, &self.name);
+        }
+        if self.subscribers.is_empty() {
+            ledger.clear_dormant(self.newest_stamp, &self.name);
+            ledger.set_dormant(entry.stamp, &self.name);
+        }
+        self.newest_stamp = entry.stamp;
+        self.newest_ms = now_ms;
+        let cost = entry.cost();
+        self.bytes += cost;
+        ledger.bytes += cost;
         self.entries.push_back(entry.clone());
         while self.entries.len() > max_events {
-            self.evict_front();
+            self.evict_front(ledger);
         }
         entry
     }
 
     /// Drops events that arrived before `cutoff_ms`.
-    pub(crate) fn expire(&mut self, cutoff_ms: u64) {
+    pub(crate) fn expire(&mut self, cutoff_ms: u64, ledger: &mut Ledger) {
         while self
             .entries
             .front()
             .is_some_and(|e| e.arrived_ms < cutoff_ms)
         {
-            self.evict_front();
+            self.evict_front(ledger);
         }
     }
 
-    fn evict_front(&mut self) {
-        if let Some(old) = self.entries.pop_front() {
-            self.base += 1;
-            self.floor.advance(old.origin, old.seq);
-            if let Some(id) = &old.publisher_id {
-                self.publisher_ids.remove(id);
-            }
+    /// Drops the oldest retained event; the only way events leave a live log, so the
+    /// floor (for resumes) and `base` (for subscribers still below it) always follow.
+    /// Returns the bytes freed.
+    pub(crate) fn evict_front(&mut self, ledger: &mut Ledger) -> usize {
+        let Some(old) = self.entries.pop_front() else {
+            return 0;
+        };
+        ledger.clear_front(old.stamp);
+        if let Some(front) = self.entries.front() {
+            ledger.set_front(front.stamp, &self.name);
+        }
+        let cost = old.cost();
+        self.bytes -= cost;
+        ledger.bytes -= cost;
+        self.base += 1;
+        self.floor.advance(old.origin, old.seq);
+        if let Some(id) = &old.publisher_id {
+            self.publisher_ids.remove(id);
+        }
+        cost
+    }
+
+    pub(crate) fn add_subscriber(&mut self, id: u64, subscriber: Subscriber, ledger: &mut Ledger) {
+        if self.subscribers.is_empty() {
+            ledger.clear_dormant(self.newest_stamp, &self.name);
+        }
+        self.subscribers.insert(id, subscriber);
+    }
+
+    pub(crate) fn remove_subscriber(&mut self, id: u64, ledger: &mut Ledger) {
+        if self.subscribers.remove(&id).is_some() && self.subscribers.is_empty() && !self.removed {
+            ledger.set_dormant(self.newest_stamp, &self.name);
+        }
+    }
+
+    /// Takes the log out of the ledger as its channel leaves the broker's map.
+    pub(crate) fn forget(&mut self, ledger: &mut Ledger) {
+        if self.removed {
+            return;
+        }
+        self.removed = true;
+        if let Some(front) = self.entries.front() {
+            ledger.clear_front(front.stamp);
+        }
+        ledger.bytes -= self.bytes;
+        self.bytes = 0;
+        if self.subscribers.is_empty() {
+            ledger.clear_dormant(self.newest_stamp, &self.name);
         }
     }
 
@@ -162,10 +246,13 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    pub(crate) fn new(name: Arc<str>, known_from_ms: u64) -> Self {
+    /// A channel with no subscribers yet: the ledger counts it as dormant.
+    pub(crate) fn new(name: Arc<str>, known_from_ms: u64, ledger: &mut Ledger) -> Self {
+        ledger.set_dormant(0, &name);
         Channel {
-            name,
+            name: name.clone(),
             log: Mutex::new(Log {
+                name,
                 entries: VecDeque::new(),
                 base: 0,
                 frontier: Frontier::default(),
@@ -174,6 +261,9 @@ impl Channel {
                 subscribers: BTreeMap::new(),
                 publisher_ids: HashMap::new(),
                 removed: false,
+                bytes: 0,
+                newest_stamp: 0,
+                newest_ms: 0,
             }),
         }
     }

@@ -3,6 +3,7 @@
 //! event, so everything here is testable without a network.
 
 mod channel;
+mod ledger;
 mod outbox;
 
 use std::collections::BTreeMap;
@@ -19,7 +20,8 @@ use crate::clock::Clock;
 use crate::event::{encode_event, encode_id_only, Cursor, Origin, Publish};
 use crate::metrics::Metrics;
 pub use channel::Entry;
-use channel::{Channel, Subscriber};
+use channel::{Channel, Log, Subscriber};
+use ledger::Ledger;
 use outbox::Outbox;
 pub use outbox::{RelayBatch, RelayEvent, Route};
 
@@ -32,6 +34,11 @@ pub struct BrokerSettings {
     /// Bounds of the queue of accepted events kept for peers that are away.
     pub relay_queue_events: usize,
     pub relay_queue_bytes: usize,
+    /// Bytes of replay history across all channels (see [`Entry::cost`]); past it the
+    /// node's oldest events are evicted first, whatever their channel.
+    pub replay_max_bytes: usize,
+    /// Channel states (with subscribers or only history) this node keeps.
+    pub max_channels: usize,
     /// Simulation-only fault: apply relayed events even when already seen.
     #[doc(hidden)]
     pub fault_disable_dedup: bool,
@@ -64,6 +71,28 @@ struct State {
     last_seq: u64,
     channels: BTreeMap<Arc<str>, Arc<Channel>>,
     outbox: Outbox,
+    /// Replay bytes and eviction order across channels.
+    ledger: Ledger,
+    /// Wall time (ms) of the last time this node gave up events still inside the
+    /// replay window together with their channel state (a channel evicted for
+    /// `max_channels`, a relayed event dropped, a channel whose history was evicted
+    /// for `replay_max_bytes` and then removed). A channel state created later cannot
+    /// vouch for anything before it.
+    dropped_ms: u64,
+    /// When each limit was last logged, so a node at its limit warns once a minute.
+    warned_bytes_ms: Option<u64>,
+    warned_channels_ms: Option<u64>,
+}
+
+/// At most one warning a minute per limit.
+const WARN_EVERY_MS: u64 = 60_000;
+
+fn warn_due(last: &mut Option<u64>, now_ms: u64) -> bool {
+    let due = last.is_none_or(|at| now_ms >= at.saturating_add(WARN_EVERY_MS));
+    if due {
+        *last = Some(now_ms);
+    }
+    due
 }
 
 /// What became of a publish.
@@ -83,6 +112,16 @@ pub struct Published {
 pub enum SubscribeError {
     /// Another connection on this channel already uses this client id.
     ClientTaken,
+    /// The channel has no state here and none can be made.
+    ChannelsFull(ChannelsFull),
+}
+
+/// This node holds its maximum of channel states and every one has subscribers, so
+/// a new channel cannot be made here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelsFull {
+    /// The configured maximum (`--channels.max`).
+    pub limit: usize,
 }
 
 /// Where a new subscription starts.
@@ -104,6 +143,8 @@ pub struct BrokerStats {
     /// Channel states kept only for their replay history.
     pub dormant_channels: usize,
     pub history_events: usize,
+    /// Bytes of replay history, as `--replay.maxBytes` counts them.
+    pub history_bytes: usize,
     pub subscribers: usize,
 }
 
@@ -125,6 +166,10 @@ impl Broker {
                     last_seq: 0,
                     channels: BTreeMap::new(),
                     outbox: Outbox::new(settings.relay_queue_events, settings.relay_queue_bytes),
+                    ledger: Ledger::default(),
+                    dropped_ms: 0,
+                    warned_bytes_ms: None,
+                    warned_channels_ms: None,
                 }),
                 outbox_notify: Notify::new(),
                 settings,
@@ -153,36 +198,156 @@ impl Broker {
 
     /// The channel's state, created if absent. A new state has seen everything since
     /// the replay window before now: had an event arrived inside it, the previous
-    /// state would still exist.
-    fn channel(&self, state: &mut State, name: &str, now_ms: u64) -> Arc<Channel> {
+    /// state would still exist, unless this node gave it up early (`dropped_ms`).
+    /// At `max_channels`, the dormant channel that has been quiet longest makes room;
+    /// if every channel has subscribers, none is made.
+    fn channel(
+        &self,
+        state: &mut State,
+        name: &str,
+        now_ms: u64,
+    ) -> Result<Arc<Channel>, ChannelsFull> {
         if let Some(channel) = state.channels.get(name) {
-            return channel.clone();
+            return Ok(channel.clone());
         }
-        let known_from = self.replay_cutoff(now_ms).max(self.shared.started_ms);
+        let limit = self.shared.settings.max_channels;
+        while state.channels.len() >= limit {
+            let Some(victim) = state.ledger.quietest_dormant() else {
+                self.shared.metrics.channels_refused.fetch_add(1, Relaxed);
+                if warn_due(&mut state.warned_channels_ms, now_ms) {
+                    tracing::warn!(
+                        limit,
+                        "--channels.max reached and every channel has subscribers: new channels are refused"
+                    );
+                }
+                return Err(ChannelsFull { limit });
+            };
+            let Some(channel) = state.channels.get(&victim).cloned() else {
+                state.ledger.forget_name(&victim);
+                continue;
+            };
+            self.remove_channel(state, &channel, &mut channel.log(), now_ms);
+            self.shared.metrics.channels_evicted.fetch_add(1, Relaxed);
+            if warn_due(&mut state.warned_channels_ms, now_ms) {
+                tracing::warn!(
+                    limit,
+                    "--channels.max reached: evicting the channels without subscribers that were quiet longest"
+                );
+            }
+        }
+        let known_from = self
+            .replay_cutoff(now_ms)
+            .max(self.shared.started_ms)
+            .max(state.dropped_ms);
         let name: Arc<str> = Arc::from(name);
-        let channel = Arc::new(Channel::new(name.clone(), known_from));
+        let channel = Arc::new(Channel::new(name.clone(), known_from, &mut state.ledger));
         state.channels.insert(name, channel.clone());
-        channel
+        Ok(channel)
     }
 
-    /// Publishes to one channel, or to one client of it when `target` is set.
-    pub fn publish(&self, channel: &str, publish: &Publish, target: Option<&str>) -> Published {
+    /// Takes a channel state out of the map and the ledger. If it held an event still
+    /// inside the replay window, new channel states stop vouching for the time before now.
+    fn remove_channel(&self, state: &mut State, channel: &Channel, log: &mut Log, now_ms: u64) {
+        if log.removed {
+            return;
+        }
+        if log.newest_stamp != 0 && log.newest_ms >= self.replay_cutoff(now_ms) {
+            state.dropped_ms = state.dropped_ms.max(now_ms);
+        }
+        log.forget(&mut state.ledger);
+        state.channels.remove(&channel.name);
+    }
+
+    /// Appends to a channel's log (its state lock held), then evicts the node's oldest
+    /// events while the history is over `replay_max_bytes`. The event just appended is
+    /// kept, so one event larger than the bound is still delivered.
+    #[allow(clippy::too_many_arguments)]
+    fn append(
+        &self,
+        state: &mut State,
+        log: &mut Log,
+        origin: Origin,
+        seq: u64,
+        now: u64,
+        publish: &Publish,
+        target: Option<Arc<str>>,
+    ) -> Arc<Entry> {
+        let settings = &self.shared.settings;
+        let entry = log.append(
+            origin,
+            seq,
+            now,
+            publish,
+            target,
+            settings.replay_events,
+            &mut state.ledger,
+        );
+        if state.ledger.bytes > settings.replay_max_bytes {
+            self.trim_history(state, log, now);
+        }
+        entry
+    }
+
+    /// Evicts the node's oldest events, whatever their channel, until the history
+    /// fits `replay_max_bytes` (or only the newest event is left). `held` is the log
+    /// whose lock the caller holds.
+    fn trim_history(&self, state: &mut State, held: &mut Log, now: u64) {
+        let max = self.shared.settings.replay_max_bytes;
+        let (mut events, mut bytes) = (0u64, 0u64);
+        while state.ledger.bytes > max {
+            let Some((stamp, name)) = state.ledger.oldest() else {
+                break;
+            };
+            if stamp == state.ledger.last_stamp() {
+                break;
+            }
+            let freed = if held.is_named(&name) {
+                held.evict_front(&mut state.ledger)
+            } else if let Some(channel) = state.channels.get(&name) {
+                channel.log().evict_front(&mut state.ledger)
+            } else {
+                state.ledger.forget_name(&name);
+                continue;
+            };
+            events += 1;
+            bytes += freed as u64;
+        }
+        let metrics = &self.shared.metrics;
+        metrics.history_evicted_events.fetch_add(events, Relaxed);
+        metrics.history_evicted_bytes.fetch_add(bytes, Relaxed);
+        if events > 0 && warn_due(&mut state.warned_bytes_ms, now) {
+            tracing::warn!(
+                max_bytes = max,
+                "--replay.maxBytes reached: evicting the oldest replay history across channels"
+            );
+        }
+    }
+
+    /// Publishes to one channel, or to one client of it when `target` is set. Refused
+    /// (and not accepted) when the channel has no state here and none can be made.
+    pub fn publish(
+        &self,
+        channel: &str,
+        publish: &Publish,
+        target: Option<&str>,
+    ) -> Result<Published, ChannelsFull> {
         let now = self.shared.clock.now_ms();
-        let mut state = self.state();
-        let chan = self.channel(&mut state, channel, now);
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let chan = self.channel(state, channel, now)?;
         let mut log = chan.log();
-        log.expire(self.replay_cutoff(now));
+        log.expire(self.replay_cutoff(now), &mut state.ledger);
         if let Some(cursor) = publish.id.as_ref().and_then(|id| log.publisher_ids.get(id)) {
             self.shared.metrics.events_duplicate.fetch_add(1, Relaxed);
-            return Published {
+            return Ok(Published {
                 id: Some(cursor.clone()),
                 delivered: 0,
                 duplicate: true,
                 channels: 1,
-            };
+            });
         }
         let seq = self.accept(
-            &mut state,
+            state,
             match target {
                 None => Route::Channel(channel.to_owned()),
                 Some(client) => Route::Client {
@@ -192,26 +357,27 @@ impl Broker {
             },
             publish,
         );
-        let entry = log.append(
+        let entry = self.append(
+            state,
+            &mut log,
             self.shared.origin,
             seq,
             now,
             publish,
             target.map(Arc::from),
-            self.shared.settings.replay_events,
         );
         let mut wakers = Vec::new();
         let delivered = log.wake_for(&entry, &mut wakers);
         drop(log);
-        drop(state);
+        drop(guard);
         wakers.into_iter().for_each(Waker::wake);
         self.shared.outbox_notify.notify_waiters();
-        Published {
+        Ok(Published {
             id: Some(entry.cursor.clone()),
             delivered,
             duplicate: false,
             channels: 1,
-        }
+        })
     }
 
     /// Assigns the next sequence and queues the event for peers.
@@ -235,12 +401,13 @@ impl Broker {
     /// other node. It has one sequence number, so a cursor covers it on every channel.
     pub fn publish_all(&self, publish: &Publish) -> Published {
         let now = self.shared.clock.now_ms();
-        let mut state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let channels: Vec<Arc<Channel>> = state.channels.values().cloned().collect();
         let duplicate = publish.id.as_ref().is_some_and(|id| {
             channels.iter().any(|c| {
                 let mut log = c.log();
-                log.expire(self.replay_cutoff(now));
+                log.expire(self.replay_cutoff(now), &mut state.ledger);
                 log.publisher_ids.contains_key(id)
             })
         });
@@ -253,9 +420,10 @@ impl Broker {
                 channels: 0,
             };
         }
-        let seq = self.accept(&mut state, Route::All, publish);
+        let seq = self.accept(state, Route::All, publish);
         let mut wakers = Vec::new();
         let delivered = self.append_everywhere(
+            state,
             &channels,
             self.shared.origin,
             seq,
@@ -264,7 +432,7 @@ impl Broker {
             None,
             &mut wakers,
         );
-        drop(state);
+        drop(guard);
         wakers.into_iter().for_each(Waker::wake);
         self.shared.outbox_notify.notify_waiters();
         Published {
@@ -281,6 +449,7 @@ impl Broker {
     #[allow(clippy::too_many_arguments)]
     fn append_everywhere(
         &self,
+        state: &mut State,
         channels: &[Arc<Channel>],
         origin: Origin,
         seq: u64,
@@ -292,18 +461,15 @@ impl Broker {
         let mut delivered = 0;
         for channel in channels {
             let mut log = channel.log();
-            log.expire(self.replay_cutoff(now));
+            if log.removed {
+                // Evicted for the channel limit while this event went round.
+                continue;
+            }
+            log.expire(self.replay_cutoff(now), &mut state.ledger);
             if log.frontier.get(origin) >= seq && !self.shared.settings.fault_disable_dedup {
                 continue;
             }
-            let entry = log.append(
-                origin,
-                seq,
-                now,
-                publish,
-                target.clone(),
-                self.shared.settings.replay_events,
-            );
+            let entry = self.append(state, &mut log, origin, seq, now, publish, target.clone());
             delivered += log.wake_for(&entry, wakers);
         }
         delivered
@@ -319,19 +485,39 @@ impl Broker {
         publish: &Publish,
     ) -> usize {
         let now = self.shared.clock.now_ms();
-        let mut state = self.state();
-        let (channels, target) = match route {
-            Route::All => (state.channels.values().cloned().collect::<Vec<_>>(), None),
-            Route::Channel(name) => (vec![self.channel(&mut state, name, now)], None),
-            Route::Client { channel, client } => (
-                vec![self.channel(&mut state, channel, now)],
-                Some(Arc::<str>::from(client.as_str())),
-            ),
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let (name, target) = match route {
+            Route::All => (None, None),
+            Route::Channel(name) => (Some(name), None),
+            Route::Client { channel, client } => {
+                (Some(channel), Some(Arc::<str>::from(client.as_str())))
+            }
+        };
+        let channels = match name {
+            None => state.channels.values().cloned().collect::<Vec<_>>(),
+            Some(name) => match self.channel(state, name, now) {
+                Ok(channel) => vec![channel],
+                Err(ChannelsFull { .. }) => {
+                    // No local subscriber can miss it (the channel has no state
+                    // here), but resumes here must not trust the time before now.
+                    state.dropped_ms = state.dropped_ms.max(now);
+                    return 0;
+                }
+            },
         };
         let mut wakers = Vec::new();
-        let delivered =
-            self.append_everywhere(&channels, origin, seq, now, publish, target, &mut wakers);
-        drop(state);
+        let delivered = self.append_everywhere(
+            state,
+            &channels,
+            origin,
+            seq,
+            now,
+            publish,
+            target,
+            &mut wakers,
+        );
+        drop(guard);
         wakers.into_iter().for_each(Waker::wake);
         delivered
     }
@@ -341,7 +527,8 @@ impl Broker {
     /// do not wait for events that are gone.
     pub fn remote_gap(&self, origin: Origin, upto: u64) {
         let now = self.shared.clock.now_ms();
-        let state = self.state();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let channels: Vec<Arc<Channel>> = state.channels.values().cloned().collect();
         let mut wakers = Vec::new();
         let gap = Publish {
@@ -354,21 +541,14 @@ impl Broker {
         };
         for channel in &channels {
             let mut log = channel.log();
-            if log.frontier.get(origin) >= upto {
+            if log.removed || log.frontier.get(origin) >= upto {
                 continue;
             }
             log.floor.advance(origin, upto);
-            let entry = log.append(
-                origin,
-                upto,
-                now,
-                &gap,
-                None,
-                self.shared.settings.replay_events,
-            );
+            let entry = self.append(state, &mut log, origin, upto, now, &gap, None);
             log.wake_for(&entry, &mut wakers);
         }
-        drop(state);
+        drop(guard);
         self.shared.metrics.relay_gaps.fetch_add(1, Relaxed);
         wakers.into_iter().for_each(Waker::wake);
     }
@@ -436,22 +616,23 @@ impl Broker {
     ) -> Result<Subscription, SubscribeError> {
         let now = self.shared.clock.now_ms();
         let id = self.shared.next_subscriber.fetch_add(1, Relaxed);
-        let mut state = self.state();
-        let channel = self.channel(&mut state, channel, now);
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let channel = self
+            .channel(state, channel, now)
+            .map_err(SubscribeError::ChannelsFull)?;
         let mut log = channel.log();
         let client: Arc<str> = match client {
             Some(name) if log.has_client(name) => {
-                let idle = log.is_idle();
-                drop(log);
-                if idle {
-                    state.channels.remove(&channel.name);
+                if log.is_idle() {
+                    self.remove_channel(state, &channel, &mut log, now);
                 }
                 return Err(SubscribeError::ClientTaken);
             }
             Some(name) => Arc::from(name),
             None => Arc::from(format!("{:x}-{id}", self.shared.origin)),
         };
-        log.expire(self.replay_cutoff(now));
+        log.expire(self.replay_cutoff(now), &mut state.ledger);
         let mut preamble = BytesMut::new();
         let reset = match resume {
             Resume::Live => false,
@@ -488,16 +669,17 @@ impl Broker {
             frontier: log.frontier.clone(),
         };
         preamble.extend_from_slice(&encode_id_only(&frontier.encode()));
-        log.subscribers.insert(
+        log.add_subscriber(
             id,
             Subscriber {
                 client: client.clone(),
                 waker: None,
             },
+            &mut state.ledger,
         );
         let next = log.head();
         drop(log);
-        drop(state);
+        drop(guard);
         self.shared.metrics.subscribers.fetch_add(1, Relaxed);
         Ok(Subscription {
             broker: self.clone(),
@@ -510,12 +692,13 @@ impl Broker {
     }
 
     fn unsubscribe(&self, channel: &Arc<Channel>, id: u64) {
-        let mut state = self.state();
+        let now = self.shared.clock.now_ms();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let mut log = channel.log();
-        log.subscribers.remove(&id);
-        if log.is_idle() && !log.removed {
-            log.removed = true;
-            state.channels.remove(&channel.name);
+        log.remove_subscriber(id, &mut state.ledger);
+        if log.is_idle() {
+            self.remove_channel(state, channel, &mut log, now);
         }
         self.shared.metrics.subscribers.fetch_sub(1, Relaxed);
     }
@@ -523,20 +706,22 @@ impl Broker {
     /// Drops history past the replay age and channels left with nothing. Run
     /// periodically; returns how many channel states were removed.
     pub fn expire(&self) -> usize {
-        let cutoff = self.replay_cutoff(self.shared.clock.now_ms());
-        let mut state = self.state();
-        let before = state.channels.len();
-        state.channels.retain(|_, channel| {
+        let now = self.shared.clock.now_ms();
+        let cutoff = self.replay_cutoff(now);
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let mut idle = Vec::new();
+        for channel in state.channels.values() {
             let mut log = channel.log();
-            log.expire(cutoff);
+            log.expire(cutoff, &mut state.ledger);
             if log.is_idle() {
-                log.removed = true;
-                false
-            } else {
-                true
+                idle.push(channel.clone());
             }
-        });
-        before - state.channels.len()
+        }
+        for channel in &idle {
+            self.remove_channel(state, channel, &mut channel.log(), now);
+        }
+        idle.len()
     }
 
     /// Channels with subscribers and their client ids, for `/status`.
@@ -569,6 +754,7 @@ impl Broker {
             stats.subscribers += log.subscribers.len();
             stats.history_events += log.entries.len();
         }
+        stats.history_bytes = state.ledger.bytes;
         stats
     }
 }

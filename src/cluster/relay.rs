@@ -499,6 +499,8 @@ mod tests {
                 subscriber_buffer: 8,
                 relay_queue_events: 16,
                 relay_queue_bytes: 1 << 16,
+                replay_max_bytes: 1 << 30,
+                max_channels: 100_000,
                 fault_disable_dedup: false,
             },
             Arc::new(Metrics::default()),

@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::broker::ChannelsFull;
 use crate::metrics::ErrorKind;
 
 #[derive(Debug)]
@@ -36,6 +37,18 @@ impl ApiError {
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         }
+    }
+}
+
+impl From<ChannelsFull> for ApiError {
+    fn from(full: ChannelsFull) -> Self {
+        ApiError::new(
+            ErrorKind::Overloaded,
+            format!(
+                "this node is at its limit of {} channels (--channels.max) and every one has subscribers; retry later or elsewhere",
+                full.limit
+            ),
+        )
     }
 }
 

@@ -36,7 +36,7 @@ pub(super) async fn publish(
     validate_name("channel", &channel).map_err(|e| ApiError::bad_request(e.0))?;
     access.publish(&channel)?;
     let publish = read_publish(&headers, body)?;
-    let outcome = state.broker.publish(&channel, &publish, None);
+    let outcome = state.broker.publish(&channel, &publish, None)?;
     Ok(Json(PublishAnswer {
         id: outcome.id,
         delivered: outcome.delivered,
@@ -80,7 +80,7 @@ pub(super) async fn publish_client(
             format!("client {client:?} is not subscribed to channel {channel:?}"),
         ));
     }
-    let outcome = state.broker.publish(&channel, &publish, Some(&client));
+    let outcome = state.broker.publish(&channel, &publish, Some(&client))?;
     Ok(Json(PublishAnswer {
         id: outcome.id,
         delivered: outcome.delivered,

@@ -50,6 +50,11 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
             "Events held in replay history across channels.",
             stats.history_events as u64,
         ),
+        (
+            "sse_history_bytes",
+            "Bytes of replay history across channels, as --replay.maxBytes counts them.",
+            stats.history_bytes as u64,
+        ),
     ]);
     (
         [(

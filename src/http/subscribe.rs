@@ -91,17 +91,20 @@ fn open(
         // An id this broker did not issue: say so, then carry on live.
         Some(Err(_)) => Resume::Unknown,
     };
-    let subscription = state.broker.subscribe(channel, client, resume).map_err(
-        |SubscribeError::ClientTaken| {
-            ApiError::new(
-                ErrorKind::Conflict,
-                format!(
-                    "client id {:?} is already subscribed to channel {channel:?}",
-                    client.unwrap_or("")
+    let subscription =
+        state
+            .broker
+            .subscribe(channel, client, resume)
+            .map_err(|error| match error {
+                SubscribeError::ClientTaken => ApiError::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "client id {:?} is already subscribed to channel {channel:?}",
+                        client.unwrap_or("")
+                    ),
                 ),
-            )
-        },
-    )?;
+                SubscribeError::ChannelsFull(full) => full.into(),
+            })?;
     let stream = EventStream::new(
         subscription,
         state.shutdown.clone(),
