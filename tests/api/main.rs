@@ -7,6 +7,7 @@ mod common;
 mod cors;
 mod errors;
 mod lifecycle;
+mod limits;
 mod resume;
 mod slow;
 mod snapshots;
