@@ -1,6 +1,10 @@
 //! The broker: channels, subscribers, replay history and channel lifecycle on one
 //! node. Pure state and no sockets; the only async piece is waiting for the next
 //! event, so everything here is testable without a network.
+//!
+//! Besides each channel's bounds (events, age), a node bounds its replay history in
+//! bytes and its number of channel states; `ledger` keeps the node-wide order both
+//! limits evict in.
 
 mod channel;
 mod ledger;
@@ -462,7 +466,8 @@ impl Broker {
         for channel in channels {
             let mut log = channel.log();
             if log.removed {
-                // Evicted for the channel limit while this event went round.
+                // Not expected (channels come from the map under the state lock), but
+                // a log out of the map must not re-enter the ledger.
                 continue;
             }
             log.expire(self.replay_cutoff(now), &mut state.ledger);
