@@ -283,7 +283,7 @@ fn start(args: StartArgs) -> ExitCode {
     };
     init_logging(args.log_format, &args.log_level);
     warn_about_auth(&config);
-    let runtime = match crate::runtime() {
+    let runtime = match node_runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
@@ -390,13 +390,31 @@ fn hostname() -> String {
 
 /// The multi-threaded runtime both subcommands run on.
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| {
-            eprintln!("error: cannot start the runtime: {error}");
-            ExitCode::FAILURE
-        })
+    build_runtime(tokio::runtime::Builder::new_multi_thread())
+}
+
+/// The node's runtime. With one CPU to run on (a `taskset`, a cpuset, a CPU quota
+/// of one core) it is tokio's current-thread scheduler: a worker pool of one brings
+/// nothing there but its bounded run queue, which one event fanned out to more than
+/// 256 subscribers overflows into the shared queue, where those subscribers then
+/// wait behind everyone woken after them (a long latency tail). The current-thread
+/// queue is unbounded and first-in, first-out.
+fn node_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus == 1 {
+        build_runtime(tokio::runtime::Builder::new_current_thread())
+    } else {
+        build_runtime(tokio::runtime::Builder::new_multi_thread())
+    }
+}
+
+fn build_runtime(
+    mut builder: tokio::runtime::Builder,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|error| {
+        eprintln!("error: cannot start the runtime: {error}");
+        ExitCode::FAILURE
+    })
 }
 
 fn init_logging(format: LogFormat, level: &str) {

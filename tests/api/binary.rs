@@ -29,7 +29,16 @@ struct Process {
 
 impl Process {
     async fn start(args: &[&str], env: &[(&str, &str)], port: u16) -> Process {
-        let mut command = Command::new(BINARY);
+        Process::start_in(Command::new(BINARY), args, env, port).await
+    }
+
+    /// Starts the binary through `command`, which runs it (e.g. `taskset -c 0 BINARY`).
+    async fn start_in(
+        mut command: Command,
+        args: &[&str],
+        env: &[(&str, &str)],
+        port: u16,
+    ) -> Process {
         command
             .arg("start")
             .args(["--http.server.address", "127.0.0.1", "--log.level", "warn"]);
@@ -291,6 +300,58 @@ async fn environment_variables_configure_the_node() {
     );
     drop(stream);
     node.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_confined_to_one_cpu_runs_on_one_thread_and_serves() {
+    let Ok(taskset) = which("taskset") else {
+        eprintln!("SKIPPED: taskset (util-linux) is not installed");
+        return;
+    };
+    let port = free_port();
+    let mut command = Command::new(taskset);
+    command.args(["-c", "0", BINARY]);
+    let node = Process::start_in(
+        command,
+        &["--http.server.port", &port.to_string()],
+        &[],
+        port,
+    )
+    .await;
+    let pid = node.child.id().expect("running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .map(|n| n.trim().to_owned());
+    assert_eq!(
+        threads.as_deref(),
+        Some("1"),
+        "the current-thread scheduler"
+    );
+    let addr = ([127, 0, 0, 1], port).into();
+    let mut stream = RawStream::get(addr, "/channel/one-cpu", &[]).await;
+    stream.next_block().await.expect("retry block");
+    stream.next_block().await.expect("cursor block");
+    let answer = reqwest::Client::new()
+        .post(node.url("/channel/one-cpu"))
+        .json(&serde_json::json!({ "data": "on one thread" }))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(answer.status(), 200);
+    let block = stream.next_block().await.expect("the event");
+    assert!(block.contains("data: \"on one thread\""), "{block}");
+    node.stop().await;
+}
+
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .ok_or(())
 }
 
 async fn open_streams_end_on(signal: &str) {
