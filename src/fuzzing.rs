@@ -1,12 +1,36 @@
 //! Entry points for the fuzz targets in `fuzz/`: the decoders of cluster input that
 //! are otherwise private to the crate. Not part of the API.
 
-use crate::broker::Broker;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broker::{Broker, BrokerSettings};
+use crate::clock::Clock;
 use crate::cluster::crypto::FrameOpener;
 use crate::cluster::ClusterSecret;
 use crate::event::Origin;
 
 pub use chitchat::ChitchatMessage;
+
+/// A small broker of origin 1 whose clock starts at `now_ms`, to feed relay input to:
+/// 16 events per channel, 16 queued for peers, a subscriber buffer of 8.
+pub fn small_broker(now_ms: u64) -> Broker {
+    Broker::new(
+        1,
+        Clock::starting_at(now_ms),
+        BrokerSettings {
+            replay_events: 16,
+            replay_age: Duration::from_secs(60),
+            subscriber_buffer: 8,
+            relay_queue_events: 16,
+            relay_queue_bytes: 1 << 16,
+            replay_max_bytes: 1 << 30,
+            max_channels: 100_000,
+            fault_disable_dedup: false,
+        },
+        Arc::new(crate::metrics::Metrics::default()),
+    )
+}
 
 /// Feeds `chunks`, as a relay puller reads them from `origin`'s response body, through
 /// the frame reader and `apply`. `Err` is the reason the puller would hang up.

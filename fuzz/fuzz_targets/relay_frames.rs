@@ -4,15 +4,12 @@
 #![no_main]
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use sse_cluster::broker::{Broker, BrokerSettings, Resume};
-use sse_cluster::clock::Clock;
+use sse_cluster::broker::{Broker, Resume};
 use sse_cluster::cluster::crypto::{ClusterKey, FrameOpener, FrameSealer, ReplayGuard};
-use sse_cluster::fuzzing::relay_body;
-use sse_cluster::metrics::Metrics;
+use sse_cluster::fuzzing::{relay_body, small_broker};
 
 const ORIGIN: u64 = 0xfeed;
 
@@ -39,21 +36,7 @@ fn session() -> (FrameSealer, FrameOpener) {
 }
 
 fn broker() -> Broker {
-    Broker::new(
-        1,
-        Clock::starting_at(1_700_000_000_000),
-        BrokerSettings {
-            replay_events: 16,
-            replay_age: Duration::from_secs(60),
-            subscriber_buffer: 8,
-            relay_queue_events: 16,
-            relay_queue_bytes: 1 << 16,
-            replay_max_bytes: 1 << 30,
-            max_channels: 100_000,
-            fault_disable_dedup: false,
-        },
-        Arc::new(Metrics::default()),
-    )
+    small_broker(1_700_000_000_000)
 }
 
 fuzz_target!(|input: &[u8]| {

@@ -485,26 +485,9 @@ impl<T> Drop for AbortOnDrop<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::BrokerSettings;
-    use crate::clock::Clock;
-    use crate::metrics::Metrics;
 
     fn broker() -> Broker {
-        Broker::new(
-            1,
-            Clock::starting_at(1_000),
-            BrokerSettings {
-                replay_events: 16,
-                replay_age: Duration::from_secs(60),
-                subscriber_buffer: 8,
-                relay_queue_events: 16,
-                relay_queue_bytes: 1 << 16,
-                replay_max_bytes: 1 << 30,
-                max_channels: 100_000,
-                fault_disable_dedup: false,
-            },
-            Arc::new(Metrics::default()),
-        )
+        crate::fuzzing::small_broker(1_000)
     }
 
     fn body(payloads: &[&str]) -> FrameReader {
