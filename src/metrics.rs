@@ -16,10 +16,14 @@ pub enum ErrorKind {
     Overloaded,
     Unauthorized,
     Forbidden,
+    /// A request head over `--http.server.maxHeaderBytes` (431).
+    HeaderTooLarge,
+    /// A request head not received within `--http.server.headerTimeout` (408).
+    HeaderTimeout,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::NotFound,
         ErrorKind::MethodNotAllowed,
         ErrorKind::UnsupportedMediaType,
@@ -29,6 +33,8 @@ impl ErrorKind {
         ErrorKind::Overloaded,
         ErrorKind::Unauthorized,
         ErrorKind::Forbidden,
+        ErrorKind::HeaderTooLarge,
+        ErrorKind::HeaderTimeout,
     ];
 
     pub fn label(self) -> &'static str {
@@ -42,6 +48,8 @@ impl ErrorKind {
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::HeaderTooLarge => "header_too_large",
+            ErrorKind::HeaderTimeout => "header_timeout",
         }
     }
 }

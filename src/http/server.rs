@@ -29,7 +29,7 @@ use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
 use super::subscribe::{DirectStream, EventStream, WantDirect};
-use crate::metrics::Metrics;
+use crate::metrics::{ErrorKind, Metrics};
 use crate::transport::PeerIp;
 
 /// Bounds on request heads.
@@ -187,7 +187,7 @@ pub async fn serve<L>(
             _open: guard,
             _place: place,
         };
-        tokio::spawn(connection(io, app, settings, stop, held));
+        tokio::spawn(connection(io, app, settings, metrics.clone(), stop, held));
     }
     drop(listener);
     let drained = async {
@@ -263,6 +263,7 @@ async fn connection<Io>(
     mut io: Io,
     app: Router,
     settings: ServeSettings,
+    metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
     held: Held,
 ) where
@@ -278,6 +279,7 @@ async fn connection<Io>(
     let head_len = match head {
         Ok(len) => len,
         Err(HeadError::TooLarge) => {
+            metrics.request_error(ErrorKind::HeaderTooLarge);
             let _ = write_plain(
                 &mut io,
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -287,6 +289,7 @@ async fn connection<Io>(
             return;
         }
         Err(HeadError::TimedOut) => {
+            metrics.request_error(ErrorKind::HeaderTimeout);
             let _ = write_plain(
                 &mut io,
                 StatusCode::REQUEST_TIMEOUT,

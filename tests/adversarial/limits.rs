@@ -57,6 +57,11 @@ async fn huge_headers_are_refused_and_the_node_keeps_serving() {
         }
         assert_serves_others(&node).await;
     }
+    // Each refusal is counted; the two below a megabyte were certainly answered.
+    let refused = node
+        .metric("sse_request_errors_total{kind=\"header_too_large\"}")
+        .await;
+    assert!((2..=4).contains(&refused), "431s counted: {refused}");
     // Many headers rather than one long one.
     let mut request = b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n".to_vec();
     for i in 0..10_000 {
@@ -177,6 +182,10 @@ async fn a_slow_loris_client_is_cut_off_and_does_not_stall_anyone_else() {
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 408"), "answer: {answer:?}");
     }
+    let timed_out = node
+        .metric("sse_request_errors_total{kind=\"header_timeout\"}")
+        .await;
+    assert_eq!(timed_out, loris.len() as u64, "408s counted");
     node.assert_healthy().await;
 }
 
