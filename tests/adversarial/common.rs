@@ -11,6 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
+use crate::metrics;
+
 /// How long any single wait may take before it counts as a failure.
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
@@ -135,34 +137,12 @@ impl Node {
     }
 
     pub(crate) async fn metric(&self, name: &str) -> u64 {
-        let text = self
-            .client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .find_map(|line| {
-                let (key, value) = line.split_once(' ')?;
-                (key == name).then(|| value.trim().parse().expect("numeric sample"))
-            })
-            .unwrap_or_else(|| panic!("metric {name} missing"))
+        metrics::scrape(&self.client, &self.url("/metrics"), name).await
     }
 
     /// Waits until `check` holds for metric `name`; returns its value.
     pub(crate) async fn wait_metric(&self, name: &str, check: impl Fn(u64) -> bool) -> u64 {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let value = self.metric(name).await;
-            if check(value) {
-                return value;
-            }
-            assert!(Instant::now() < deadline, "{name} stayed at {value}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        metrics::wait_metric(&self.client, &self.url("/metrics"), name, WAIT, check).await
     }
 }
 

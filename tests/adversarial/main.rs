@@ -7,4 +7,7 @@ mod common;
 mod framing;
 mod gossip;
 mod limits;
+#[path = "../support/metrics.rs"]
+#[allow(dead_code)]
+mod metrics;
 mod relay;

@@ -390,7 +390,7 @@ async fn open_streams_end_on(signal: &str) {
         .expect("metrics")
         .text()
         .await
-        .map(|t| serde_json::json!(metric_value(&t, "sse_subscribers")))
+        .map(|t| serde_json::json!(crate::metrics::metric_value(&t, "sse_subscribers")))
         .expect("metrics text");
     assert_eq!(status, STREAMS);
 

@@ -18,6 +18,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
+use crate::metrics;
+
 /// How long any single wait in these tests may take before it counts as a failure.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
@@ -117,32 +119,12 @@ impl Server {
 
     /// One gauge or counter from `/metrics`, scraped over HTTP.
     pub(crate) async fn metric(&self, name: &str) -> u64 {
-        let text = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        metric_value(&text, name)
+        metrics::scrape(&self.http, &self.url("/metrics"), name).await
     }
 
     /// Waits until `check` holds for the value of `name`, or fails with the last value.
     pub(crate) async fn wait_metric(&self, name: &str, check: impl Fn(u64) -> bool) -> u64 {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let value = self.metric(name).await;
-            if check(value) {
-                return value;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} stayed at {value} for {WAIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        metrics::wait_metric(&self.http, &self.url("/metrics"), name, WAIT, check).await
     }
 
     /// Stops the node and waits for `run` to return.
@@ -166,16 +148,6 @@ impl Drop for Server {
             let _ = stop.send(());
         }
     }
-}
-
-/// Reads `name`'s value (unlabelled sample) from Prometheus text.
-pub(crate) fn metric_value(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            (key == name).then(|| value.trim().parse().expect("numeric sample"))
-        })
-        .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
 }
 
 /// An SSE subscription over a plain TCP socket speaking HTTP/1.1 by hand: the test

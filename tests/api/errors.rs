@@ -413,7 +413,7 @@ async fn connections_over_the_per_address_limit_get_429_and_others_are_served() 
         let (other, url) = (other.clone(), server.url("/metrics"));
         async move {
             let text = other.get(url).send().await.expect("GET /metrics");
-            metric_value(&text.text().await.expect("metrics text"), name)
+            crate::metrics::metric_value(&text.text().await.expect("metrics text"), name)
         }
     };
     let mut streams = Vec::new();

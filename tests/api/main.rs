@@ -8,6 +8,9 @@ mod cors;
 mod errors;
 mod lifecycle;
 mod limits;
+#[path = "../support/metrics.rs"]
+#[allow(dead_code)]
+mod metrics;
 mod resume;
 mod slow;
 mod snapshots;

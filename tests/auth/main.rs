@@ -5,6 +5,9 @@
 #[allow(dead_code)]
 #[path = "../api/common.rs"]
 mod common;
+#[path = "../support/metrics.rs"]
+#[allow(dead_code)]
+mod metrics;
 
 mod binary;
 mod keys;

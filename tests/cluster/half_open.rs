@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::common::*;
+use crate::metrics;
 use crate::netns::*;
 
 /// What both tests give the node: keep-alive comments every second, and 3 s for sent
@@ -28,38 +29,19 @@ struct Scraper {
 }
 
 impl Scraper {
-    async fn value(&self, name: &str) -> u64 {
-        let text = self
-            .client
-            .get(&self.url)
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .find_map(|l| {
-                let (key, value) = l.split_once(' ')?;
-                (key == name).then(|| value.parse().ok())?
-            })
-            .unwrap_or_else(|| panic!("metric {name} missing"))
+    fn new(url: String) -> Scraper {
+        Scraper {
+            client: client(),
+            url,
+        }
     }
 
-    /// Waits up to `within` for `check` to hold; returns the value, or fails.
+    async fn value(&self, name: &str) -> u64 {
+        metrics::scrape(&self.client, &self.url, name).await
+    }
+
     async fn wait(&self, name: &str, within: Duration, check: impl Fn(u64) -> bool) -> u64 {
-        let deadline = Instant::now() + within;
-        loop {
-            let value = self.value(name).await;
-            if check(value) {
-                return value;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} stayed at {value} for {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        metrics::wait_metric(&self.client, &self.url, name, within, check).await
     }
 }
 
@@ -71,10 +53,7 @@ async fn node_notices_a_vanished_client(request: &str, established: (&str, u64))
     };
     let _node = hosts.node(1, NODE_ARGS);
     wait_for_members_at(&hosts.url(1, ""), 1).await;
-    let scrape = Scraper {
-        client: client(),
-        url: hosts.url(1, "/metrics"),
-    };
+    let scrape = Scraper::new(hosts.url(1, "/metrics"));
     let baseline = scrape.value("sse_open_connections").await;
     let _client = hosts.hold_open_inside(2, 1, request);
     let (name, value) = established;
