@@ -26,7 +26,14 @@ impl ApiError {
     }
 
     pub fn status(&self) -> StatusCode {
-        match self.kind {
+        self.kind.status()
+    }
+}
+
+impl ErrorKind {
+    /// The HTTP status a refusal of this kind is answered with.
+    pub fn status(self) -> StatusCode {
+        match self {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

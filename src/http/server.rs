@@ -224,6 +224,17 @@ async fn refuse<Io: AsyncRead + AsyncWrite + Unpin>(mut io: Io, limit: usize) {
     let _ = write_plain(&mut io, StatusCode::TOO_MANY_REQUESTS, &message).await;
 }
 
+/// Counts a refused request head (431, 408) and answers it.
+async fn refuse_head<Io: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Io,
+    metrics: &Metrics,
+    kind: ErrorKind,
+    message: &str,
+) {
+    metrics.request_error(kind);
+    let _ = write_plain(io, kind.status(), message).await;
+}
+
 /// Why reading a request head failed.
 enum HeadError {
     Closed,
@@ -279,24 +290,12 @@ async fn connection<Io>(
     let head_len = match head {
         Ok(len) => len,
         Err(HeadError::TooLarge) => {
-            metrics.request_error(ErrorKind::HeaderTooLarge);
-            let _ = write_plain(
-                &mut io,
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "request head too large",
-            )
-            .await;
-            return;
+            let message = "request head too large";
+            return refuse_head(&mut io, &metrics, ErrorKind::HeaderTooLarge, message).await;
         }
         Err(HeadError::TimedOut) => {
-            metrics.request_error(ErrorKind::HeaderTimeout);
-            let _ = write_plain(
-                &mut io,
-                StatusCode::REQUEST_TIMEOUT,
-                "request head not received in time",
-            )
-            .await;
-            return;
+            let message = "request head not received in time";
+            return refuse_head(&mut io, &metrics, ErrorKind::HeaderTimeout, message).await;
         }
         Err(HeadError::Closed | HeadError::Io) => return,
     };
