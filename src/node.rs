@@ -201,7 +201,6 @@ impl Node {
             metrics: self.metrics.clone(),
             cluster,
             settings: Arc::new(HttpSettings {
-                keep_alive: self.config.keep_alive,
                 retry: self.config.retry,
                 max_body_bytes: self.config.max_body_bytes,
                 max_connections: self.config.max_connections,
@@ -225,10 +224,13 @@ impl Node {
             self.metrics.clone(),
             self.config.write_stall_timeout,
         );
+        let keep_alive = tokio::spawn(keep_alive(self.broker.clone(), self.config.keep_alive));
+        let broker = self.broker.clone();
         let stop_on_signal = tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: closing open streams");
             let _ = stop_tx.send(true);
+            broker.close_streams();
         });
         http::serve(
             listener,
@@ -245,7 +247,20 @@ impl Node {
         .await;
         stop_on_signal.abort();
         reaper.abort();
+        keep_alive.abort();
         Ok(())
+    }
+}
+
+/// Keeps every quiet stream alive: each subscriber sent nothing for `interval` gets
+/// a comment. One timer for the node, firing four times an interval, so a comment
+/// goes out between one and one and a quarter intervals of silence.
+async fn keep_alive(broker: Broker, interval: Duration) {
+    let mut tick = tokio::time::interval((interval / 4).max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        broker.keep_alive(interval);
     }
 }
 

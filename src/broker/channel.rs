@@ -50,12 +50,123 @@ impl Entry {
     }
 }
 
+/// Where a subscriber's bytes can go without waiting: its socket, written only
+/// while the socket has room (a non-blocking write). Appends use it to hand an event
+/// to a caught-up subscriber themselves rather than wake its task to do it.
+pub trait Sink: Send + Sync {
+    /// Writes what fits now: `Ok(n)` for the first `n` bytes, `WouldBlock` for none.
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize>;
+}
+
+/// Who writes a subscriber's next bytes.
+pub(crate) enum Mode {
+    /// Its task: it has bytes to write or will look for more before it waits.
+    Running,
+    /// Nobody: the subscriber has every event for it and nothing half-written, and
+    /// its task waits with this waker. An append may write the next event straight
+    /// to its sink (becoming [`Mode::Writing`]), or else wakes the task.
+    Parked(Waker),
+    /// An append, outside the locks: the task must not write meanwhile; the waker is
+    /// its, for when the append is done (see [`Log::settle`]).
+    Writing(Waker),
+}
+
 /// A subscriber as its channel sees it.
-#[derive(Debug)]
 pub(crate) struct Subscriber {
     pub(crate) client: Arc<str>,
-    /// Set while the subscriber waits for an event; taken by the append that wakes it.
-    pub(crate) waker: Option<Waker>,
+    /// Position in the log of the next event to look at for it.
+    pub(crate) next: u64,
+    pub(crate) mode: Mode,
+    pub(crate) sink: Option<Arc<dyn Sink>>,
+    /// The part of a frame a direct write could not take: it goes out first.
+    pub(crate) carry: Option<Bytes>,
+    /// Wall time (ms) of the last bytes handed to the subscriber, for keep-alives.
+    pub(crate) last_sent_ms: u64,
+    /// The keep-alive tick found it silent for the interval: a comment goes out next.
+    pub(crate) keep_alive_due: bool,
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.mode {
+            Mode::Running => "running",
+            Mode::Parked(_) => "parked",
+            Mode::Writing(_) => "writing",
+        };
+        f.debug_struct("Subscriber")
+            .field("client", &self.client)
+            .field("next", &self.next)
+            .field("mode", &mode)
+            .field("direct", &self.sink.is_some())
+            .field("carry", &self.carry.as_ref().map(Bytes::len))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscriber {
+    pub(crate) fn new(client: Arc<str>, next: u64, now_ms: u64) -> Self {
+        Subscriber {
+            client,
+            next,
+            mode: Mode::Running,
+            sink: None,
+            carry: None,
+            last_sent_ms: now_ms,
+            keep_alive_due: false,
+        }
+    }
+
+    /// Takes the task's waker, leaving the subscriber to its task.
+    fn unpark(&mut self) -> Option<Waker> {
+        match std::mem::replace(&mut self.mode, Mode::Running) {
+            Mode::Parked(waker) => Some(waker),
+            other => {
+                self.mode = other;
+                None
+            }
+        }
+    }
+}
+
+/// What appends leave to do once every lock is released: wake the tasks of parked
+/// subscribers, and write events straight to the sinks of those that can take them.
+#[derive(Default)]
+pub(crate) struct Fanout {
+    wakers: Vec<Waker>,
+    writes: Vec<DirectWrites>,
+}
+
+/// One appended frame and the parked subscribers it is written to directly.
+struct DirectWrites {
+    channel: Arc<Channel>,
+    frame: Bytes,
+    sinks: Vec<(u64, Arc<dyn Sink>)>,
+}
+
+impl Fanout {
+    /// Wakes, writes, and then settles each written subscriber (see [`Log::settle`]).
+    /// Call with no lock held: this makes system calls.
+    /// Returns the number of events handed to sinks.
+    pub(crate) fn finish(self, now_ms: u64, closing: bool) -> usize {
+        self.wakers.into_iter().for_each(Waker::wake);
+        let mut wakers = Vec::new();
+        let mut handed = 0;
+        for writes in self.writes {
+            handed += writes.sinks.len();
+            let results: Vec<(u64, std::io::Result<usize>)> = writes
+                .sinks
+                .iter()
+                .map(|(id, sink)| (*id, sink.try_write(&writes.frame)))
+                .collect();
+            let mut log = writes.channel.log();
+            for (id, result) in results {
+                log.settle(id, &writes.frame, result, now_ms, closing, &mut wakers);
+            }
+            drop(log);
+            wakers.drain(..).for_each(Waker::wake);
+        }
+        handed
+    }
 }
 
 #[derive(Debug)]
@@ -101,17 +212,117 @@ impl Log {
         self.subscribers.values().any(|s| &*s.client == client)
     }
 
-    /// Counts the subscribers `entry` is for, and takes the wakers of those of them
-    /// that are waiting. Waking happens after the locks are released.
-    pub(crate) fn wake_for(&mut self, entry: &Entry, wakers: &mut Vec<Waker>) -> usize {
+    /// Hands the newest entry, `entry`, to the subscribers it is for: a parked one with
+    /// a sink is marked for a direct write, any other parked one for a wake; both
+    /// happen in [`Fanout::finish`], after the locks are released. Returns how many
+    /// subscribers the entry is for.
+    pub(crate) fn deliver(
+        &mut self,
+        channel: &Arc<Channel>,
+        entry: &Entry,
+        out: &mut Fanout,
+    ) -> usize {
+        let head = self.head();
         let mut count = 0;
-        for subscriber in self.subscribers.values_mut() {
-            if entry.is_for(&subscriber.client) {
-                count += 1;
-                wakers.extend(subscriber.waker.take());
+        let mut sinks = Vec::new();
+        let subscribers = self.subscribers.len();
+        for (id, subscriber) in self.subscribers.iter_mut() {
+            let parked = matches!(subscriber.mode, Mode::Parked(_));
+            if !entry.is_for(&subscriber.client) {
+                if parked {
+                    // Nothing for it: it stays caught up.
+                    subscriber.next = head;
+                }
+                continue;
+            }
+            count += 1;
+            if !parked {
+                continue;
+            }
+            // A parked subscriber has had everything before this entry.
+            debug_assert_eq!(subscriber.next + 1, head);
+            let Some(waker) = subscriber.unpark() else {
+                continue;
+            };
+            match &subscriber.sink {
+                Some(sink) => {
+                    // One allocation per append, not one per growth step.
+                    if sinks.capacity() == 0 {
+                        sinks.reserve_exact(subscribers);
+                    }
+                    sinks.push((*id, sink.clone()));
+                    subscriber.mode = Mode::Writing(waker);
+                    subscriber.next = head;
+                }
+                None => out.wakers.push(waker),
             }
         }
+        if !sinks.is_empty() {
+            out.writes.push(DirectWrites {
+                channel: channel.clone(),
+                frame: entry.frame.clone(),
+                sinks,
+            });
+        }
         count
+    }
+
+    /// Ends a direct write of `frame` to subscriber `id` (if it is still here). All
+    /// of it written and nothing newer for it: parked again. Otherwise its task takes
+    /// over, first with whatever part of the frame did not go out; a failed write is
+    /// left to the task too, which meets the error on its own next write.
+    pub(crate) fn settle(
+        &mut self,
+        id: u64,
+        frame: &Bytes,
+        result: std::io::Result<usize>,
+        now_ms: u64,
+        closing: bool,
+        wakers: &mut Vec<Waker>,
+    ) {
+        let head = self.head();
+        let Some(subscriber) = self.subscribers.get_mut(&id) else {
+            return;
+        };
+        let Mode::Writing(waker) = std::mem::replace(&mut subscriber.mode, Mode::Running) else {
+            debug_assert!(false, "settling a subscriber that was not being written");
+            return;
+        };
+        let written = result.unwrap_or(0).min(frame.len());
+        if written > 0 {
+            subscriber.last_sent_ms = now_ms;
+        }
+        if written < frame.len() {
+            subscriber.carry = Some(frame.slice(written..));
+        }
+        if subscriber.carry.is_none() && subscriber.next == head && !closing {
+            subscriber.mode = Mode::Parked(waker);
+        } else {
+            wakers.push(waker);
+        }
+    }
+
+    /// Marks parked subscribers silent since `silent_since_ms` for a keep-alive
+    /// comment and queues their wakes.
+    pub(crate) fn keep_alive(&mut self, silent_since_ms: u64, out: &mut Fanout) -> usize {
+        let mut due = 0;
+        for subscriber in self.subscribers.values_mut() {
+            if subscriber.last_sent_ms <= silent_since_ms
+                && matches!(subscriber.mode, Mode::Parked(_))
+            {
+                subscriber.keep_alive_due = true;
+                out.wakers.extend(subscriber.unpark());
+                due += 1;
+            }
+        }
+        due
+    }
+
+    /// Wakes every parked subscriber (the node is closing its streams).
+    pub(crate) fn wake_all(&mut self, out: &mut Fanout) {
+        for subscriber in self.subscribers.values_mut() {
+            out.wakers.extend(subscriber.unpark());
+        }
     }
 
     /// Appends an event and evicts past `max_events`. Returns the new entry.

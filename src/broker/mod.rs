@@ -12,19 +12,19 @@ mod outbox;
 
 use std::collections::BTreeMap;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::event::{encode_event, encode_id_only, Cursor, Origin, Publish};
+use crate::event::{encode_event, encode_id_only, Cursor, Origin, Publish, KEEP_ALIVE};
 use crate::metrics::Metrics;
-pub use channel::Entry;
-use channel::{Channel, Log, Subscriber};
+use channel::{Channel, Fanout, Log, Mode, Subscriber};
+pub use channel::{Entry, Sink};
 use ledger::Ledger;
 use outbox::Outbox;
 pub use outbox::{RelayBatch, RelayEvent, Route};
@@ -65,6 +65,8 @@ struct Shared {
     state: Mutex<State>,
     /// Woken when the outbox grows.
     outbox_notify: Notify,
+    /// Set once the node closes its streams: every subscription ends.
+    closing: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -176,6 +178,7 @@ impl Broker {
                     warned_channels_ms: None,
                 }),
                 outbox_notify: Notify::new(),
+                closing: AtomicBool::new(false),
                 settings,
             }),
         }
@@ -370,11 +373,11 @@ impl Broker {
             publish,
             target.map(Arc::from),
         );
-        let mut wakers = Vec::new();
-        let delivered = log.wake_for(&entry, &mut wakers);
+        let mut fanout = Fanout::default();
+        let delivered = log.deliver(&chan, &entry, &mut fanout);
         drop(log);
         drop(guard);
-        wakers.into_iter().for_each(Waker::wake);
+        self.finish(fanout);
         self.shared.outbox_notify.notify_waiters();
         Ok(Published {
             id: Some(entry.cursor.clone()),
@@ -425,7 +428,7 @@ impl Broker {
             };
         }
         let seq = self.accept(state, Route::All, publish);
-        let mut wakers = Vec::new();
+        let mut fanout = Fanout::default();
         let delivered = self.append_everywhere(
             state,
             &channels,
@@ -434,10 +437,10 @@ impl Broker {
             now,
             publish,
             None,
-            &mut wakers,
+            &mut fanout,
         );
         drop(guard);
-        wakers.into_iter().for_each(Waker::wake);
+        self.finish(fanout);
         self.shared.outbox_notify.notify_waiters();
         Published {
             id: None,
@@ -449,7 +452,7 @@ impl Broker {
 
     /// Appends one event to each of `channels` that does not have it yet (by the
     /// channel's frontier for `origin`); returns the local subscribers it is for, and
-    /// adds the wakers of those waiting to `wakers`.
+    /// leaves the wakes and writes that deliver it in `fanout`.
     #[allow(clippy::too_many_arguments)]
     fn append_everywhere(
         &self,
@@ -460,7 +463,7 @@ impl Broker {
         now: u64,
         publish: &Publish,
         target: Option<Arc<str>>,
-        wakers: &mut Vec<Waker>,
+        fanout: &mut Fanout,
     ) -> usize {
         let mut delivered = 0;
         for channel in channels {
@@ -475,7 +478,7 @@ impl Broker {
                 continue;
             }
             let entry = self.append(state, &mut log, origin, seq, now, publish, target.clone());
-            delivered += log.wake_for(&entry, wakers);
+            delivered += log.deliver(channel, &entry, fanout);
         }
         delivered
     }
@@ -511,7 +514,7 @@ impl Broker {
                 }
             },
         };
-        let mut wakers = Vec::new();
+        let mut fanout = Fanout::default();
         let delivered = self.append_everywhere(
             state,
             &channels,
@@ -520,10 +523,10 @@ impl Broker {
             now,
             publish,
             target,
-            &mut wakers,
+            &mut fanout,
         );
         drop(guard);
-        wakers.into_iter().for_each(Waker::wake);
+        self.finish(fanout);
         delivered
     }
 
@@ -535,7 +538,7 @@ impl Broker {
         let mut guard = self.state();
         let state = &mut *guard;
         let channels: Vec<Arc<Channel>> = state.channels.values().cloned().collect();
-        let mut wakers = Vec::new();
+        let mut fanout = Fanout::default();
         let gap = Publish {
             id: None,
             event: Some("gap".into()),
@@ -551,11 +554,11 @@ impl Broker {
             }
             log.floor.advance(origin, upto);
             let entry = self.append(state, &mut log, origin, upto, now, &gap, None);
-            log.wake_for(&entry, &mut wakers);
+            log.deliver(channel, &entry, &mut fanout);
         }
         drop(guard);
         self.shared.metrics.relay_gaps.fetch_add(1, Relaxed);
-        wakers.into_iter().for_each(Waker::wake);
+        self.finish(fanout);
     }
 
     /// This origin's accepted events from sequence `from` on, for a peer.
@@ -674,15 +677,12 @@ impl Broker {
             frontier: log.frontier.clone(),
         };
         preamble.extend_from_slice(&encode_id_only(&frontier.encode()));
+        let next = log.head();
         log.add_subscriber(
             id,
-            Subscriber {
-                client: client.clone(),
-                waker: None,
-            },
+            Subscriber::new(client.clone(), next, now),
             &mut state.ledger,
         );
-        let next = log.head();
         drop(log);
         drop(guard);
         self.shared.metrics.subscribers.fetch_add(1, Relaxed);
@@ -691,7 +691,6 @@ impl Broker {
             channel,
             id,
             client,
-            next,
             preamble: Some(preamble.freeze()),
         })
     }
@@ -706,6 +705,48 @@ impl Broker {
             self.remove_channel(state, channel, &mut log, now);
         }
         self.shared.metrics.subscribers.fetch_sub(1, Relaxed);
+    }
+
+    /// Does what appends left for after the locks: wakes and direct writes.
+    fn finish(&self, fanout: Fanout) {
+        let closing = self.shared.closing.load(Relaxed);
+        let handed = fanout.finish(self.shared.clock.now_ms(), closing);
+        if handed > 0 {
+            self.shared
+                .metrics
+                .events_delivered
+                .fetch_add(handed as u64, Relaxed);
+        }
+    }
+
+    /// Sends a keep-alive comment to every subscriber that has been sent nothing for
+    /// `interval`. Run every fraction of the interval (one timer for the node rather
+    /// than one per stream); returns how many comments are due.
+    pub fn keep_alive(&self, interval: Duration) -> usize {
+        let silent_since = self
+            .shared
+            .clock
+            .now_ms()
+            .saturating_sub(interval.as_millis() as u64);
+        let channels: Vec<Arc<Channel>> = self.state().channels.values().cloned().collect();
+        let mut fanout = Fanout::default();
+        let mut due = 0;
+        for channel in &channels {
+            due += channel.log().keep_alive(silent_since, &mut fanout);
+        }
+        self.finish(fanout);
+        due
+    }
+
+    /// Ends every subscription, now and from now on (the node is shutting down).
+    pub fn close_streams(&self) {
+        self.shared.closing.store(true, Relaxed);
+        let channels: Vec<Arc<Channel>> = self.state().channels.values().cloned().collect();
+        let mut fanout = Fanout::default();
+        for channel in &channels {
+            channel.log().wake_all(&mut fanout);
+        }
+        self.finish(fanout);
     }
 
     /// Drops history past the replay age and channels left with nothing. Run
@@ -771,6 +812,8 @@ pub enum Next {
     Data(Bytes),
     /// The subscriber fell further behind than its buffer; end the stream.
     Overflow { behind: u64 },
+    /// The node is closing its streams.
+    Closed,
 }
 
 /// One subscriber's place in a channel. Dropping it unsubscribes.
@@ -780,7 +823,6 @@ pub struct Subscription {
     channel: Arc<Channel>,
     id: u64,
     client: Arc<str>,
-    next: u64,
     preamble: Option<Bytes>,
 }
 
@@ -801,31 +843,62 @@ impl Subscription {
         self.preamble.take()
     }
 
+    /// Lets appends write this subscriber's events to `sink` themselves while its
+    /// task waits with nothing to write. The task must then write only what
+    /// [`Subscription::poll_next`] and [`Subscription::poll_release`] give it.
+    pub fn attach(&mut self, sink: Arc<dyn Sink>) {
+        if let Some(me) = self.channel.log().subscribers.get_mut(&self.id) {
+            me.sink = Some(sink);
+        }
+    }
+
     /// Waits for the next events for this subscriber.
     pub async fn next(&mut self) -> Next {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
-    /// The next events for this subscriber, or `Pending` with its waker left with the
-    /// channel: the append that has an event for it wakes it (and no other append).
+    /// The next bytes for this subscriber, or `Pending` with its waker left with the
+    /// channel: the append that has an event for it wakes it, or writes the event to
+    /// its sink instead (see [`Subscription::attach`]).
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
-        let metrics = &self.broker.shared.metrics;
-        let buffer = self.broker.shared.settings.subscriber_buffer as u64;
-        let mut log = self.channel.log();
+        let shared = &self.broker.shared;
+        let buffer = shared.settings.subscriber_buffer as u64;
+        let mut guard = self.channel.log();
+        let log = &mut *guard;
         let head = log.head();
-        if self.next < log.base || head - self.next > buffer {
-            metrics.slow_subscriber_disconnects.fetch_add(1, Relaxed);
+        let Some(me) = log.subscribers.get_mut(&self.id) else {
+            return Poll::Ready(Next::Closed);
+        };
+        if let Mode::Writing(waker) = &mut me.mode {
+            // An append is writing to the sink; it wakes or parks us when done.
+            if !waker.will_wake(cx.waker()) {
+                *waker = cx.waker().clone();
+            }
+            return Poll::Pending;
+        }
+        me.mode = Mode::Running;
+        if let Some(carry) = me.carry.take() {
+            return Poll::Ready(Next::Data(carry));
+        }
+        if shared.closing.load(Relaxed) {
+            return Poll::Ready(Next::Closed);
+        }
+        if me.next < log.base || head - me.next > buffer {
+            shared
+                .metrics
+                .slow_subscriber_disconnects
+                .fetch_add(1, Relaxed);
             return Poll::Ready(Next::Overflow {
-                behind: head - self.next,
+                behind: head - me.next,
             });
         }
-        let start = (self.next - log.base) as usize;
+        let start = (me.next - log.base) as usize;
         let mut single: Option<Bytes> = None;
         let mut batch: Option<BytesMut> = None;
         let mut count = 0;
         for entry in log.entries.range(start..) {
-            self.next += 1;
-            if !entry.is_for(&self.client) {
+            me.next += 1;
+            if !entry.is_for(&me.client) {
                 continue;
             }
             count += 1;
@@ -844,18 +917,39 @@ impl Subscription {
             }
         }
         if count > 0 {
-            metrics.events_delivered.fetch_add(count, Relaxed);
+            me.keep_alive_due = false;
+            me.last_sent_ms = shared.clock.now_ms();
+            shared.metrics.events_delivered.fetch_add(count, Relaxed);
             return Poll::Ready(Next::Data(match batch {
                 Some(buf) => buf.freeze(),
                 None => single.unwrap_or_default(),
             }));
         }
-        if let Some(me) = log.subscribers.get_mut(&self.id) {
-            if !me.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                me.waker = Some(cx.waker().clone());
-            }
+        if std::mem::take(&mut me.keep_alive_due) {
+            me.last_sent_ms = shared.clock.now_ms();
+            return Poll::Ready(Next::Data(Bytes::from_static(KEEP_ALIVE)));
         }
+        me.mode = Mode::Parked(cx.waker().clone());
         Poll::Pending
+    }
+
+    /// Takes this subscriber's socket back from appends for good (to end the stream
+    /// with bytes of the task's own): `Pending` while an append is writing to it, then
+    /// the part of a frame the task must write first, if any.
+    pub fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let mut log = self.channel.log();
+        let Some(me) = log.subscribers.get_mut(&self.id) else {
+            return Poll::Ready(None);
+        };
+        if let Mode::Writing(waker) = &mut me.mode {
+            if !waker.will_wake(cx.waker()) {
+                *waker = cx.waker().clone();
+            }
+            return Poll::Pending;
+        }
+        me.mode = Mode::Running;
+        me.sink = None;
+        Poll::Ready(me.carry.take())
     }
 }
 

@@ -661,3 +661,299 @@ async fn evicting_a_channel_whose_history_aged_out_keeps_resumes_exact() {
         (false, vec!["while-away".into()])
     );
 }
+
+/// A socket for direct writes: it takes at most `room` more bytes (then says
+/// `WouldBlock`); `bytes` is everything the client would have read, from direct
+/// writes and from the subscriber's task alike.
+#[derive(Default)]
+struct FakeSocket {
+    bytes: Mutex<Vec<u8>>,
+    room: Mutex<usize>,
+    /// Runs at the start of the next direct write: another publisher's append
+    /// landing while this one writes outside the locks.
+    during_write: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl FakeSocket {
+    fn with_room(room: usize) -> Arc<Self> {
+        let socket = Arc::new(FakeSocket::default());
+        *socket.room.lock().unwrap() = room;
+        socket
+    }
+
+    /// The subscriber's task writes a chunk (it waits for room as long as it takes).
+    fn task_writes(&self, chunk: &[u8]) {
+        self.bytes.lock().unwrap().extend_from_slice(chunk);
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.bytes.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl Sink for FakeSocket {
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        let hook = self.during_write.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        let mut room = self.room.lock().unwrap();
+        if *room == 0 {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(*room);
+        *room -= n;
+        self.bytes.lock().unwrap().extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The blocks of an SSE byte stream, each checked to be whole: a keep-alive
+/// comment, or an event with an `id:` and one `data:` line. A byte out of place
+/// (two writers interleaving, a lost or repeated part of a frame) breaks one.
+fn whole_blocks(text: &str) -> Vec<String> {
+    assert!(
+        text.is_empty() || text.ends_with("\n\n"),
+        "cut short: {text:?}"
+    );
+    text.split_terminator("\n\n")
+        .map(|block| {
+            let lines: Vec<&str> = block.lines().collect();
+            let ok = block == ": keep-alive"
+                || (lines.len() == 2
+                    && lines[0].starts_with("id: ")
+                    && lines[1].starts_with("data: "));
+            assert!(ok, "broken block {block:?} in {text:?}");
+            block.to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn a_parked_subscriber_with_a_sink_is_written_to_without_a_wake() {
+    let broker = broker();
+    let mut sub = broker.subscribe("c", None, Resume::Live).unwrap();
+    sub.take_preamble();
+    let socket = FakeSocket::with_room(usize::MAX);
+    sub.attach(socket.clone());
+    let (wakes, waker) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    assert!(sub.poll_next(&mut cx).is_pending());
+
+    broker.publish("c", &event("1"), None).unwrap();
+    broker.publish("c", &event("2"), None).unwrap();
+    assert_eq!(wakes.0.load(Relaxed), 0, "written directly, not woken");
+    assert_eq!(data_lines(socket.text().as_bytes()), ["1", "2"]);
+    // Nothing is given to the task twice.
+    assert!(sub.poll_next(&mut cx).is_pending());
+    assert_eq!(broker.metrics().events_delivered.load(Relaxed), 2);
+}
+
+#[test]
+fn what_a_full_socket_does_not_take_goes_out_first_from_the_task() {
+    let broker = broker();
+    let mut sub = broker.subscribe("c", None, Resume::Live).unwrap();
+    sub.take_preamble();
+    let socket = FakeSocket::with_room(10);
+    sub.attach(socket.clone());
+    let (wakes, waker) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    assert!(sub.poll_next(&mut cx).is_pending());
+
+    // The first event is cut after 10 bytes; the task is woken for the rest.
+    broker.publish("c", &event("first"), None).unwrap();
+    assert_eq!(socket.bytes.lock().unwrap().len(), 10);
+    assert_eq!(wakes.0.load(Relaxed), 1);
+    // The next event, published before the task runs, waits for the task.
+    broker.publish("c", &event("second"), None).unwrap();
+    assert_eq!(socket.bytes.lock().unwrap().len(), 10);
+    while let Poll::Ready(Next::Data(chunk)) = sub.poll_next(&mut cx) {
+        socket.task_writes(&chunk);
+    }
+    let text = socket.text();
+    assert_eq!(whole_blocks(&text).len(), 2);
+    assert_eq!(data_lines(text.as_bytes()), ["first", "second"]);
+
+    // A socket with no room at all leaves the whole event to the task.
+    *socket.room.lock().unwrap() = 0;
+    broker.publish("c", &event("third"), None).unwrap();
+    assert_eq!(wakes.0.load(Relaxed), 2);
+    let Poll::Ready(Next::Data(chunk)) = sub.poll_next(&mut cx) else {
+        panic!("the task writes the event the socket refused");
+    };
+    socket.task_writes(&chunk);
+    assert_eq!(
+        data_lines(socket.text().as_bytes()),
+        ["first", "second", "third"]
+    );
+}
+
+#[test]
+fn closing_the_streams_ends_parked_and_running_subscriptions() {
+    let broker = broker();
+    let mut parked = broker.subscribe("c", None, Resume::Live).unwrap();
+    let mut running = broker.subscribe("d", None, Resume::Live).unwrap();
+    let (wakes, waker) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    parked.take_preamble();
+    assert!(parked.poll_next(&mut cx).is_pending());
+    broker.close_streams();
+    assert_eq!(wakes.0.load(Relaxed), 1);
+    assert!(matches!(
+        parked.poll_next(&mut cx),
+        Poll::Ready(Next::Closed)
+    ));
+    assert!(matches!(
+        running.poll_next(&mut cx),
+        Poll::Ready(Next::Closed)
+    ));
+    // A subscription opened afterwards ends at once too.
+    let mut late = broker.subscribe("e", None, Resume::Live).unwrap();
+    assert!(matches!(late.poll_next(&mut cx), Poll::Ready(Next::Closed)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alives_go_only_to_subscribers_silent_for_the_interval() {
+    let interval = Duration::from_secs(10);
+    let broker = broker();
+    let mut quiet = broker.subscribe("quiet", None, Resume::Live).unwrap();
+    let mut busy = broker.subscribe("busy", None, Resume::Live).unwrap();
+    let (_, waker) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    let (quiet_wakes, quiet_waker) = counting_waker();
+    let mut quiet_cx = Context::from_waker(&quiet_waker);
+    assert!(quiet.poll_next(&mut quiet_cx).is_pending());
+    assert!(busy.poll_next(&mut cx).is_pending());
+
+    tokio::time::advance(Duration::from_secs(6)).await;
+    broker.publish("busy", &event("x"), None).unwrap();
+    assert!(matches!(
+        busy.poll_next(&mut cx),
+        Poll::Ready(Next::Data(_))
+    ));
+    assert!(busy.poll_next(&mut cx).is_pending());
+    assert_eq!(broker.keep_alive(interval), 0, "nobody silent for 10 s yet");
+
+    tokio::time::advance(Duration::from_secs(4)).await;
+    assert_eq!(broker.keep_alive(interval), 1, "only the quiet one");
+    assert_eq!(quiet_wakes.0.load(Relaxed), 1);
+    match quiet.poll_next(&mut cx) {
+        Poll::Ready(Next::Data(bytes)) => assert_eq!(&bytes[..], KEEP_ALIVE),
+        other => panic!("expected a keep-alive, got {other:?}"),
+    }
+    assert!(quiet.poll_next(&mut cx).is_pending());
+    assert!(busy.poll_next(&mut cx).is_pending());
+    // The comment counts as sending: the next is one interval later.
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert_eq!(broker.keep_alive(interval), 1, "busy's turn");
+    assert!(quiet.poll_next(&mut cx).is_pending());
+}
+
+#[derive(Debug, Clone)]
+enum DirectOp {
+    /// Publish to the channel, or to one of the two clients.
+    Publish(Option<usize>),
+    /// Publish (to the channel or a client) while the next direct write to a
+    /// subscriber's socket is under way.
+    PublishDuringWrite(usize, Option<usize>),
+    /// Give a subscriber's socket this much more room.
+    Room(usize, usize),
+    /// A subscriber's task runs: it writes everything it is given.
+    Poll(usize),
+    /// Time passes and the node's keep-alive tick runs.
+    Tick(u64),
+}
+
+fn direct_op() -> impl proptest::strategy::Strategy<Value = DirectOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => proptest::option::of(0..2usize).prop_map(DirectOp::Publish),
+        1 => (0..2usize, proptest::option::of(0..2usize))
+            .prop_map(|(s, t)| DirectOp::PublishDuringWrite(s, t)),
+        2 => (0..2usize, 0..120usize).prop_map(|(s, n)| DirectOp::Room(s, n)),
+        3 => (0..2usize).prop_map(DirectOp::Poll),
+        1 => (0..8_000u64).prop_map(DirectOp::Tick),
+    ]
+}
+
+proptest::proptest! {
+    /// Whatever the order of appends, partial and refused direct writes, task polls
+    /// and keep-alive ticks, each subscriber's socket carries whole frames: every
+    /// event for it exactly once and in order, with keep-alive comments only
+    /// between them.
+    #[test]
+    fn direct_writes_and_the_task_never_interleave_lose_or_repeat(
+        ops in proptest::collection::vec(direct_op(), 1..80)
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let broker = broker_with(1000, 1000);
+            let clients = ["a", "b"];
+            let mut subs: Vec<Subscription> = clients
+                .iter()
+                .map(|c| broker.subscribe("c", Some(c), Resume::Live).unwrap())
+                .collect();
+            let sockets: Vec<Arc<FakeSocket>> = subs
+                .iter_mut()
+                .map(|sub| {
+                    sub.take_preamble();
+                    let socket = FakeSocket::with_room(0);
+                    sub.attach(socket.clone());
+                    socket
+                })
+                .collect();
+            let (_, waker) = counting_waker();
+            let mut cx = Context::from_waker(&waker);
+            let expected = Arc::new(Mutex::new(vec![Vec::new(), Vec::new()]));
+            // Publishes `data`, first noting who must receive it.
+            let publish = {
+                let broker = broker.clone();
+                let expected = expected.clone();
+                move |data: String, target: Option<usize>| {
+                    for (i, list) in expected.lock().unwrap().iter_mut().enumerate() {
+                        if target.is_none_or(|t| t == i) {
+                            list.push(data.clone());
+                        }
+                    }
+                    broker
+                        .publish("c", &event(&data), target.map(|t| clients[t]))
+                        .unwrap();
+                }
+            };
+            let drain = |sub: &mut Subscription, socket: &FakeSocket, cx: &mut Context<'_>| {
+                while let Poll::Ready(next) = sub.poll_next(cx) {
+                    match next {
+                        Next::Data(chunk) => socket.task_writes(&chunk),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            };
+            for (n, op) in ops.into_iter().enumerate() {
+                match op {
+                    DirectOp::Publish(target) => publish(n.to_string(), target),
+                    DirectOp::PublishDuringWrite(i, target) => {
+                        let publish = publish.clone();
+                        *sockets[i].during_write.lock().unwrap() =
+                            Some(Box::new(move || publish(format!("{n}w"), target)));
+                    }
+                    DirectOp::Room(i, more) => *sockets[i].room.lock().unwrap() += more,
+                    DirectOp::Poll(i) => drain(&mut subs[i], &sockets[i], &mut cx),
+                    DirectOp::Tick(ms) => {
+                        tokio::time::advance(Duration::from_millis(ms)).await;
+                        broker.keep_alive(Duration::from_secs(5));
+                    }
+                }
+            }
+            for (i, sub) in subs.iter_mut().enumerate() {
+                drain(sub, &sockets[i], &mut cx);
+                let text = sockets[i].text();
+                whole_blocks(&text);
+                assert_eq!(data_lines(text.as_bytes()), expected.lock().unwrap()[i], "{text:?}");
+            }
+        });
+    }
+}

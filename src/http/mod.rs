@@ -46,7 +46,6 @@ pub trait ClusterView: Send + Sync + 'static {
 /// Settings the routes read.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
-    pub keep_alive: Duration,
     pub retry: Duration,
     pub max_body_bytes: usize,
     pub max_connections: usize,

@@ -400,44 +400,80 @@ async fn route_subscribe(app: Router, mut request: Request<Body>) -> Routed {
     }
 }
 
-/// Writes an event stream on its socket until the stream ends or the client goes,
-/// then closes. This is all an idle subscriber's task holds (a few hundred bytes):
-/// the task that read and routed its request has ended.
-async fn pump<Io>(mut io: Io, first: Bytes, mut stream: EventStream, _held: Held)
+/// Writes a subscriber's event stream on its socket until either ends. The socket is
+/// shared with publishers: while the stream waits with nothing to write, an append
+/// may write its event to the socket directly (see [`SharedIo`]), which spares a
+/// task wake per subscriber per event.
+async fn pump<Io>(io: Io, first: Bytes, mut stream: EventStream, _held: Held)
 where
-    Io: AsyncRead + AsyncWrite + Unpin,
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let io = Arc::new(SharedIo(Mutex::new(io)));
+    stream.attach(io.clone());
     let mut pending = Some(first);
     let mut probe = [0u8; 16];
-    std::future::poll_fn(|cx| loop {
-        // The client closing its side ends the subscription; anything it sends on a
-        // stream connection is ignored.
-        let mut read = ReadBuf::new(&mut probe);
-        match Pin::new(&mut io).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(()),
-            Poll::Ready(Err(_)) => return Poll::Ready(()),
-            Poll::Ready(Ok(())) => continue,
-            Poll::Pending => {}
-        }
-        if let Some(buf) = &mut pending {
-            match Pin::new(&mut io).poll_write(cx, buf) {
-                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
-                Poll::Ready(Ok(n)) => buf.advance(n),
+    std::future::poll_fn(|cx| {
+        let mut io = io.lock();
+        loop {
+            // The client closing its side ends the subscription; anything it sends
+            // on a stream connection is ignored.
+            let mut read = ReadBuf::new(&mut probe);
+            match Pin::new(&mut *io).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(()),
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => continue,
+                Poll::Pending => {}
+            }
+            if let Some(buf) = &mut pending {
+                match Pin::new(&mut *io).poll_write(cx, buf) {
+                    Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
+                    Poll::Ready(Ok(n)) => buf.advance(n),
+                    Poll::Pending => return Poll::Pending,
+                }
+                if !buf.is_empty() {
+                    continue;
+                }
+                pending = None;
+            }
+            match stream.poll_chunk(cx) {
+                Poll::Ready(Some(chunk)) => pending = Some(chunk),
+                Poll::Ready(None) => return Poll::Ready(()),
                 Poll::Pending => return Poll::Pending,
             }
-            if !buf.is_empty() {
-                continue;
-            }
-            pending = None;
-        }
-        match stream.poll_chunk(cx) {
-            Poll::Ready(Some(chunk)) => pending = Some(chunk),
-            Poll::Ready(None) => return Poll::Ready(()),
-            Poll::Pending => return Poll::Pending,
         }
     })
     .await;
-    let _ = io.shutdown().await;
+    // Unsubscribes, so no publisher writes to the socket any more.
+    drop(stream);
+    let _ = std::future::poll_fn(|cx| Pin::new(&mut *io.lock()).poll_shutdown(cx)).await;
+}
+
+/// A subscriber's socket, shared by its stream's task and the publishers that write
+/// to it directly ([`crate::broker::Sink`]). The stream's rules keep the two from
+/// ever interleaving; the mutex only makes the sharing sound, and is uncontended
+/// but for a moment.
+struct SharedIo<Io>(Mutex<Io>);
+
+impl<Io> SharedIo<Io> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Io> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl<Io: AsyncWrite + Unpin + Send> crate::broker::Sink for SharedIo<Io> {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        // A write polled with a waker that does nothing: readiness-based sockets
+        // (tokio's, turmoil's) write what fits or say `Pending`, which is all a
+        // non-blocking write is. The stream's task registers its own waker again
+        // when it next writes.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(&mut *self.lock()).poll_write(&mut cx, buf) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
 }
 
 fn response_head(

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -15,13 +15,12 @@ use axum::Extension;
 use bytes::BytesMut;
 use futures_util::Stream;
 use serde::Deserialize;
-use tokio::sync::watch;
-use tokio::time::{interval_at, sleep_until, Instant, Interval, MissedTickBehavior, Sleep};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use super::auth::SubscribeAccess;
 use super::{ApiError, AppState};
-use crate::broker::{Next, Resume, SubscribeError, Subscription};
-use crate::event::{encode_event, encode_retry, validate_name, Cursor, KEEP_ALIVE};
+use crate::broker::{Next, Resume, Sink, SubscribeError, Subscription};
+use crate::event::{encode_event, encode_retry, validate_name, Cursor};
 use crate::metrics::ErrorKind;
 
 #[derive(Debug, Deserialize)]
@@ -105,12 +104,7 @@ fn open(
                 ),
                 SubscribeError::ChannelsFull(full) => full.into(),
             })?;
-    let stream = EventStream::new(
-        subscription,
-        state.shutdown.clone(),
-        &state.settings,
-        access.deadline,
-    );
+    let stream = EventStream::new(subscription, &state.settings, access.deadline);
     let mut response = match direct {
         // The server writes the stream on the socket itself.
         Some(_) => {
@@ -151,17 +145,15 @@ impl DirectStream {
 }
 
 /// A subscriber's event stream: the first chunk (`retry:`, any reset and replayed
-/// events, the cursor), then events as they come, keep-alive comments while idle,
-/// and a last event when the subscriber overflows or its token expires. Polled by
-/// hand rather than built from combinators: it is woken once per event per
-/// subscriber, the hottest path there is.
+/// events, the cursor), then events as they come, keep-alive comments while idle
+/// (both from [`Subscription::poll_next`]), and a last event when the subscriber
+/// overflows or its token expires. Polled by hand rather than built from
+/// combinators: it is woken once per event per subscriber, the hottest path there is.
 pub(crate) struct EventStream {
     subscription: Subscription,
-    /// Completes when the node shuts down.
-    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
-    keep_alive: Interval,
     /// The subscriber's token expires then: the stream ends with `event: expired`.
     expires: Option<Pin<Box<Sleep>>>,
+    expired: bool,
     first: Option<Bytes>,
     done: bool,
 }
@@ -169,7 +161,6 @@ pub(crate) struct EventStream {
 impl EventStream {
     fn new(
         mut subscription: Subscription,
-        mut shutdown: watch::Receiver<bool>,
         settings: &super::HttpSettings,
         expires: Option<Instant>,
     ) -> Self {
@@ -179,15 +170,10 @@ impl EventStream {
         if let Some(preamble) = subscription.take_preamble() {
             first.extend_from_slice(&preamble);
         }
-        let mut keep_alive = interval_at(Instant::now() + settings.keep_alive, settings.keep_alive);
-        keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
         EventStream {
             subscription,
-            shutdown: Box::pin(async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            }),
-            keep_alive,
             expires: expires.map(|at| Box::pin(sleep_until(at))),
+            expired: false,
             first: Some(first.freeze()),
             done: false,
         }
@@ -196,6 +182,13 @@ impl EventStream {
     /// The first chunk, if not yet taken (to send it with the response head).
     pub(crate) fn take_first(&mut self) -> Option<Bytes> {
         self.first.take()
+    }
+
+    /// Lets publishers write events to `sink` directly while this stream waits (see
+    /// [`Subscription::attach`]); the stream's writer must then write exactly the
+    /// chunks this stream yields, and nothing else.
+    pub(crate) fn attach(&mut self, sink: Arc<dyn Sink>) {
+        self.subscription.attach(sink);
     }
 
     fn end_with(&mut self, frame: Bytes) -> Poll<Option<Bytes>> {
@@ -208,44 +201,49 @@ impl EventStream {
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(first));
         }
-        if self.done || self.shutdown.as_mut().poll(cx).is_ready() {
-            self.done = true;
+        if self.done {
             return Poll::Ready(None);
         }
-        match self.subscription.poll_next(cx) {
-            Poll::Ready(Next::Data(bytes)) => return Poll::Ready(Some(bytes)),
-            Poll::Ready(Next::Overflow { behind }) => {
+        if let Some(expires) = &mut self.expires {
+            self.expired = self.expired || expires.as_mut().poll(cx).is_ready();
+        }
+        if self.expired {
+            // The last bytes are ours: take the socket back from publishers first.
+            let carry = ready!(self.subscription.poll_release(cx));
+            let expired = encode_event(
+                None,
+                Some("expired"),
+                None,
+                r#"{"reason":"the token expired; reconnect with a new one"}"#,
+            );
+            return self.end_with(match carry {
+                Some(carry) => [carry, expired].concat().into(),
+                None => expired,
+            });
+        }
+        match ready!(self.subscription.poll_next(cx)) {
+            Next::Data(bytes) => Poll::Ready(Some(bytes)),
+            Next::Overflow { behind } => {
                 tracing::info!(
                     channel = self.subscription.channel(),
                     client = self.subscription.client_id(),
                     behind,
                     "disconnecting a subscriber that fell behind"
                 );
-                return self.end_with(encode_event(
+                self.end_with(encode_event(
                     None,
                     Some("overflow"),
                     None,
                     &format!(
                         r#"{{"reason":"subscriber fell behind its buffer; reconnect with Last-Event-ID","behind":{behind}}}"#
                     ),
-                ));
+                ))
             }
-            Poll::Pending => {}
-        }
-        if self.keep_alive.poll_tick(cx).is_ready() {
-            return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE)));
-        }
-        if let Some(expires) = &mut self.expires {
-            if expires.as_mut().poll(cx).is_ready() {
-                return self.end_with(encode_event(
-                    None,
-                    Some("expired"),
-                    None,
-                    r#"{"reason":"the token expired; reconnect with a new one"}"#,
-                ));
+            Next::Closed => {
+                self.done = true;
+                Poll::Ready(None)
             }
         }
-        Poll::Pending
     }
 }
 
