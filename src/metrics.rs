@@ -20,10 +20,13 @@ pub enum ErrorKind {
     HeaderTooLarge,
     /// A request head not received within `--http.server.headerTimeout` (408).
     HeaderTimeout,
+    /// A connection from an address that already had
+    /// `--http.server.maxConnectionsPerAddress` open (429 and closed).
+    TooManyConnectionsFromAddress,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::NotFound,
         ErrorKind::MethodNotAllowed,
         ErrorKind::UnsupportedMediaType,
@@ -35,6 +38,7 @@ impl ErrorKind {
         ErrorKind::Forbidden,
         ErrorKind::HeaderTooLarge,
         ErrorKind::HeaderTimeout,
+        ErrorKind::TooManyConnectionsFromAddress,
     ];
 
     pub fn label(self) -> &'static str {
@@ -50,6 +54,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::HeaderTooLarge => "header_too_large",
             ErrorKind::HeaderTimeout => "header_timeout",
+            ErrorKind::TooManyConnectionsFromAddress => "too_many_connections_from_address",
         }
     }
 }

@@ -45,6 +45,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::TooManyConnectionsFromAddress => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
