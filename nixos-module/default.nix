@@ -55,6 +55,7 @@ let
     "--http.server.maxConnectionsPerAddress=${toString cfg.maxConnectionsPerAddress}"
     "--http.server.writeTimeout=${cfg.writeTimeout}"
     "--http.server.headerTimeout=${cfg.headerTimeout}"
+    "--http.server.bodyTimeout=${cfg.bodyTimeout}"
     "--http.server.maxHeaderBytes=${toString cfg.maxHeaderBytes}"
     "--http.client.timeout=${cfg.clientTimeout}"
     "--gossip.port=${toString cfg.gossipPort}"
@@ -224,6 +225,9 @@ in
 
     headerTimeout =
       durationOption "10s" "Time a client has to send its whole request head (`--http.server.headerTimeout`).";
+
+    bodyTimeout =
+      durationOption "10s" "Time a client has to send its whole request body after the head; later it gets 408 and the connection is closed (`--http.server.bodyTimeout`).";
 
     maxHeaderBytes = mkOption {
       type = types.ints.positive;

@@ -62,6 +62,9 @@ pub struct Config {
     pub write_stall_timeout: Duration,
     /// A client must send its whole request head within this time (slow-loris).
     pub header_read_timeout: Duration,
+    /// A client must send its whole request body within this time after the head;
+    /// later it gets 408 and the connection is closed.
+    pub body_read_timeout: Duration,
     /// Largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
     /// Shared secret for HS256 tokens; setting it (or a public key) enables
@@ -107,6 +110,7 @@ impl Default for Config {
             max_connections_per_address: 1000,
             write_stall_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             auth_jwt_secret: None,
             auth_jwt_public_key: None,
@@ -195,6 +199,9 @@ impl Config {
         }
         if self.header_read_timeout.is_zero() {
             return err("http.server.headerTimeout", "must be greater than zero");
+        }
+        if self.body_read_timeout.is_zero() {
+            return err("http.server.bodyTimeout", "must be greater than zero");
         }
         if self.max_header_bytes < 1024 {
             return err("http.server.maxHeaderBytes", "must be at least 1024");
@@ -393,5 +400,13 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(config.validate().unwrap_err().option, "channels.max");
+        let config = Config {
+            body_read_timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().option,
+            "http.server.bodyTimeout"
+        );
     }
 }

@@ -133,6 +133,10 @@ struct StartArgs {
     /// A client must send its whole request head within this time (slow-loris guard).
     #[arg(long = "http.server.headerTimeout", env = "HTTP_SERVER_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     header_timeout: Duration,
+    /// A client must send its whole request body within this time after the head;
+    /// later it gets 408 and the connection is closed.
+    #[arg(long = "http.server.bodyTimeout", env = "HTTP_SERVER_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    body_timeout: Duration,
     /// Largest request head (request line and headers), in bytes; larger gets 431.
     #[arg(
         long = "http.server.maxHeaderBytes",
@@ -235,6 +239,7 @@ impl StartArgs {
             max_connections_per_address: self.max_connections_per_address,
             write_stall_timeout: self.write_timeout,
             header_read_timeout: self.header_timeout,
+            body_read_timeout: self.body_timeout,
             max_header_bytes: self.max_header_bytes,
             auth_jwt_secret: self.auth_jwt_secret.clone(),
             auth_jwt_public_key,

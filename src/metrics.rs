@@ -20,10 +20,16 @@ pub enum ErrorKind {
     HeaderTooLarge,
     /// A request head not received within `--http.server.headerTimeout` (408).
     HeaderTimeout,
+    /// A request body not received within `--http.server.bodyTimeout` of its
+    /// head (408, and the connection closed).
+    BodyTimeout,
+    /// A connection from an address that already had
+    /// `--http.server.maxConnectionsPerAddress` open (429 and closed).
+    TooManyConnectionsFromAddress,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::NotFound,
         ErrorKind::MethodNotAllowed,
         ErrorKind::UnsupportedMediaType,
@@ -35,6 +41,8 @@ impl ErrorKind {
         ErrorKind::Forbidden,
         ErrorKind::HeaderTooLarge,
         ErrorKind::HeaderTimeout,
+        ErrorKind::BodyTimeout,
+        ErrorKind::TooManyConnectionsFromAddress,
     ];
 
     pub fn label(self) -> &'static str {
@@ -50,6 +58,8 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::HeaderTooLarge => "header_too_large",
             ErrorKind::HeaderTimeout => "header_timeout",
+            ErrorKind::BodyTimeout => "body_timeout",
+            ErrorKind::TooManyConnectionsFromAddress => "too_many_connections_from_address",
         }
     }
 }

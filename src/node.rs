@@ -203,6 +203,7 @@ impl Node {
             settings: Arc::new(HttpSettings {
                 retry: self.config.retry,
                 max_body_bytes: self.config.max_body_bytes,
+                body_timeout: self.config.body_read_timeout,
                 max_connections: self.config.max_connections,
                 cors_enabled: self.config.cors_enabled,
             }),

@@ -44,7 +44,8 @@ impl ErrorKind {
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ErrorKind::HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::HeaderTimeout | ErrorKind::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::TooManyConnectionsFromAddress => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -71,6 +72,14 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer realm=\"sse-cluster\""),
+            );
+        }
+        if self.kind == ErrorKind::BodyTimeout {
+            // The rest of the body may still come: the connection cannot carry
+            // another request, and hyper closes it after this answer.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
             );
         }
         // The counting middleware reads this to attribute the error.

@@ -48,6 +48,9 @@ pub trait ClusterView: Send + Sync + 'static {
 pub struct HttpSettings {
     pub retry: Duration,
     pub max_body_bytes: usize,
+    /// Time a client has to send a whole request body, from when the route starts
+    /// reading it (right after the head).
+    pub body_timeout: Duration,
     pub max_connections: usize,
     pub cors_enabled: bool,
 }
@@ -90,6 +93,8 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(status::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // For extractors that buffer a body (`Bytes`, `Json`); publish reads its
+        // body itself, with this limit and `body_timeout` (`publish::PublishBody`).
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .with_state(state);

@@ -1,10 +1,12 @@
-//! Publish routes.
+//! Publish routes: the only routes of the node that read a request body (the relay
+//! endpoint and the others are `GET`s and never read one).
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 
 use super::auth::PublishAccess;
@@ -30,7 +32,7 @@ pub(super) async fn publish(
     PublishAccess(access): PublishAccess,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    PublishBody(body): PublishBody,
 ) -> Result<Json<PublishAnswer>, ApiError> {
     let Path(channel) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     validate_name("channel", &channel).map_err(|e| ApiError::bad_request(e.0))?;
@@ -49,7 +51,7 @@ pub(super) async fn publish_all(
     State(state): State<AppState>,
     PublishAccess(access): PublishAccess,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    PublishBody(body): PublishBody,
 ) -> Result<Json<PublishAnswer>, ApiError> {
     access.publish_all()?;
     let publish = read_publish(&headers, body)?;
@@ -67,7 +69,7 @@ pub(super) async fn publish_client(
     PublishAccess(access): PublishAccess,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    PublishBody(body): PublishBody,
 ) -> Result<Json<PublishAnswer>, ApiError> {
     let Path((channel, client)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     validate_name("channel", &channel).map_err(|e| ApiError::bad_request(e.0))?;
@@ -89,12 +91,43 @@ pub(super) async fn publish_client(
     }))
 }
 
+/// A publish request's body, read as the handler's last extractor (after the auth
+/// check, right after the head): at most `--http.server.maxBodyBytes` (413 past
+/// it), all of it within `--http.server.bodyTimeout`. A body not all received by
+/// then is refused at once with 408 (and the connection closed, see `ApiError`): a
+/// client that sent a head cannot hold its connection by trickling or withholding
+/// the body. Other failures are kept for the handler, which answers its own checks
+/// (names, content type) first.
+pub(super) struct PublishBody(Result<Bytes, ApiError>);
+
+impl FromRequest<AppState> for PublishBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let within = state.settings.body_timeout;
+        let limited = Limited::new(request.into_body(), state.settings.max_body_bytes);
+        let Ok(read) = tokio::time::timeout(within, limited.collect()).await else {
+            let message = format!(
+                "the request body did not all arrive within --http.server.bodyTimeout ({within:?})"
+            );
+            return Err(ApiError::new(ErrorKind::BodyTimeout, message));
+        };
+        Ok(PublishBody(match read {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(error) if error.is::<LengthLimitError>() => Err(ApiError::new(
+                ErrorKind::PayloadTooLarge,
+                "request body is larger than --http.server.maxBodyBytes",
+            )),
+            Err(error) => Err(ApiError::bad_request(format!(
+                "cannot read the request body: {error}"
+            ))),
+        }))
+    }
+}
+
 /// Checks the content type and parses the body. `application/json` may carry
 /// parameters (`; charset=utf-8`); anything else is 415.
-fn read_publish(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Publish, ApiError> {
+fn read_publish(headers: &HeaderMap, body: Result<Bytes, ApiError>) -> Result<Publish, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -106,15 +139,5 @@ fn read_publish(
             format!("Content-Type must be application/json, got {content_type:?}"),
         ));
     }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ErrorKind::PayloadTooLarge,
-                "request body is larger than --http.server.maxBodyBytes",
-            )
-        } else {
-            ApiError::bad_request(rejection.body_text())
-        }
-    })?;
-    Publish::from_json(&body).map_err(|e| ApiError::bad_request(e.0))
+    Publish::from_json(&body?).map_err(|e| ApiError::bad_request(e.0))
 }

@@ -169,9 +169,12 @@ pub async fn serve<L>(
             Some(ip) => match PerAddress::admit(&per_address, ip) {
                 Some(place) => Some(place),
                 None => {
+                    // Counted as refused both per address and among refused
+                    // requests, so dashboards of either see it.
                     metrics
                         .connections_refused_per_address
                         .fetch_add(1, Relaxed);
+                    metrics.request_error(ErrorKind::TooManyConnectionsFromAddress);
                     refusals.refused(ip, per_address.limit);
                     let limit = per_address.limit;
                     tokio::spawn(async move {
@@ -221,7 +224,8 @@ async fn refuse<Io: AsyncRead + AsyncWrite + Unpin>(mut io: Io, limit: usize) {
     let message = format!(
         "too many connections from your address (limit {limit}); close some or retry later"
     );
-    let _ = write_plain(&mut io, StatusCode::TOO_MANY_REQUESTS, &message).await;
+    let status = ErrorKind::TooManyConnectionsFromAddress.status();
+    let _ = write_plain(&mut io, status, &message).await;
 }
 
 /// Counts a refused request head (431, 408) and answers it.

@@ -235,6 +235,10 @@ async fn a_bad_value_prints_one_line_naming_the_option_and_exits_2() {
             &["--http.server.keepAlive", "0s"][..],
             "--http.server.keepAlive",
         ),
+        (
+            &["--http.server.bodyTimeout", "0s"][..],
+            "--http.server.bodyTimeout",
+        ),
         (&["--log.format", "xml"][..], "--log.format"),
         (&["--no.such.flag", "1"][..], "--no.such.flag"),
     ] {

@@ -400,6 +400,10 @@ fn client_from_other_address() -> reqwest::Client {
         .expect("client")
 }
 
+/// Where refusals for `--http.server.maxConnectionsPerAddress` are counted among
+/// refused requests.
+const REFUSED_KIND: &str = "sse_request_errors_total{kind=\"too_many_connections_from_address\"}";
+
 #[tokio::test]
 async fn connections_over_the_per_address_limit_get_429_and_others_are_served() {
     let limit = 3;
@@ -431,6 +435,11 @@ async fn connections_over_the_per_address_limit_get_429_and_others_are_served() 
     let error = json["error"].as_str().expect("error field");
     assert!(error.contains("limit 3"), "{error}");
     assert_eq!(metric("sse_connections_refused_per_address_total").await, 1);
+    assert_eq!(
+        metric(REFUSED_KIND).await,
+        1,
+        "429s are refused requests too"
+    );
     assert_eq!(metric("sse_subscribers").await, limit as u64);
     // Any request, not only subscribes, is refused on that address.
     let own = reqwest::Client::new();
@@ -477,5 +486,6 @@ async fn connections_over_the_per_address_limit_get_429_and_others_are_served() 
         metric("sse_connections_refused_per_address_total").await,
         refusals
     );
+    assert_eq!(metric(REFUSED_KIND).await, refusals);
     assert_eq!(metric("sse_subscribers").await, limit as u64);
 }
