@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
 use super::ledger::Ledger;
-use crate::event::{encode_event, Cursor, Frontier, Origin, Publish};
-use bytes::Bytes;
+use crate::event::{encode_event, encode_id_only, Cursor, Frontier, Origin, Publish};
+use bytes::{Bytes, BytesMut};
 
 /// Bytes counted for each retained event besides its frame, cursor and publisher id:
 /// the entry itself, its reference counts and its slot in the log.
@@ -38,6 +38,27 @@ pub struct Entry {
 impl Entry {
     pub fn is_for(&self, client: &str) -> bool {
         self.target.as_deref().is_none_or(|t| t == client)
+    }
+
+    /// The frame with its `id:` moved up to cover `seen` as well: for a subscriber
+    /// that has seen, through another node, events this node does not have yet.
+    /// Its next resume must not ask for those again.
+    pub(crate) fn frame_covering(&self, seen: &Frontier) -> Bytes {
+        let (Ok(mut cursor), Some(end)) = (
+            Cursor::parse(&self.cursor),
+            self.frame.iter().position(|b| *b == b'\n'),
+        ) else {
+            return self.frame.clone();
+        };
+        for (origin, seq) in seen.iter() {
+            cursor.frontier.advance(origin, seq);
+        }
+        let id = encode_id_only(&cursor.encode());
+        // `encode_id_only` ends the block with a blank line; keep one line break.
+        let mut frame = BytesMut::with_capacity(self.frame.len() + id.len());
+        frame.extend_from_slice(&id[..id.len() - 1]);
+        frame.extend_from_slice(&self.frame[end + 1..]);
+        frame.freeze()
     }
 
     /// Bytes this event counts against `--replay.maxBytes`: its encoded frame, its
@@ -84,6 +105,10 @@ pub(crate) struct Subscriber {
     pub(crate) last_sent_ms: u64,
     /// The keep-alive tick found it silent for the interval: a comment goes out next.
     pub(crate) keep_alive_due: bool,
+    /// Set when it resumed with a cursor ahead of this node (it saw events through
+    /// another node that have not reached this one yet): those events are skipped
+    /// when they arrive. Cleared once the channel has caught up with it.
+    pub(crate) seen: Option<Box<Frontier>>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -113,7 +138,18 @@ impl Subscriber {
             carry: None,
             last_sent_ms: now_ms,
             keep_alive_due: false,
+            seen: None,
         }
+    }
+
+    /// Whether `entry` goes to this subscriber: addressed to it, and not already
+    /// received through another node.
+    pub(crate) fn wants(&self, entry: &Entry) -> bool {
+        entry.is_for(&self.client)
+            && self
+                .seen
+                .as_ref()
+                .is_none_or(|seen| entry.seq > seen.get(entry.origin))
     }
 
     /// Takes the task's waker, leaving the subscriber to its task.
@@ -228,7 +264,7 @@ impl Log {
         let subscribers = self.subscribers.len();
         for (id, subscriber) in self.subscribers.iter_mut() {
             let parked = matches!(subscriber.mode, Mode::Parked(_));
-            if !entry.is_for(&subscriber.client) {
+            if !subscriber.wants(entry) {
                 if parked {
                     // Nothing for it: it stays caught up.
                     subscriber.next = head;
@@ -245,7 +281,8 @@ impl Log {
                 continue;
             };
             match &subscriber.sink {
-                Some(sink) => {
+                // Its frames need their own ids while it is ahead of this node.
+                Some(sink) if subscriber.seen.is_none() => {
                     // One allocation per append, not one per growth step.
                     if sinks.capacity() == 0 {
                         sinks.reserve_exact(subscribers);
@@ -254,7 +291,7 @@ impl Log {
                     subscriber.mode = Mode::Writing(waker);
                     subscriber.next = head;
                 }
-                None => out.wakers.push(waker),
+                _ => out.wakers.push(waker),
             }
         }
         if !sinks.is_empty() {

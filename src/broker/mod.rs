@@ -571,6 +571,11 @@ impl Broker {
         self.state().outbox.first_since(since_ms)
     }
 
+    /// The last sequence this node's origin assigned (0: none yet).
+    pub fn accepted_seq(&self) -> u64 {
+        self.state().last_seq
+    }
+
     /// This node's wall time (ms), as cursors carry it.
     pub fn now_ms(&self) -> u64 {
         self.shared.clock.now_ms()
@@ -671,18 +676,26 @@ impl Broker {
                 .fetch_add(replayed, Relaxed);
         }
         // Leave the client holding the frontier it now has, even if nothing was sent:
-        // a reconnect then resumes from here rather than from nothing.
-        let frontier = Cursor {
+        // a reconnect then resumes from here rather than from nothing. A client that
+        // saw more through another node keeps that too (see `Subscriber::seen`).
+        let mut frontier = Cursor {
             time_ms: now,
             frontier: log.frontier.clone(),
         };
+        let mut seen = None;
+        if let Resume::From(cursor) = resume {
+            if !log.frontier.covers(&cursor.frontier) {
+                for (origin, seq) in cursor.frontier.iter() {
+                    frontier.frontier.advance(origin, seq);
+                }
+                seen = Some(Box::new(cursor.frontier.clone()));
+            }
+        }
         preamble.extend_from_slice(&encode_id_only(&frontier.encode()));
         let next = log.head();
-        log.add_subscriber(
-            id,
-            Subscriber::new(client.clone(), next, now),
-            &mut state.ledger,
-        );
+        let mut subscriber = Subscriber::new(client.clone(), next, now);
+        subscriber.seen = seen;
+        log.add_subscriber(id, subscriber, &mut state.ledger);
         drop(log);
         drop(guard);
         self.shared.metrics.subscribers.fetch_add(1, Relaxed);
@@ -898,23 +911,32 @@ impl Subscription {
         let mut count = 0;
         for entry in log.entries.range(start..) {
             me.next += 1;
-            if !entry.is_for(&me.client) {
+            if !me.wants(entry) {
                 continue;
             }
             count += 1;
+            let frame = match &me.seen {
+                None => entry.frame.clone(),
+                Some(seen) => entry.frame_covering(seen),
+            };
             match (&mut single, &mut batch) {
-                (None, None) => single = Some(entry.frame.clone()),
+                (None, None) => single = Some(frame),
                 (Some(first), None) => {
                     let mut buf = BytesMut::with_capacity(MAX_BATCH_BYTES.min(first.len() * 8));
                     buf.extend_from_slice(first);
-                    buf.extend_from_slice(&entry.frame);
+                    buf.extend_from_slice(&frame);
                     batch = Some(buf);
                 }
-                (_, Some(buf)) => buf.extend_from_slice(&entry.frame),
+                (_, Some(buf)) => buf.extend_from_slice(&frame),
             }
             if batch.as_ref().is_some_and(|b| b.len() >= MAX_BATCH_BYTES) {
                 break;
             }
+        }
+        if me.next == head && me.seen.as_ref().is_some_and(|s| log.frontier.covers(s)) {
+            // This node has caught up with what the subscriber had seen elsewhere,
+            // and it has looked at every event up to here.
+            me.seen = None;
         }
         if count > 0 {
             me.keep_alive_due = false;

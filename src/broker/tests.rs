@@ -957,3 +957,56 @@ proptest::proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn a_resume_ahead_of_this_node_skips_the_events_it_saw_elsewhere_when_they_arrive() {
+    let settings = settings(100, 50);
+    let clock = Clock::starting_at(1_000_000);
+    let metrics = || Arc::new(Metrics::default());
+    let a = Broker::new(0xa, clock, settings.clone(), metrics());
+    let b = Broker::new(0xb, clock, settings, metrics());
+    let _keep = a.subscribe("c", None, Resume::Live).unwrap();
+    let _keep_b = b.subscribe("c", None, Resume::Live).unwrap();
+    for n in 1..=3 {
+        a.publish("c", &event(&format!("a{n}")), None).unwrap();
+    }
+    // A subscriber read a1..a3 on node a; node b has only a1 so far.
+    let cursor = opening_cursor(&a, "c");
+    let relay = |seq: u64| {
+        b.apply_remote(
+            0xa,
+            seq,
+            &Route::Channel("c".into()),
+            &event(&format!("a{seq}")),
+        )
+    };
+    relay(1);
+    let mut moved = b.subscribe("c", None, Resume::From(&cursor)).unwrap();
+    let preamble = moved.take_preamble().unwrap();
+    assert!(
+        data_lines(&preamble).is_empty(),
+        "nothing to replay: {preamble:?}"
+    );
+    assert!(!String::from_utf8_lossy(&preamble).contains("reset"));
+    // Its cursor keeps covering a3, or its next resume elsewhere would repeat a2, a3.
+    let covers_a = |bytes: &[u8]| {
+        let cursor = Cursor::parse(&last_id(bytes).expect("an id")).unwrap();
+        cursor.frontier.get(0xa)
+    };
+    assert_eq!(covers_a(&preamble), 3);
+    // a2 and a3 reach b late: not again for this subscriber; a4 is new to it.
+    relay(2);
+    let (_, waker) = counting_waker();
+    assert!(moved
+        .poll_next(&mut Context::from_waker(&waker))
+        .is_pending());
+    relay(3);
+    relay(4);
+    let Next::Data(bytes) = moved.next().await else {
+        panic!("expected data");
+    };
+    assert_eq!(data_lines(&bytes), ["a4"]);
+    assert_eq!(covers_a(&bytes), 4);
+    b.publish("c", &event("b1"), None).unwrap();
+    assert_eq!(read_data(&mut moved).await, ["b1"]);
+}
