@@ -23,6 +23,7 @@ pub const NAMES: &[&str] = &[
     "partition_while_publishing",
     "crash_of_accepting_node",
     "restart_with_new_generation",
+    "crash_while_cut_off",
     "flapping_links",
     "majority_minority_split",
     "slow_subscriber",
@@ -37,6 +38,7 @@ pub fn by_name(name: &str, seed: u64) -> Option<Plan> {
         "partition_while_publishing" => partition_while_publishing(),
         "crash_of_accepting_node" => crash_of_accepting_node(),
         "restart_with_new_generation" => restart_with_new_generation(),
+        "crash_while_cut_off" => crash_while_cut_off(),
         "flapping_links" => flapping_links(),
         "majority_minority_split" => majority_minority_split(),
         "slow_subscriber" => slow_subscriber(),
@@ -116,6 +118,24 @@ pub fn crash_of_accepting_node() -> Plan {
     );
     // The publisher of node 0 moves on to node 1 when 0 is gone (its posts to 0 fail).
     plan.publishers[0].nodes = vec![0, 1];
+    plan
+}
+
+/// Node 1 is cut off from node 0 (not from node 2) and dies seconds later, its queue
+/// for node 0 with it; it comes back as a new generation. What it accepted meanwhile
+/// reached node 2's subscribers but can never reach node 0's: they must be told (a
+/// gap), not left with a silent hole. Found by `random_schedules` (seed 11).
+pub fn crash_while_cut_off() -> Plan {
+    let mut plan = base(
+        "crash_while_cut_off",
+        3,
+        &[0, 1, 2],
+        vec![
+            (secs(6.1), Fault::Partition(vec![1], vec![0])),
+            (secs(10.4), Fault::Crash(1)),
+        ],
+    );
+    plan.faults.push((HEAL, Fault::Revive(1)));
     plan
 }
 

@@ -29,6 +29,10 @@ use relay::PeerTarget;
 
 const KEY_HTTP: &str = "http";
 const KEY_ORIGIN: &str = "origin";
+/// The last sequence this node's origin accepted (hex), kept current by the sync
+/// loop. Gossip carries it around a partition (through any node that reaches both
+/// sides), so a node can tell what a peer that is gone for good never relayed to it.
+const KEY_SEQ: &str = "seq";
 
 /// The cluster secret in use: its keys, a nonce source and the relay's replay guard.
 pub struct ClusterSecret {
@@ -229,7 +233,9 @@ async fn sync_loop<N: Network>(
     settings: ClusterSettings,
     shutdown: watch::Receiver<bool>,
 ) {
-    let mut pullers: HashMap<Origin, (PeerTarget, JoinHandle<()>)> = HashMap::new();
+    let mut pullers: HashMap<Origin, Puller> = HashMap::new();
+    // The last sequence each origin announced in gossip.
+    let mut announced: HashMap<Origin, u64> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tick.tick().await;
@@ -237,11 +243,26 @@ async fn sync_loop<N: Network>(
             break;
         }
         let (members, live_peers) = {
-            let chitchat = chitchat.lock().await;
+            let mut chitchat = chitchat.lock().await;
+            chitchat
+                .self_node_state()
+                .set(KEY_SEQ, format!("{:x}", broker.accepted_seq()));
             let live: Vec<ChitchatId> = chitchat.live_nodes().cloned().collect();
             let mut members: BTreeMap<String, MemberInfo> = BTreeMap::new();
-            let mut live_peers = Vec::new();
+            // Node id → (generation, target) of its newest live generation.
+            let mut live_peers: BTreeMap<String, (u64, PeerTarget)> = BTreeMap::new();
+            let mut seen = HashMap::new();
             for (id, state) in chitchat.node_states() {
+                let origin = state
+                    .get(KEY_ORIGIN)
+                    .and_then(|o| u64::from_str_radix(o, 16).ok());
+                let seq = state
+                    .get(KEY_SEQ)
+                    .and_then(|s| u64::from_str_radix(s, 16).ok());
+                if let (Some(origin), Some(seq)) = (origin, seq) {
+                    let known = announced.get(&origin).copied().unwrap_or(0);
+                    seen.insert(origin, known.max(seq));
+                }
                 let alive = live.contains(id);
                 let http = state.get(KEY_HTTP).unwrap_or_default().to_owned();
                 // A node id seen in several generations: keep the newest.
@@ -251,19 +272,29 @@ async fn sync_loop<N: Network>(
                     alive,
                 };
                 members.insert(id.node_id.to_string(), member);
-                if alive && *id != self_id {
-                    let origin = state
-                        .get(KEY_ORIGIN)
-                        .and_then(|o| u64::from_str_radix(o, 16).ok());
+                // Right after a restart gossip can still count the old generation as
+                // live; only the newest is pulled from, or the two would take turns
+                // retiring each other's puller.
+                if alive && id.node_id != self_id.node_id {
                     if let (Some(origin), Ok(http_addr)) = (origin, http.parse::<SocketAddr>()) {
-                        live_peers.push(PeerTarget {
+                        let target = PeerTarget {
                             node_id: id.node_id.to_string(),
                             http_addr,
                             origin,
-                        });
+                        };
+                        let newest = live_peers
+                            .get(&target.node_id)
+                            .is_none_or(|(generation, _)| id.generation_id > *generation);
+                        if newest {
+                            live_peers.insert(target.node_id.clone(), (id.generation_id, target));
+                        }
                     }
                 }
             }
+            // Origins gossip no longer mentions, and nothing pulls from, are forgotten.
+            announced.retain(|origin, _| pullers.contains_key(origin));
+            announced.extend(seen);
+            let live_peers: Vec<PeerTarget> = live_peers.into_values().map(|(_, p)| p).collect();
             (members.into_values().collect::<Vec<_>>(), live_peers)
         };
         shared.has_peers.store(!live_peers.is_empty(), Relaxed);
@@ -278,21 +309,27 @@ async fn sync_loop<N: Network>(
         for peer in &live_peers {
             let stale: Vec<Origin> = pullers
                 .iter()
-                .filter(|(o, (p, _))| p.node_id == peer.node_id && **o != peer.origin)
+                .filter(|(o, p)| p.peer.node_id == peer.node_id && **o != peer.origin)
                 .map(|(o, _)| *o)
                 .collect();
             for origin in stale {
-                if let Some((_, handle)) = pullers.remove(&origin) {
-                    handle.abort();
+                if let Some(puller) = pullers.remove(&origin) {
+                    puller.handle.abort();
+                    retire(&broker, &puller, announced.get(&origin).copied());
                 }
             }
             let running = pullers
                 .get(&peer.origin)
-                .is_some_and(|(p, h)| !h.is_finished() && p.http_addr == peer.http_addr);
+                .is_some_and(|p| !p.handle.is_finished() && p.peer.http_addr == peer.http_addr);
             if !running {
-                if let Some((_, handle)) = pullers.remove(&peer.origin) {
-                    handle.abort();
-                }
+                // A new puller for the same origin resumes where the last one stopped.
+                let next = match pullers.remove(&peer.origin) {
+                    Some(puller) => {
+                        puller.handle.abort();
+                        puller.next
+                    }
+                    None => Arc::new(AtomicU64::new(0)),
+                };
                 tracing::info!(peer = %peer.node_id, addr = %peer.http_addr, "relaying from peer");
                 let handle = tokio::spawn(relay::pull(
                     network.clone(),
@@ -301,13 +338,43 @@ async fn sync_loop<N: Network>(
                     settings.node_id.clone(),
                     settings.client_timeout,
                     settings.secret.clone(),
+                    next.clone(),
                     shutdown.clone(),
                 ));
-                pullers.insert(peer.origin, (peer.clone(), handle));
+                let peer = peer.clone();
+                pullers.insert(peer.origin, Puller { peer, handle, next });
             }
         }
     }
-    for (_, (_, handle)) in pullers {
-        handle.abort();
+    for (_, puller) in pullers {
+        puller.handle.abort();
+    }
+}
+
+/// A relay puller for one peer origin.
+struct Puller {
+    peer: PeerTarget,
+    handle: JoinHandle<()>,
+    /// The next sequence it asks for: everything before it has been applied.
+    next: Arc<AtomicU64>,
+}
+
+/// A peer's origin is gone for good (its node restarted as a new one): whatever it
+/// accepted and announced that never reached this node never will. Rather than a
+/// silent hole, every channel gets an `event: gap` (see [`Broker::remote_gap`]).
+fn retire(broker: &Broker, puller: &Puller, announced: Option<u64>) {
+    let next = puller.next.load(Relaxed);
+    match announced {
+        Some(upto) if upto >= next.max(1) => {
+            tracing::warn!(
+                peer = %puller.peer.node_id,
+                origin = %format!("{:x}", puller.peer.origin),
+                received_upto = next.saturating_sub(1),
+                accepted_upto = upto,
+                "a restarted peer's last events never reached this node; signalling a gap"
+            );
+            broker.remote_gap(puller.peer.origin, upto);
+        }
+        _ => {}
     }
 }

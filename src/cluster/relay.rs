@@ -10,7 +10,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -229,7 +229,9 @@ enum PullEnd {
 }
 
 /// Pulls `peer`'s events into `broker` until `stop`, reconnecting after failures and
-/// resuming after the last sequence applied.
+/// resuming after the last sequence applied; `progress` is the next sequence to ask
+/// for, shared with the caller (it outlives this puller).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn pull<N: Network>(
     network: N,
     broker: Broker,
@@ -237,9 +239,9 @@ pub(crate) async fn pull<N: Network>(
     self_id: String,
     timeout: Duration,
     secret: Option<Arc<ClusterSecret>>,
+    progress: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut next = 0u64;
     let mut backoff = Duration::from_millis(50);
     loop {
         let attempt = pull_once(
@@ -249,7 +251,7 @@ pub(crate) async fn pull<N: Network>(
             &self_id,
             timeout,
             secret.as_deref(),
-            &mut next,
+            &progress,
         );
         let result = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -261,6 +263,7 @@ pub(crate) async fn pull<N: Network>(
                 return;
             }
             PullEnd::Failed(reason) => {
+                let next = progress.load(Relaxed);
                 tracing::debug!(peer = %peer.node_id, %reason, next, "relay connection ended; retrying");
             }
         }
@@ -279,7 +282,7 @@ async fn pull_once<N: Network>(
     self_id: &str,
     timeout: Duration,
     secret: Option<&ClusterSecret>,
-    next: &mut u64,
+    progress: &AtomicU64,
 ) -> PullEnd {
     let failed = |what: &str, e: &dyn std::fmt::Display| PullEnd::Failed(format!("{what}: {e}"));
     let stream = match tokio::time::timeout(timeout, network.connect(peer.http_addr)).await {
@@ -300,7 +303,8 @@ async fn pull_once<N: Network>(
     let _abort = AbortOnDrop(connection);
     // Clocks of different hosts differ; the margin errs towards catching up more.
     let mut since = broker.started_ms().saturating_sub(5_000);
-    let mut from = *next;
+    let mut next = progress.load(Relaxed);
+    let mut from = next;
     if broker.dedup_disabled() {
         // The simulation's fault: forget the position, so a reconnect re-sends
         // everything and only deduplication could have hidden it.
@@ -364,7 +368,9 @@ async fn pull_once<N: Network>(
             continue;
         };
         reader.extend(&data);
-        if let Err(reason) = apply_frames(broker, peer.origin, &mut reader, opener.as_mut(), next) {
+        let applied = apply_frames(broker, peer.origin, &mut reader, opener.as_mut(), &mut next);
+        progress.store(next, Relaxed);
+        if let Err(reason) = applied {
             broker.metrics().relay_rejected.fetch_add(1, Relaxed);
             return PullEnd::Failed(reason);
         }
