@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::trace::{Record, What};
 
 /// Events accepted by a node that crashes this soon afterwards may die with it
-/// (the broker keeps nothing on disk): their loss is reported, not a violation.
+/// (the broker keeps nothing on disk): their loss is reported, not a violation. So
+/// may events a node accepted while links were cut (held for peers, in memory) if
+/// it crashes before the links heal.
 const CRASH_WINDOW_MS: u64 = 3_000;
 
 /// How long before leaving an event must have been accepted to count as owed.
@@ -64,10 +66,28 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
     let mut accepted: BTreeMap<(u32, u32), (u64, u64, u64)> = BTreeMap::new();
     let mut origin_of_node: BTreeMap<usize, u64> = BTreeMap::new();
     let mut crashed_at: BTreeMap<u64, u64> = BTreeMap::new();
+    // When links were cut (partitions, holds) and when they healed.
+    let mut cuts: Vec<u64> = Vec::new();
+    let mut heals: Vec<u64> = Vec::new();
     for r in records {
         match &r.what {
+            What::Fault(text)
+                if ["Partition", "PartitionOneWay", "Hold"]
+                    .iter()
+                    .any(|kind| text.starts_with(&format!("{kind}("))) =>
+            {
+                cuts.push(r.at_ms);
+            }
+            What::Fault(text) if text == "HealAll" || text.starts_with("Release(") => {
+                heals.push(r.at_ms);
+            }
             What::NodeStarted { node, origin } => {
-                origin_of_node.insert(*node, *origin);
+                // A node started again (`Restart` of a running node bounces it)
+                // ends its previous process: a crash of that origin, if no `Crash`
+                // came first.
+                if let Some(previous) = origin_of_node.insert(*node, *origin) {
+                    crashed_at.entry(previous).or_insert(r.at_ms);
+                }
             }
             What::Fault(text) if text.starts_with("Crash(") => {
                 let node: Option<usize> = text[6..text.len() - 1].parse().ok();
@@ -160,9 +180,15 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
             if !hole && !overtaken {
                 continue;
             }
-            let died = crashed_at
-                .get(origin)
-                .is_some_and(|c| *c >= *at && *c - *at <= CRASH_WINDOW_MS);
+            let died = crashed_at.get(origin).is_some_and(|c| {
+                let soon = *c >= *at && *c - *at <= CRASH_WINDOW_MS;
+                // Accepted with links cut, and no heal before the crash.
+                let last_cut = cuts.iter().filter(|t| **t <= *at).max();
+                let last_heal = heals.iter().filter(|t| **t <= *at).max();
+                let cut_then = last_cut.is_some_and(|cut| last_heal.is_none_or(|heal| cut > heal));
+                let healed_before_crash = heals.iter().any(|h| h > at && h <= c);
+                soon || (*c >= *at && cut_then && !healed_before_crash)
+            });
             if died {
                 report.lost_to_crash += 1;
             } else if s.signals > 0 {
