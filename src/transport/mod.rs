@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{sleep, Sleep};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use crate::metrics::Metrics;
 
@@ -84,6 +84,7 @@ impl<L: Listener> Listener for Guarded<L> {
             metrics: self.metrics.clone(),
             timeout: self.write_stall_timeout,
             stall: None,
+            stalled: false,
             gave_up: false,
         };
         (conn, addr)
@@ -102,7 +103,12 @@ pub struct Conn<Io> {
     io: Io,
     metrics: Arc<Metrics>,
     timeout: Duration,
+    /// The stall timer: allocated at a connection's first pending write and kept
+    /// (re-armed rather than re-allocated: a busy subscriber's writes can be
+    /// pending many times a second).
     stall: Option<Pin<Box<Sleep>>>,
+    /// Whether `stall` times a pending write now.
+    stalled: bool,
     /// Already counted as half-open (reads and writes may both report it).
     gave_up: bool,
 }
@@ -124,7 +130,7 @@ impl<Io> Conn<Io> {
             );
         if gave_up && !self.gave_up {
             self.gave_up = true;
-            let counter = if self.stall.is_some() {
+            let counter = if self.stalled {
                 &self.metrics.write_stall_disconnects
             } else {
                 &self.metrics.half_open_disconnects
@@ -134,8 +140,12 @@ impl<Io> Conn<Io> {
     }
 
     fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        let timeout = self.timeout;
-        let stall = self.stall.get_or_insert_with(|| Box::pin(sleep(timeout)));
+        let deadline = Instant::now() + self.timeout;
+        let stall = self.stall.get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+        if !self.stalled {
+            self.stalled = true;
+            stall.as_mut().reset(deadline);
+        }
         ready!(stall.as_mut().poll(cx));
         self.metrics.write_stall_disconnects.fetch_add(1, Relaxed);
         Poll::Ready(Err(io::Error::new(
@@ -154,7 +164,7 @@ impl<Io> Conn<Io> {
                 if let Err(error) = &r {
                     self.failed(error);
                 }
-                self.stall = None;
+                self.stalled = false;
                 Poll::Ready(r)
             }
             Poll::Pending => self.pending_write(cx),
