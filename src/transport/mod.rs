@@ -141,7 +141,9 @@ impl<Io> Conn<Io> {
 
     fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         let deadline = Instant::now() + self.timeout;
-        let stall = self.stall.get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
         if !self.stalled {
             self.stalled = true;
             stall.as_mut().reset(deadline);
