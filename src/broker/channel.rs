@@ -152,6 +152,18 @@ impl Subscriber {
                 .is_none_or(|seen| entry.seq > seen.get(entry.origin))
     }
 
+    /// Whether an append is writing to its sink, which the task must then wait out:
+    /// if so, the task's waker is left for the append to use when it is done.
+    pub(crate) fn being_written(&mut self, cx: &std::task::Context<'_>) -> bool {
+        let Mode::Writing(waker) = &mut self.mode else {
+            return false;
+        };
+        if !waker.will_wake(cx.waker()) {
+            *waker = cx.waker().clone();
+        }
+        true
+    }
+
     /// Takes the task's waker, leaving the subscriber to its task.
     fn unpark(&mut self) -> Option<Waker> {
         match std::mem::replace(&mut self.mode, Mode::Running) {

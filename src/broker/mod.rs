@@ -741,23 +741,24 @@ impl Broker {
             .clock
             .now_ms()
             .saturating_sub(interval.as_millis() as u64);
-        let channels: Vec<Arc<Channel>> = self.state().channels.values().cloned().collect();
-        let mut fanout = Fanout::default();
         let mut due = 0;
-        for channel in &channels {
-            due += channel.log().keep_alive(silent_since, &mut fanout);
-        }
-        self.finish(fanout);
+        self.for_each_log(|log, fanout| due += log.keep_alive(silent_since, fanout));
         due
     }
 
     /// Ends every subscription, now and from now on (the node is shutting down).
     pub fn close_streams(&self) {
         self.shared.closing.store(true, Relaxed);
+        self.for_each_log(Log::wake_all);
+    }
+
+    /// Runs `f` on every channel's log in turn (not under the node-wide lock), then
+    /// does the wakes and writes it left.
+    fn for_each_log(&self, mut f: impl FnMut(&mut Log, &mut Fanout)) {
         let channels: Vec<Arc<Channel>> = self.state().channels.values().cloned().collect();
         let mut fanout = Fanout::default();
         for channel in &channels {
-            channel.log().wake_all(&mut fanout);
+            f(&mut channel.log(), &mut fanout);
         }
         self.finish(fanout);
     }
@@ -882,11 +883,8 @@ impl Subscription {
         let Some(me) = log.subscribers.get_mut(&self.id) else {
             return Poll::Ready(Next::Closed);
         };
-        if let Mode::Writing(waker) = &mut me.mode {
-            // An append is writing to the sink; it wakes or parks us when done.
-            if !waker.will_wake(cx.waker()) {
-                *waker = cx.waker().clone();
-            }
+        if me.being_written(cx) {
+            // The append wakes or parks us when done.
             return Poll::Pending;
         }
         me.mode = Mode::Running;
@@ -963,10 +961,7 @@ impl Subscription {
         let Some(me) = log.subscribers.get_mut(&self.id) else {
             return Poll::Ready(None);
         };
-        if let Mode::Writing(waker) = &mut me.mode {
-            if !waker.will_wake(cx.waker()) {
-                *waker = cx.waker().clone();
-            }
+        if me.being_written(cx) {
             return Poll::Pending;
         }
         me.mode = Mode::Running;
