@@ -472,8 +472,18 @@ impl<Io: AsyncWrite + Unpin + Send> crate::broker::Sink for SharedIo<Io> {
         // (tokio's, turmoil's) write what fits or say `Pending`, which is all a
         // non-blocking write is. The stream's task registers its own waker again
         // when it next writes.
+        //
+        // Unconstrained: these writes are made by whichever task appended (a
+        // publisher's, a relay's), many per poll, and are not its own I/O. Counted
+        // against its cooperative budget, every write past the 128th of one poll
+        // would say `Pending` with room in the socket, and go the slow way through
+        // the subscriber's task.
+        let mut io = self.lock();
+        let mut write = tokio::task::unconstrained(std::future::poll_fn(|cx| {
+            Pin::new(&mut *io).poll_write(cx, buf)
+        }));
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        match Pin::new(&mut *self.lock()).poll_write(&mut cx, buf) {
+        match std::future::Future::poll(Pin::new(&mut write), &mut cx) {
             Poll::Ready(result) => result,
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
@@ -649,5 +659,35 @@ mod tests {
         let third = PerAddress::admit(&table, a).expect("room after a close");
         drop((second, third, other));
         assert!(table.open.lock().unwrap().is_empty(), "entries leaked");
+    }
+
+    /// One append writes to every parked subscriber within a single poll of the
+    /// appending task: none of those writes may be refused for the task's
+    /// cooperative budget (128 operations a poll) while its socket has room.
+    #[tokio::test]
+    async fn direct_writes_in_one_poll_are_not_refused_for_the_tasks_budget() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut sinks = Vec::new();
+        let mut readers = Vec::new();
+        for _ in 0..300 {
+            let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            sinks.push(SharedIo(Mutex::new(server)));
+            readers.push(client);
+        }
+        // No await from here on: all of it runs in one poll of this task, as an
+        // append's writes do.
+        let frame = b"data: x\n\n";
+        let refused = sinks
+            .iter()
+            .filter(|sink| !matches!(crate::broker::Sink::try_write(*sink, frame), Ok(n) if n == frame.len()))
+            .count();
+        assert_eq!(refused, 0, "direct writes refused with room in the socket");
+        for mut reader in readers {
+            let mut got = vec![0u8; frame.len()];
+            reader.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got[..], &frame[..]);
+        }
     }
 }
