@@ -4,8 +4,12 @@
 # load generator pinned to different cores. Installs what is missing, builds, runs,
 # prints the raw figures and the ratios sse-cluster/nchan and sse-cluster/ceiling.
 #
-# Knobs (environment): SUBS CHANNELS RATE DURATION SIZE PUBLISHERS IDLE_SUBS
-# HOLD_SUBS HOLD_RATE SERVER_CPUS CLIENT_CPUS PORT_BASE CLUSTER (auto|0).
+# The load runs go in ROUNDS interleaved rounds (each server once a round, in a
+# rotating order) and each figure is the median over the rounds: a VM's speed drifts
+# by tens of percent within minutes, and drift then moves every server alike.
+#
+# Knobs (environment): SUBS CHANNELS RATE DURATION (per round) ROUNDS SIZE PUBLISHERS
+# IDLE_SUBS HOLD_SUBS HOLD_RATE SERVER_CPUS CLIENT_CPUS PORT_BASE CLUSTER (auto|0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -13,7 +17,8 @@ ROOT=$PWD
 SUBS=${SUBS:-2000}
 CHANNELS=${CHANNELS:-10}
 RATE=${RATE:-100000}
-DURATION=${DURATION:-15s}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
 SIZE=${SIZE:-100}
 PUBLISHERS=${PUBLISHERS:-4}
 IDLE_SUBS=${IDLE_SUBS:-15000}
@@ -155,9 +160,6 @@ for server in sse-cluster nchan ceiling; do
     "start_${server//-/_}"
     IDLE[$server]=$(idle_run "$server")
     stop_servers
-    "start_${server//-/_}"
-    LOAD[$server]=$(load_run "$server")
-    stop_servers
 done
 
 # --- one node holding as many subscribers as the descriptor limit allows -------------
@@ -202,12 +204,11 @@ start_cluster() {
 }
 
 CLUSTER_NOTE=""
+LOADED=(sse-cluster nchan ceiling)
 if [ "$CLUSTER" != 0 ]; then
     if start_cluster; then
         IDLE[cluster-3]=$(idle_run sse-cluster-3)
-        stop_servers
-        start_cluster || true
-        LOAD[cluster-3]=$(load_run sse-cluster-3)
+        LOADED+=(cluster-3)
     else
         CLUSTER_NOTE="three-node run skipped: the nodes did not form a 3-member cluster within 5s (clustering not merged yet?)"
         say "$CLUSTER_NOTE"
@@ -215,11 +216,44 @@ if [ "$CLUSTER" != 0 ]; then
     stop_servers
 fi
 
+# --- the load, in interleaved rounds ------------------------------------------------
+# LOAD[server] collects one JSON line per round.
+start_server() {
+    case $1 in
+    cluster-3) start_cluster || say "cluster-3: the nodes did not re-form within 5s" ;;
+    *) "start_${1//-/_}" ;;
+    esac
+}
+for ((round = 0; round < ROUNDS; round++)); do
+    count=${#LOADED[@]}
+    for ((i = 0; i < count; i++)); do
+        server=${LOADED[$(((i + round) % count))]}
+        label=$server
+        [ "$server" = cluster-3 ] && label=sse-cluster-3
+        start_server "$server"
+        line=$(load_run "$label round $((round + 1))/$ROUNDS")
+        stop_servers
+        [ -n "$line" ] && LOAD[$server]+="$line"$'\n'
+    done
+done
+
 # --- report -------------------------------------------------------------------------
-field() { # field JSON NAME -> the value, or "null"
-    local v
-    v=$(grep -o "\"$2\":[^,}]*" <<<"$1" | head -1 | cut -d: -f2-)
-    echo "${v:-null}"
+field() { # field JSON-LINES NAME -> the value, or the median over the lines, or "null"
+    grep -o "\"$2\":[^,}]*" <<<"$1" | cut -d: -f2- | grep -v null | sort -g |
+        awk '{ v[NR] = $1 } END {
+            if (NR == 0) print "null"
+            else if (NR % 2) print v[(NR + 1) / 2]
+            else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2
+        }'
+}
+per_round() { # per_round NAME SERVER OTHER -> SERVER/OTHER of each round, in order
+    local a b out="" r
+    mapfile -t a < <(grep -o "\"$1\":[^,}]*" <<<"${LOAD[$2]:-}" | cut -d: -f2-)
+    mapfile -t b < <(grep -o "\"$1\":[^,}]*" <<<"${LOAD[$3]:-}" | cut -d: -f2-)
+    for r in "${!a[@]}"; do
+        out="$out $(ratio "${a[$r]}" "${b[$r]:-null}")"
+    done
+    echo "${out# }"
 }
 ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (a == "null" || b == "null" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
@@ -232,7 +266,7 @@ echo
 echo "# raw JSON, one line per run"
 for server in sse-cluster nchan ceiling cluster-3; do
     [ -n "${IDLE[$server]:-}" ] && echo "${IDLE[$server]}"
-    [ -n "${LOAD[$server]:-}" ] && echo "${LOAD[$server]}"
+    [ -n "${LOAD[$server]:-}" ] && printf '%s' "${LOAD[$server]}"
 done
 echo "$HOLD"
 
@@ -256,11 +290,18 @@ table() { # table TITLE ARRAY-NAME FIELDS...
 table "idle: $IDLE_SUBS subscribers on $CHANNELS channels" IDLE \
     connected connect_failures connect_rate_per_s idle_pss_before_kib idle_pss_after_kib \
     idle_bytes_per_subscriber
-table "load: $SUBS subscribers, $CHANNELS channels, $RATE deliveries/s target, $SIZE-byte payloads, $DURATION" LOAD \
+table "load: $SUBS subscribers, $CHANNELS channels, $RATE deliveries/s target, $SIZE-byte payloads, median of $ROUNDS interleaved rounds of $DURATION" LOAD \
     connected connect_rate_per_s published publish_errors publish_rate_per_s expected_deliveries \
     delivered delivered_ratio deliveries_per_s stream_errors server_cpu_s \
     server_cpu_us_per_delivery deliveries_per_core_s client_cpu_s latency_p50_us latency_p99_us \
     latency_p999_us latency_max_us
+echo
+echo "# each round's ratio (the load table shows their medians)"
+for f in deliveries_per_core_s server_cpu_us_per_delivery latency_p99_us; do
+    printf '%-28s %-9s %s\n' "$f" "sse/nchan" "$(per_round "$f" sse-cluster nchan)"
+    printf '%-28s %-9s %s\n' "" "sse/ceil" "$(per_round "$f" sse-cluster ceiling)"
+    [ -n "${LOAD[cluster-3]:-}" ] && printf '%-28s %-9s %s\n' "" "3-node/1" "$(per_round "$f" cluster-3 sse-cluster)"
+done
 echo
 echo "# hold: one sse-cluster node, $HOLD_SUBS subscribers on $CHANNELS channels, $HOLD_RATE deliveries/s target, 10s"
 for f in connected connect_failures delivered_ratio deliveries_per_s stream_errors \
