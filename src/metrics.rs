@@ -71,6 +71,7 @@ pub struct Metrics {
     pub events_published: AtomicU64,
     pub events_duplicate: AtomicU64,
     pub events_delivered: AtomicU64,
+    pub events_written_directly: AtomicU64,
     pub slow_subscriber_disconnects: AtomicU64,
     pub write_stall_disconnects: AtomicU64,
     pub half_open_disconnects: AtomicU64,
@@ -143,6 +144,12 @@ impl Metrics {
             "counter",
             "Events written to subscriber streams.",
             self.events_delivered.load(Relaxed),
+        );
+        metric(
+            "sse_events_written_directly_total",
+            "counter",
+            "Of the events delivered, those the publishing append wrote whole to a waiting subscriber's socket itself, without waking the subscriber's task.",
+            self.events_written_directly.load(Relaxed),
         );
         metric(
             "sse_slow_subscriber_disconnects_total",

@@ -194,13 +194,12 @@ struct DirectWrites {
 impl Fanout {
     /// Wakes, writes, and then settles each written subscriber (see [`Log::settle`]).
     /// Call with no lock held: this makes system calls.
-    /// Returns the number of events handed to sinks.
-    pub(crate) fn finish(self, now_ms: u64, closing: bool) -> usize {
+    pub(crate) fn finish(self, now_ms: u64, closing: bool) -> Handed {
         self.wakers.into_iter().for_each(Waker::wake);
         let mut wakers = Vec::new();
-        let mut handed = 0;
+        let mut handed = Handed::default();
         for writes in self.writes {
-            handed += writes.sinks.len();
+            handed.events += writes.sinks.len();
             let results: Vec<(u64, std::io::Result<usize>)> = writes
                 .sinks
                 .iter()
@@ -208,6 +207,9 @@ impl Fanout {
                 .collect();
             let mut log = writes.channel.log();
             for (id, result) in results {
+                if matches!(result, Ok(n) if n == writes.frame.len()) {
+                    handed.whole += 1;
+                }
                 log.settle(id, &writes.frame, result, now_ms, closing, &mut wakers);
             }
             drop(log);
@@ -215,6 +217,15 @@ impl Fanout {
         }
         handed
     }
+}
+
+/// What [`Fanout::finish`] handed to sinks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Handed {
+    /// Events handed over: each is delivered, by the write or by the task after it.
+    pub(crate) events: usize,
+    /// Those the socket took whole, so the subscriber's task had nothing to do.
+    pub(crate) whole: usize,
 }
 
 #[derive(Debug)]

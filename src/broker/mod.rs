@@ -724,11 +724,16 @@ impl Broker {
     fn finish(&self, fanout: Fanout) {
         let closing = self.shared.closing.load(Relaxed);
         let handed = fanout.finish(self.shared.clock.now_ms(), closing);
-        if handed > 0 {
-            self.shared
-                .metrics
+        let metrics = &self.shared.metrics;
+        if handed.events > 0 {
+            metrics
                 .events_delivered
-                .fetch_add(handed as u64, Relaxed);
+                .fetch_add(handed.events as u64, Relaxed);
+        }
+        if handed.whole > 0 {
+            metrics
+                .events_written_directly
+                .fetch_add(handed.whole as u64, Relaxed);
         }
     }
 

@@ -126,3 +126,47 @@ async fn events_are_framed_with_compact_json_and_publish_answers_say_what_happen
     let keys: Vec<&String> = answer.as_object().expect("object").keys().collect();
     assert_eq!(keys.len(), 3, "{answer}");
 }
+
+/// An event for subscribers that are waiting with nothing to write goes straight to
+/// their sockets from the publish itself, every one of them: the publish writes them
+/// all in one poll of its task, and none may be turned away (and left to the
+/// subscriber's own task) while its socket has room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_writes_to_every_waiting_subscriber_itself() {
+    const SUBSCRIBERS: usize = 300;
+    const EVENTS: usize = 5;
+    let _heavy = HEAVY.lock().await;
+    let server = Server::start(config()).await;
+    let mut streams = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let mut stream = open_stream(server.addr, "/channel/wide", &[]).await;
+        stream.next_block().await.expect("cursor block");
+        streams.push(stream);
+    }
+    // Every stream has written its opening and waits for events.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let direct = "sse_events_written_directly_total";
+    let delivered = "sse_events_delivered_total";
+    let (direct_before, delivered_before) =
+        (server.metric(direct).await, server.metric(delivered).await);
+    for n in 0..EVENTS {
+        let answer = server
+            .publish("/channel/wide", &format!(r#"{{"data":"e{n}"}}"#))
+            .await;
+        assert_eq!(answer["delivered"], SUBSCRIBERS, "{answer}");
+        // Each stream reads it before the next publish, so every subscriber is
+        // waiting again when it comes.
+        for stream in &mut streams {
+            let frame = stream.next_event().await.expect("event");
+            assert_eq!(frame.data.as_deref(), Some(format!("\"e{n}\"").as_str()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let expected = (SUBSCRIBERS * EVENTS) as u64;
+    assert_eq!(server.metric(delivered).await - delivered_before, expected);
+    assert_eq!(
+        server.metric(direct).await - direct_before,
+        expected,
+        "every event written by its publish, none left to the subscribers' tasks"
+    );
+}
