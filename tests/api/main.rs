@@ -11,6 +11,7 @@ mod limits;
 #[path = "../support/metrics.rs"]
 #[allow(dead_code)]
 mod metrics;
+mod metrics_doc;
 mod resume;
 mod slow;
 mod snapshots;
