@@ -294,7 +294,7 @@ async fn sync_loop<N: Network>(
             // Origins gossip no longer mentions, and nothing pulls from, are forgotten.
             announced.retain(|origin, _| pullers.contains_key(origin));
             announced.extend(seen);
-            let live_peers: Vec<PeerTarget> = live_peers.into_values().map(|(_, p)| p).collect();
+            let live_peers: Vec<(u64, PeerTarget)> = live_peers.into_values().collect();
             (members.into_values().collect::<Vec<_>>(), live_peers)
         };
         shared.has_peers.store(!live_peers.is_empty(), Relaxed);
@@ -306,7 +306,7 @@ async fn sync_loop<N: Network>(
         // One puller per live origin. A puller for an origin that is no longer live
         // keeps retrying (the peer may be cut off) until the same node id comes back
         // with a new origin (it restarted: the old process is gone for good).
-        for peer in &live_peers {
+        for (generation, peer) in &live_peers {
             let stale: Vec<Origin> = pullers
                 .iter()
                 .filter(|(o, p)| p.peer.node_id == peer.node_id && **o != peer.origin)
@@ -315,7 +315,12 @@ async fn sync_loop<N: Network>(
             for origin in stale {
                 if let Some(puller) = pullers.remove(&origin) {
                     puller.handle.abort();
-                    retire(&broker, &puller, announced.get(&origin).copied());
+                    retire(
+                        &broker,
+                        &puller,
+                        announced.get(&origin).copied(),
+                        self_id.generation_id,
+                    );
                 }
             }
             let running = pullers
@@ -342,7 +347,13 @@ async fn sync_loop<N: Network>(
                     shutdown.clone(),
                 ));
                 let peer = peer.clone();
-                pullers.insert(peer.origin, Puller { peer, handle, next });
+                let puller = Puller {
+                    peer,
+                    generation: *generation,
+                    handle,
+                    next,
+                };
+                pullers.insert(puller.peer.origin, puller);
             }
         }
     }
@@ -354,6 +365,8 @@ async fn sync_loop<N: Network>(
 /// A relay puller for one peer origin.
 struct Puller {
     peer: PeerTarget,
+    /// The peer's generation: the time (ms, its clock) its process started.
+    generation: u64,
     handle: JoinHandle<()>,
     /// The next sequence it asks for: everything before it has been applied.
     next: Arc<AtomicU64>,
@@ -361,20 +374,27 @@ struct Puller {
 
 /// A peer's origin is gone for good (its node restarted as a new one): whatever it
 /// accepted and announced that never reached this node never will. Rather than a
-/// silent hole, every channel gets an `event: gap` (see [`Broker::remote_gap`]).
+/// silent hole, every local subscriber gets a gap covering it.
 ///
-/// Only once the puller has applied something from that origin: before that, this
-/// node cannot tell which of the announced events were accepted before it started
-/// (and are not owed to its subscribers), so a quiet cluster's rolling restart does
-/// not send every subscriber a gap.
-fn retire(broker: &Broker, puller: &Puller, announced: Option<u64>) {
+/// What is owed here: everything after what the puller applied; or, if it never
+/// applied anything, everything the origin announced, but only when the origin
+/// started after this node (`generation`, start times in ms). An origin older than
+/// this node may have announced events accepted before this node existed, which
+/// are not owed to its subscribers: saying nothing then keeps a quiet cluster's
+/// rolling restart from sending every subscriber a gap.
+fn retire(broker: &Broker, puller: &Puller, announced: Option<u64>, generation: u64) {
     let next = puller.next.load(Relaxed);
+    let owed_from = match next {
+        0 if puller.generation > generation => 1,
+        0 => return,
+        next => next,
+    };
     match announced {
-        Some(upto) if next > 0 && upto >= next => {
+        Some(upto) if upto >= owed_from => {
             tracing::warn!(
                 peer = %puller.peer.node_id,
                 origin = %format!("{:x}", puller.peer.origin),
-                received_upto = next.saturating_sub(1),
+                received_upto = owed_from - 1,
                 accepted_upto = upto,
                 "a restarted peer's last events never reached this node; signalling a gap"
             );
@@ -389,8 +409,9 @@ mod tests {
     use super::*;
     use crate::broker::{Next, Resume};
 
-    fn puller(next: u64) -> Puller {
+    fn puller(next: u64, generation: u64) -> Puller {
         Puller {
+            generation,
             peer: PeerTarget {
                 node_id: "peer".into(),
                 http_addr: "127.0.0.1:1".parse().unwrap(),
@@ -401,11 +422,15 @@ mod tests {
         }
     }
 
-    /// Whether a subscriber of "c" is sent anything (a gap is the only candidate).
-    fn gap_sent(broker: &Broker, announced: Option<u64>, next: u64) -> bool {
+    /// This node's generation (start time) in the tests below.
+    const OURS: u64 = 1_000;
+
+    /// Whether a subscriber of "c" is sent anything (a gap is the only candidate)
+    /// when an origin of generation `theirs` retires.
+    fn gap_sent(broker: &Broker, announced: Option<u64>, next: u64, theirs: u64) -> bool {
         let mut sub = broker.subscribe("c", None, Resume::Live).unwrap();
         sub.take_preamble();
-        retire(broker, &puller(next), announced);
+        retire(broker, &puller(next, theirs), announced, OURS);
         let waker = std::task::Waker::noop();
         matches!(
             sub.poll_next(&mut std::task::Context::from_waker(waker)),
@@ -415,15 +440,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_retired_origin_leaves_a_gap_only_for_what_it_announced_and_never_sent() {
+        for theirs in [OURS - 1, OURS + 1] {
+            let broker = crate::fuzzing::small_broker(1_000_000);
+            // Applied up to 2, announced 5: 3..5 are lost.
+            assert!(gap_sent(&broker, Some(5), 3, theirs));
+            // Everything announced arrived.
+            assert!(!gap_sent(&broker, Some(7), 8, theirs));
+            // Nothing announced.
+            assert!(!gap_sent(&broker, None, 3, theirs));
+        }
         let broker = crate::fuzzing::small_broker(1_000_000);
-        // Applied up to 2, announced 5: 3..5 are lost.
-        assert!(gap_sent(&broker, Some(5), 3));
-        // Everything announced arrived.
-        assert!(!gap_sent(&broker, Some(7), 8));
-        // Nothing announced.
-        assert!(!gap_sent(&broker, None, 3));
-        // Nothing ever applied from it: this node cannot tell what was accepted
-        // before it started, so it says nothing (a quiet cluster's rolling restart).
-        assert!(!gap_sent(&broker, Some(500), 0));
+        // Nothing ever applied from an origin older than this node: it cannot tell
+        // what was accepted before it started, so it says nothing (a quiet
+        // cluster's rolling restart).
+        assert!(!gap_sent(&broker, Some(500), 0, OURS - 1));
+        // Nothing ever applied from an origin younger than this node: all it
+        // accepted was owed here.
+        assert!(gap_sent(&broker, Some(2), 0, OURS + 1));
+        // ... unless it accepted nothing.
+        assert!(!gap_sent(&broker, Some(0), 0, OURS + 1));
     }
 }
