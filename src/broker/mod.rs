@@ -377,8 +377,10 @@ impl Broker {
         let delivered = log.deliver(&chan, &entry, &mut fanout);
         drop(log);
         drop(guard);
-        self.finish(fanout);
+        // Peers first: their relay streams can be on their way (on another worker
+        // thread) while this one writes to the local subscribers.
         self.shared.outbox_notify.notify_waiters();
+        self.finish(fanout);
         Ok(Published {
             id: Some(entry.cursor.clone()),
             delivered,
@@ -440,8 +442,8 @@ impl Broker {
             &mut fanout,
         );
         drop(guard);
-        self.finish(fanout);
         self.shared.outbox_notify.notify_waiters();
+        self.finish(fanout);
         Published {
             id: None,
             delivered,
