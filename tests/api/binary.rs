@@ -109,11 +109,7 @@ impl Process {
 
 /// The configuration table of the README: flag → (env names, default).
 fn readme_options() -> BTreeMap<String, (Vec<String>, String)> {
-    let readme = include_str!("../../README.md");
-    let table = readme
-        .split("## Configuration")
-        .nth(1)
-        .expect("README has a Configuration section");
+    let table = readme_from("## Configuration");
     let mut options = BTreeMap::new();
     for row in table.lines().filter(|l| l.starts_with("| `--")) {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();

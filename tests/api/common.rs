@@ -504,3 +504,13 @@ pub(crate) fn wire(stream: &str) -> String {
     }
     out
 }
+
+/// The README from `heading` (a heading's text, `#`s included) to its end: the
+/// section and what follows it, for tests that hold the README to the code.
+pub(crate) fn readme_from(heading: &str) -> &'static str {
+    let readme = include_str!("../../README.md");
+    let at = readme
+        .find(heading)
+        .unwrap_or_else(|| panic!("README has a section {heading:?}"));
+    &readme[at + heading.len()..]
+}

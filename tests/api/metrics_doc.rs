@@ -5,14 +5,11 @@
 use std::collections::BTreeMap;
 
 use crate::common::*;
+use crate::metrics;
 
 /// The README's metrics table: metric name (labels cut off) → type.
 fn readme_metrics() -> BTreeMap<String, String> {
-    let readme = include_str!("../../README.md");
-    let section = readme
-        .split("### Metrics")
-        .nth(1)
-        .expect("README has a Metrics section");
+    let section = readme_from("### Metrics");
     let mut metrics = BTreeMap::new();
     for row in section.lines().filter(|l| l.starts_with("| `sse_")) {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
@@ -26,8 +23,7 @@ fn readme_metrics() -> BTreeMap<String, String> {
 
 /// The request-error kinds the README lists in the `sse_request_errors_total` row.
 fn readme_error_kinds() -> Vec<String> {
-    let readme = include_str!("../../README.md");
-    let row = readme
+    let row = readme_from("### Metrics")
         .lines()
         .find(|l| l.starts_with("| `sse_request_errors_total"))
         .expect("README documents sse_request_errors_total");
@@ -43,15 +39,7 @@ fn readme_error_kinds() -> Vec<String> {
 #[tokio::test]
 async fn the_readme_documents_every_metric_served_and_no_other() {
     let server = Server::start(config()).await;
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = metrics::scrape_text(&server.http, &server.url("/metrics")).await;
     let served: BTreeMap<String, String> = text
         .lines()
         .filter_map(|line| line.strip_prefix("# TYPE "))

@@ -15,17 +15,21 @@ pub(crate) fn metric_value(text: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
 }
 
-/// Scrapes `url` (a node's `/metrics`) and reads `name`.
-pub(crate) async fn scrape(client: &reqwest::Client, url: &str, name: &str) -> u64 {
-    let text = client
+/// The Prometheus text at `url` (a node's `/metrics`).
+pub(crate) async fn scrape_text(client: &reqwest::Client, url: &str) -> String {
+    client
         .get(url)
         .send()
         .await
         .expect("GET /metrics")
         .text()
         .await
-        .expect("metrics text");
-    metric_value(&text, name)
+        .expect("metrics text")
+}
+
+/// Scrapes `url` (a node's `/metrics`) and reads `name`.
+pub(crate) async fn scrape(client: &reqwest::Client, url: &str, name: &str) -> u64 {
+    metric_value(&scrape_text(client, url).await, name)
 }
 
 /// Scrapes until `check` holds for `name` (every 50 ms, for at most `within`); returns
