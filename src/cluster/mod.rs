@@ -374,7 +374,7 @@ struct Puller {
 
 /// A peer's origin is gone for good (its node restarted as a new one): whatever it
 /// accepted and announced that never reached this node never will. Rather than a
-/// silent hole, every local subscriber gets a gap covering it.
+/// silent hole, every channel gets an `event: gap` (see [`Broker::remote_gap`]).
 ///
 /// What is owed here: everything after what the puller applied; or, if it never
 /// applied anything, everything the origin announced, but only when the origin
