@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::event::Origin;
 use crate::http::{self, AppState, ClusterView, HttpSettings, MemberInfo};
 use crate::metrics::Metrics;
-use crate::transport::{Guarded, Network, PeerIp};
+use crate::transport::{Guarded, Network, PeerIp, TrySend};
 
 /// The cluster view of a node that runs alone.
 #[derive(Debug)]
@@ -96,6 +96,7 @@ impl Node {
     ) -> io::Result<()>
     where
         L: Listener,
+        L::Io: TrySend,
         L::Addr: std::fmt::Debug + PeerIp,
     {
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -116,6 +117,7 @@ impl Node {
     ) -> anyhow::Result<()>
     where
         L: Listener,
+        L::Io: TrySend,
         L::Addr: std::fmt::Debug + PeerIp,
         N: Network,
     {
@@ -194,6 +196,7 @@ impl Node {
     ) -> io::Result<()>
     where
         L: Listener,
+        L::Io: TrySend,
         L::Addr: std::fmt::Debug + PeerIp,
     {
         let state = AppState {

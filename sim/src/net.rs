@@ -5,7 +5,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sse_cluster::transport::{Datagram, Network};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use sse_cluster::transport::{Datagram, Network, TrySend};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Simulated UDP and TCP; valid only inside a turmoil host.
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,13 +51,13 @@ impl SimListener {
 }
 
 impl axum::serve::Listener for SimListener {
-    type Io = turmoil::net::TcpStream;
+    type Io = SimStream;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             match self.0.accept().await {
-                Ok(accepted) => return accepted,
+                Ok((stream, addr)) => return (SimStream(stream), addr),
                 // As tokio's listener does: an accept error is transient, back off.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             }
@@ -62,5 +66,39 @@ impl axum::serve::Listener for SimListener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
+    }
+}
+
+/// An accepted simulated connection. It has no kernel socket, so direct writes to a
+/// subscriber poll it (see [`TrySend`]).
+pub struct SimStream(turmoil::net::TcpStream);
+
+impl TrySend for SimStream {}
+
+impl AsyncRead for SimStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SimStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

@@ -30,7 +30,7 @@ use tower::ServiceExt;
 
 use super::subscribe::{DirectStream, EventStream, WantDirect};
 use crate::metrics::{ErrorKind, Metrics};
-use crate::transport::PeerIp;
+use crate::transport::{PeerIp, TrySend};
 
 /// Bounds on request heads.
 #[derive(Debug, Clone, Copy)]
@@ -149,6 +149,7 @@ pub async fn serve<L>(
     drain: Duration,
 ) where
     L: Listener,
+    L::Io: TrySend,
     L::Addr: PeerIp,
 {
     let tracker = Arc::new(Tracker::default());
@@ -282,7 +283,7 @@ async fn connection<Io>(
     stop: watch::Receiver<bool>,
     held: Held,
 ) where
-    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Io: AsyncRead + AsyncWrite + TrySend + Unpin + Send + 'static,
 {
     let mut buf = BytesMut::with_capacity(1024);
     let head = tokio::time::timeout(
@@ -410,7 +411,7 @@ async fn route_subscribe(app: Router, mut request: Request<Body>) -> Routed {
 /// task wake per subscriber per event.
 async fn pump<Io>(io: Io, first: Bytes, mut stream: EventStream, _held: Held)
 where
-    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Io: AsyncRead + AsyncWrite + TrySend + Unpin + Send + 'static,
 {
     let io = Arc::new(SharedIo(Mutex::new(io)));
     stream.attach(io.clone());
@@ -466,10 +467,15 @@ impl<Io> SharedIo<Io> {
     }
 }
 
-impl<Io: AsyncWrite + Unpin + Send> crate::broker::Sink for SharedIo<Io> {
+impl<Io: AsyncWrite + TrySend + Unpin + Send> crate::broker::Sink for SharedIo<Io> {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        // A write polled with a waker that does nothing: readiness-based sockets
-        // (tokio's, turmoil's) write what fits or say `Pending`, which is all a
+        let mut io = self.lock();
+        // A kernel socket: one non-blocking send.
+        if let Some(result) = io.try_send(buf) {
+            return result;
+        }
+        // Otherwise a write polled with a waker that does nothing: readiness-based
+        // sockets (turmoil's) write what fits or say `Pending`, which is all a
         // non-blocking write is. The stream's task registers its own waker again
         // when it next writes.
         //
@@ -478,7 +484,6 @@ impl<Io: AsyncWrite + Unpin + Send> crate::broker::Sink for SharedIo<Io> {
         // against its cooperative budget, every write past the 128th of one poll
         // would say `Pending` with room in the socket, and go the slow way through
         // the subscriber's task.
-        let mut io = self.lock();
         let mut write = tokio::task::unconstrained(std::future::poll_fn(|cx| {
             Pin::new(&mut *io).poll_write(cx, buf)
         }));
@@ -661,9 +666,34 @@ mod tests {
         assert!(table.open.lock().unwrap().is_empty(), "entries leaked");
     }
 
+    /// A connection without a kernel socket to ask (as a simulated one): direct
+    /// writes to it are polled.
+    struct Polled(tokio::net::TcpStream);
+
+    impl TrySend for Polled {}
+
+    impl AsyncWrite for Polled {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
     /// One append writes to every parked subscriber within a single poll of the
     /// appending task: none of those writes may be refused for the task's
     /// cooperative budget (128 operations a poll) while its socket has room.
+    /// Polled writes are the ones the budget could refuse.
     #[tokio::test]
     async fn direct_writes_in_one_poll_are_not_refused_for_the_tasks_budget() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -673,7 +703,7 @@ mod tests {
         for _ in 0..300 {
             let client = tokio::net::TcpStream::connect(addr).await.unwrap();
             let (server, _) = listener.accept().await.unwrap();
-            sinks.push(SharedIo(Mutex::new(server)));
+            sinks.push(SharedIo(Mutex::new(Polled(server))));
             readers.push(client);
         }
         // No await from here on: all of it runs in one poll of this task, as an
@@ -689,5 +719,57 @@ mod tests {
             reader.read_exact(&mut got).await.unwrap();
             assert_eq!(&got[..], &frame[..]);
         }
+    }
+
+    /// A direct write asks the kernel itself, behind the runtime's back: once it
+    /// has filled the socket, it must say `WouldBlock` (never a partial frame
+    /// without saying how much), and the stream's task, writing next, must still
+    /// be woken when the client reads and room returns.
+    #[tokio::test]
+    async fn a_direct_write_that_fills_the_socket_leaves_the_task_able_to_wait_for_room() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let sink = Arc::new(SharedIo(Mutex::new(server)));
+        let frame = vec![b'x'; 4096];
+        let mut sent = 0usize;
+        let mut direct = 0;
+        loop {
+            match crate::broker::Sink::try_write(&*sink, &frame) {
+                Ok(n) => {
+                    assert!(n > 0 && n <= frame.len(), "wrote {n} of {}", frame.len());
+                    sent += n;
+                    direct += 1;
+                }
+                Err(error) => {
+                    assert_eq!(error.kind(), io::ErrorKind::WouldBlock, "{error}");
+                    break;
+                }
+            }
+            assert!(direct < 100_000, "the socket never filled");
+        }
+        assert!(direct > 1, "filled at the first write");
+        // The task's turn: its write finds no room, waits, and is woken by the
+        // client's reads.
+        let task = {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                std::future::poll_fn(|cx| Pin::new(&mut *sink.lock()).poll_write(cx, b"tail")).await
+            })
+        };
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while got.len() < sent + 4 {
+            let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+                .await
+                .expect("the task's write never went out")
+                .unwrap();
+            assert!(n > 0, "closed early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(task.await.unwrap().unwrap(), 4);
+        assert!(got[..sent].iter().all(|&b| b == b'x'));
+        assert_eq!(&got[sent..], b"tail");
     }
 }

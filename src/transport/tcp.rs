@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::serve::{Listener, ListenerExt};
 use socket2::{SockRef, TcpKeepalive};
 
-use super::{Datagram, Network};
+use super::{Datagram, Network, TrySend};
 
 /// How accepted HTTP sockets find out that their client is gone when nothing
 /// tells them: the client's host lost power or its network, or a NAT on the way
@@ -61,9 +61,16 @@ impl HttpSocketOptions {
 pub async fn bind_http(
     addr: SocketAddr,
     options: HttpSocketOptions,
-) -> io::Result<impl Listener<Addr = SocketAddr>> {
+) -> io::Result<impl Listener<Io = tokio::net::TcpStream, Addr = SocketAddr>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     Ok(listener.tap_io(move |stream| options.apply(stream)))
+}
+
+impl TrySend for tokio::net::TcpStream {
+    /// One non-blocking `send(2)`: the socket is already non-blocking.
+    fn try_send(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
+        Some(SockRef::from(&*self).send(buf))
+    }
 }
 
 /// Real sockets.
