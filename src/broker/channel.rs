@@ -164,6 +164,35 @@ impl Subscriber {
         true
     }
 
+    /// Ends a direct write of `frame` to it (see [`Log::settle`]); `head` is its
+    /// channel's log head.
+    fn settle(
+        &mut self,
+        head: u64,
+        frame: &Bytes,
+        result: std::io::Result<usize>,
+        now_ms: u64,
+        closing: bool,
+        wakers: &mut Vec<Waker>,
+    ) {
+        let Mode::Writing(waker) = std::mem::replace(&mut self.mode, Mode::Running) else {
+            debug_assert!(false, "settling a subscriber that was not being written");
+            return;
+        };
+        let written = result.unwrap_or(0).min(frame.len());
+        if written > 0 {
+            self.last_sent_ms = now_ms;
+        }
+        if written < frame.len() {
+            self.carry = Some(frame.slice(written..));
+        }
+        if self.carry.is_none() && self.next == head && !closing {
+            self.mode = Mode::Parked(waker);
+        } else {
+            wakers.push(waker);
+        }
+    }
+
     /// Takes the task's waker, leaving the subscriber to its task.
     fn unpark(&mut self) -> Option<Waker> {
         match std::mem::replace(&mut self.mode, Mode::Running) {
@@ -197,21 +226,19 @@ impl Fanout {
     pub(crate) fn finish(self, now_ms: u64, closing: bool) -> Handed {
         self.wakers.into_iter().for_each(Waker::wake);
         let mut wakers = Vec::new();
+        let mut results = Vec::new();
         let mut handed = Handed::default();
         for writes in self.writes {
             handed.events += writes.sinks.len();
-            let results: Vec<(u64, std::io::Result<usize>)> = writes
-                .sinks
+            let frame = &writes.frame;
+            results
+                .extend((writes.sinks.into_iter()).map(|(id, sink)| (id, sink.try_write(frame))));
+            handed.whole += results
                 .iter()
-                .map(|(id, sink)| (*id, sink.try_write(&writes.frame)))
-                .collect();
+                .filter(|(_, result)| matches!(result, Ok(n) if *n == frame.len()))
+                .count();
             let mut log = writes.channel.log();
-            for (id, result) in results {
-                if matches!(result, Ok(n) if n == writes.frame.len()) {
-                    handed.whole += 1;
-                }
-                log.settle(id, &writes.frame, result, now_ms, closing, &mut wakers);
-            }
+            log.settle(results.drain(..), frame, now_ms, closing, &mut wakers);
             drop(log);
             wakers.drain(..).for_each(Waker::wake);
         }
@@ -327,38 +354,33 @@ impl Log {
         count
     }
 
-    /// Ends a direct write of `frame` to subscriber `id` (if it is still here). All
-    /// of it written and nothing newer for it: parked again. Otherwise its task takes
-    /// over, first with whatever part of the frame did not go out; a failed write is
-    /// left to the task too, which meets the error on its own next write.
+    /// Ends the direct writes of `frame`, given as (subscriber id, result) in the
+    /// ascending id order [`Log::deliver`] listed them, to the subscribers still
+    /// here: one pass over the subscribers, not a search per write. All of a
+    /// subscriber's frame written and nothing newer for it: parked again. Otherwise
+    /// its task takes over, first with whatever part of the frame did not go out; a
+    /// failed write is left to the task too, which meets the error on its own next
+    /// write.
     pub(crate) fn settle(
         &mut self,
-        id: u64,
+        results: impl IntoIterator<Item = (u64, std::io::Result<usize>)>,
         frame: &Bytes,
-        result: std::io::Result<usize>,
         now_ms: u64,
         closing: bool,
         wakers: &mut Vec<Waker>,
     ) {
         let head = self.head();
-        let Some(subscriber) = self.subscribers.get_mut(&id) else {
-            return;
-        };
-        let Mode::Writing(waker) = std::mem::replace(&mut subscriber.mode, Mode::Running) else {
-            debug_assert!(false, "settling a subscriber that was not being written");
-            return;
-        };
-        let written = result.unwrap_or(0).min(frame.len());
-        if written > 0 {
-            subscriber.last_sent_ms = now_ms;
-        }
-        if written < frame.len() {
-            subscriber.carry = Some(frame.slice(written..));
-        }
-        if subscriber.carry.is_none() && subscriber.next == head && !closing {
-            subscriber.mode = Mode::Parked(waker);
-        } else {
-            wakers.push(waker);
+        let mut subscribers = self.subscribers.iter_mut().peekable();
+        let mut last = None;
+        for (id, result) in results {
+            debug_assert!(last < Some(id), "direct writes settled out of id order");
+            last = Some(id);
+            // Passes those not written (and any that joined meanwhile); one that
+            // left since is not found.
+            while subscribers.next_if(|(other, _)| **other < id).is_some() {}
+            if let Some((_, subscriber)) = subscribers.next_if(|(other, _)| **other == id) {
+                subscriber.settle(head, frame, result, now_ms, closing, wakers);
+            }
         }
     }
 

@@ -750,6 +750,50 @@ fn a_parked_subscriber_with_a_sink_is_written_to_without_a_wake() {
 }
 
 #[test]
+fn subscribers_leaving_and_joining_during_direct_writes_leave_the_others_parked() {
+    let broker = broker();
+    let (wakes, waker) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut subs = Vec::new();
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        let mut sub = broker.subscribe("c", None, Resume::Live).unwrap();
+        sub.take_preamble();
+        let socket = FakeSocket::with_room(usize::MAX);
+        sub.attach(socket.clone());
+        assert!(sub.poll_next(&mut cx).is_pending());
+        subs.push(sub);
+        sockets.push(socket);
+    }
+    // While the first is being written to, the second leaves and a fourth joins.
+    let leaving = Arc::new(Mutex::new(Some(subs.remove(1))));
+    let joined = Arc::new(Mutex::new(None));
+    {
+        let (leaving, joined, broker) = (leaving.clone(), joined.clone(), broker.clone());
+        *sockets[0].during_write.lock().unwrap() = Some(Box::new(move || {
+            drop(leaving.lock().unwrap().take());
+            *joined.lock().unwrap() = Some(broker.subscribe("c", None, Resume::Live).unwrap());
+        }));
+    }
+    broker.publish("c", &event("1"), None).unwrap();
+    assert!(leaving.lock().unwrap().is_none(), "the hook ran");
+    // The two that stayed are parked again: the next event is written to them
+    // directly too, with no wake.
+    broker.publish("c", &event("2"), None).unwrap();
+    assert_eq!(wakes.0.load(Relaxed), 0);
+    for i in [0, 2] {
+        assert_eq!(data_lines(sockets[i].text().as_bytes()), ["1", "2"], "{i}");
+    }
+    // The newcomer's task takes the second event itself.
+    let mut newcomer = joined.lock().unwrap().take().expect("joined");
+    newcomer.take_preamble();
+    let Poll::Ready(Next::Data(chunk)) = newcomer.poll_next(&mut cx) else {
+        panic!("the newcomer gets the event published after it joined");
+    };
+    assert_eq!(data_lines(&chunk), ["2"]);
+}
+
+#[test]
 fn what_a_full_socket_does_not_take_goes_out_first_from_the_task() {
     let broker = broker();
     let mut sub = broker.subscribe("c", None, Resume::Live).unwrap();
