@@ -5,11 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use sse_cluster::transport::{Datagram, Network, TrySend};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use sse_cluster::transport::{Datagram, Network, Polled};
 
 /// Simulated UDP and TCP; valid only inside a turmoil host.
 #[derive(Debug, Clone, Copy, Default)]
@@ -51,13 +47,14 @@ impl SimListener {
 }
 
 impl axum::serve::Listener for SimListener {
-    type Io = SimStream;
+    /// Simulated sockets have no kernel to ask for a write without a task.
+    type Io = Polled<turmoil::net::TcpStream>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             match self.0.accept().await {
-                Ok((stream, addr)) => return (SimStream(stream), addr),
+                Ok((stream, addr)) => return (Polled(stream), addr),
                 // As tokio's listener does: an accept error is transient, back off.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             }
@@ -66,39 +63,5 @@ impl axum::serve::Listener for SimListener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
-    }
-}
-
-/// An accepted simulated connection. It has no kernel socket, so direct writes to a
-/// subscriber poll it (see [`TrySend`]).
-pub struct SimStream(turmoil::net::TcpStream);
-
-impl TrySend for SimStream {}
-
-impl AsyncRead for SimStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for SimStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

@@ -666,30 +666,6 @@ mod tests {
         assert!(table.open.lock().unwrap().is_empty(), "entries leaked");
     }
 
-    /// A connection without a kernel socket to ask (as a simulated one): direct
-    /// writes to it are polled.
-    struct Polled(tokio::net::TcpStream);
-
-    impl TrySend for Polled {}
-
-    impl AsyncWrite for Polled {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.0).poll_write(cx, buf)
-        }
-
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.0).poll_flush(cx)
-        }
-
-        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.0).poll_shutdown(cx)
-        }
-    }
-
     /// One append writes to every parked subscriber within a single poll of the
     /// appending task: none of those writes may be refused for the task's
     /// cooperative budget (128 operations a poll) while its socket has room.
@@ -703,7 +679,7 @@ mod tests {
         for _ in 0..300 {
             let client = tokio::net::TcpStream::connect(addr).await.unwrap();
             let (server, _) = listener.accept().await.unwrap();
-            sinks.push(SharedIo(Mutex::new(Polled(server))));
+            sinks.push(SharedIo(Mutex::new(crate::transport::Polled(server))));
             readers.push(client);
         }
         // No await from here on: all of it runs in one poll of this task, as an

@@ -33,6 +33,40 @@ pub trait TrySend {
     }
 }
 
+/// A connection with no kernel socket to ask (a simulated one, say): direct writes
+/// to it are polled (see [`TrySend`]).
+pub struct Polled<Io>(pub Io);
+
+impl<Io> TrySend for Polled<Io> {}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for Polled<Io> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for Polled<Io> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 /// A datagram socket, for gossip.
 pub trait Datagram: Send + Sync + 'static {
     fn send_to(&self, buf: &[u8], to: SocketAddr)
