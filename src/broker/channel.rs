@@ -231,8 +231,8 @@ impl Fanout {
         for writes in self.writes {
             handed.events += writes.sinks.len();
             let frame = &writes.frame;
-            results
-                .extend((writes.sinks.into_iter()).map(|(id, sink)| (id, sink.try_write(frame))));
+            let written = writes.sinks.into_iter();
+            results.extend(written.map(|(id, sink)| (id, sink.try_write(frame))));
             handed.whole += results
                 .iter()
                 .filter(|(_, result)| matches!(result, Ok(n) if *n == frame.len()))
