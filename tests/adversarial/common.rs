@@ -1,7 +1,7 @@
 //! Helpers: a node process on loopback whose stderr is kept, raw HTTP/1.1 over TCP,
 //! a streaming subscriber that sees the exact body bytes, and `/metrics`.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -11,7 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
-use crate::metrics;
+pub(crate) use crate::net::free_ports;
+use crate::{metrics, net};
 
 /// How long any single wait may take before it counts as a failure.
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
@@ -23,16 +24,6 @@ pub(crate) struct Node {
     child: Child,
     stderr: PathBuf,
     pub(crate) client: reqwest::Client,
-}
-
-/// A free TCP port and a free UDP port on loopback.
-pub(crate) fn free_ports() -> (u16, u16) {
-    let tcp = TcpListener::bind("127.0.0.1:0").expect("free tcp port");
-    let udp = UdpSocket::bind("127.0.0.1:0").expect("free udp port");
-    (
-        tcp.local_addr().expect("tcp addr").port(),
-        udp.local_addr().expect("udp addr").port(),
-    )
 }
 
 impl Node {
@@ -126,14 +117,7 @@ impl Node {
     }
 
     pub(crate) async fn json(&self, path: &str) -> serde_json::Value {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("JSON answer")
+        net::get_json(&self.client, &self.url(path)).await
     }
 
     pub(crate) async fn metric(&self, name: &str) -> u64 {

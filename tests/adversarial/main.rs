@@ -10,4 +10,7 @@ mod limits;
 #[path = "../support/metrics.rs"]
 #[allow(dead_code)]
 mod metrics;
+#[path = "../support/net.rs"]
+#[allow(dead_code)]
+mod net;
 mod relay;

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
-use crate::metrics;
+use crate::{metrics, net};
 
 /// How long any single wait in these tests may take before it counts as a failure.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
@@ -107,14 +107,7 @@ impl Server {
     }
 
     pub(crate) async fn get_json(&self, path: &str) -> serde_json::Value {
-        self.http
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("JSON answer")
+        net::get_json(&self.http, &self.url(path)).await
     }
 
     /// One gauge or counter from `/metrics`, scraped over HTTP.

@@ -12,6 +12,9 @@ mod limits;
 #[allow(dead_code)]
 mod metrics;
 mod metrics_doc;
+#[path = "../support/net.rs"]
+#[allow(dead_code)]
+mod net;
 mod resume;
 mod slow;
 mod snapshots;

@@ -8,6 +8,9 @@ mod common;
 #[path = "../support/metrics.rs"]
 #[allow(dead_code)]
 mod metrics;
+#[path = "../support/net.rs"]
+#[allow(dead_code)]
+mod net;
 
 mod binary;
 mod keys;

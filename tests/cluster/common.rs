@@ -1,7 +1,6 @@
 //! Helpers: real `sse-cluster` processes on loopback, an SSE reader, publishing.
 
 use std::collections::HashMap;
-use std::net::{TcpListener, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -9,15 +8,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-/// A free TCP port and a free UDP port.
-pub(crate) fn free_ports() -> (u16, u16) {
-    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    (
-        tcp.local_addr().unwrap().port(),
-        udp.local_addr().unwrap().port(),
-    )
-}
+pub(crate) use crate::net::free_ports;
 
 /// Node logs stay quiet (warnings, discarded) unless `NODE_LOG` sets a filter, in
 /// which case they go to the test's stderr.

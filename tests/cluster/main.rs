@@ -6,6 +6,9 @@ mod half_open;
 #[path = "../support/metrics.rs"]
 #[allow(dead_code)]
 mod metrics;
+#[path = "../support/net.rs"]
+#[allow(dead_code)]
+mod net;
 mod netns;
 mod partition;
 mod security;
