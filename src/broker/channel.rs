@@ -88,7 +88,8 @@ pub(crate) enum Mode {
     /// to its sink (becoming [`Mode::Writing`]), or else wakes the task.
     Parked(Waker),
     /// An append, outside the locks: the task must not write meanwhile; the waker is
-    /// its, for when the append is done (see [`Log::settle`]).
+    /// its, for when the append is done (see [`Log::settle`]). The append holds the
+    /// subscriber's sink meanwhile and gives it back then.
     Writing(Waker),
 }
 
@@ -170,11 +171,12 @@ impl Subscriber {
         &mut self,
         head: u64,
         frame: &Bytes,
-        result: std::io::Result<usize>,
+        Written { result, sink, .. }: Written,
         now_ms: u64,
         closing: bool,
         wakers: &mut Vec<Waker>,
     ) {
+        self.sink = Some(sink);
         let Mode::Writing(waker) = std::mem::replace(&mut self.mode, Mode::Running) else {
             debug_assert!(false, "settling a subscriber that was not being written");
             return;
@@ -232,10 +234,14 @@ impl Fanout {
             handed.events += writes.sinks.len();
             let frame = &writes.frame;
             let written = writes.sinks.into_iter();
-            results.extend(written.map(|(id, sink)| (id, sink.try_write(frame))));
+            results.extend(written.map(|(id, sink)| Written {
+                id,
+                result: sink.try_write(frame),
+                sink,
+            }));
             handed.whole += results
                 .iter()
-                .filter(|(_, result)| matches!(result, Ok(n) if *n == frame.len()))
+                .filter(|w| matches!(w.result, Ok(n) if n == frame.len()))
                 .count();
             let mut log = writes.channel.log();
             log.settle(results.drain(..), frame, now_ms, closing, &mut wakers);
@@ -244,6 +250,14 @@ impl Fanout {
         }
         handed
     }
+}
+
+/// One subscriber's direct write of a frame: its sink, on loan from the subscriber
+/// until the write settles, and what the sink took.
+pub(crate) struct Written {
+    id: u64,
+    sink: Arc<dyn Sink>,
+    result: std::io::Result<usize>,
 }
 
 /// What [`Fanout::finish`] handed to sinks.
@@ -330,18 +344,24 @@ impl Log {
             let Some(waker) = subscriber.unpark() else {
                 continue;
             };
-            match &subscriber.sink {
-                // Its frames need their own ids while it is ahead of this node.
-                Some(sink) if subscriber.seen.is_none() => {
+            // Its frames need their own ids while it is ahead of this node.
+            let direct = match subscriber.seen {
+                None => subscriber.sink.take(),
+                Some(_) => None,
+            };
+            match direct {
+                // The sink goes with the write and comes back when it settles:
+                // moved, not cloned, so the append touches no reference count.
+                Some(sink) => {
                     // One allocation per append, not one per growth step.
                     if sinks.capacity() == 0 {
                         sinks.reserve_exact(subscribers);
                     }
-                    sinks.push((*id, sink.clone()));
+                    sinks.push((*id, sink));
                     subscriber.mode = Mode::Writing(waker);
                     subscriber.next = head;
                 }
-                _ => out.wakers.push(waker),
+                None => out.wakers.push(waker),
             }
         }
         if !sinks.is_empty() {
@@ -363,7 +383,7 @@ impl Log {
     /// write.
     pub(crate) fn settle(
         &mut self,
-        results: impl IntoIterator<Item = (u64, std::io::Result<usize>)>,
+        results: impl IntoIterator<Item = Written>,
         frame: &Bytes,
         now_ms: u64,
         closing: bool,
@@ -372,14 +392,15 @@ impl Log {
         let head = self.head();
         let mut subscribers = self.subscribers.iter_mut().peekable();
         let mut last = None;
-        for (id, result) in results {
+        for written in results {
+            let id = written.id;
             debug_assert!(last < Some(id), "direct writes settled out of id order");
             last = Some(id);
             // Passes those not written (and any that joined meanwhile); one that
             // left since is not found.
             while subscribers.next_if(|(other, _)| **other < id).is_some() {}
             if let Some((_, subscriber)) = subscribers.next_if(|(other, _)| **other == id) {
-                subscriber.settle(head, frame, result, now_ms, closing, wakers);
+                subscriber.settle(head, frame, written, now_ms, closing, wakers);
             }
         }
     }
