@@ -77,6 +77,11 @@ impl Entry {
 pub trait Sink: Send + Sync {
     /// Writes what fits now: `Ok(n)` for the first `n` bytes, `WouldBlock` for none.
     fn try_write(&self, buf: &[u8]) -> std::io::Result<usize>;
+
+    /// Loads what [`Sink::try_write`] will read first, and nothing else. A fan-out
+    /// warms several sinks before writing to them, so that their cache misses
+    /// overlap rather than each stalling its own write.
+    fn warm(&self) {}
 }
 
 /// Who writes a subscriber's next bytes.
@@ -207,6 +212,14 @@ impl Subscriber {
     }
 }
 
+/// How many sinks a fan-out warms (see [`Sink::warm`]) before writing to them. Each
+/// subscriber's socket state is cold by the time its write comes (the writes
+/// before it went through the kernel's memory), and a cold line cost about 4% of
+/// the node's CPU at 100,000 deliveries a second when each write met its own: a
+/// core can fetch about this many lines at once, and they stay cached over as many
+/// writes.
+pub(crate) const WARM_AHEAD: usize = 16;
+
 /// What appends leave to do once every lock is released: wake the tasks of parked
 /// subscribers, and write events straight to the sinks of those that can take them.
 #[derive(Default)]
@@ -233,12 +246,19 @@ impl Fanout {
         for writes in self.writes {
             handed.events += writes.sinks.len();
             let frame = &writes.frame;
-            let written = writes.sinks.into_iter();
-            results.extend(written.map(|(id, sink)| Written {
-                id,
-                result: sink.try_write(frame),
-                sink,
-            }));
+            let mut sinks = writes.sinks.into_iter();
+            while !sinks.as_slice().is_empty() {
+                let ahead = sinks.len().min(WARM_AHEAD);
+                sinks.as_slice()[..ahead]
+                    .iter()
+                    .for_each(|(_, sink)| sink.warm());
+                let batch = sinks.by_ref().take(ahead);
+                results.extend(batch.map(|(id, sink)| Written {
+                    id,
+                    result: sink.try_write(frame),
+                    sink,
+                }));
+            }
             handed.whole += results
                 .iter()
                 .filter(|w| matches!(w.result, Ok(n) if n == frame.len()))

@@ -1,5 +1,6 @@
 use super::*;
 use crate::event::Frontier;
+use channel::WARM_AHEAD;
 use std::time::Duration;
 
 fn settings(replay_events: usize, buffer: usize) -> BrokerSettings {
@@ -672,7 +673,12 @@ struct FakeSocket {
     /// Runs at the start of the next direct write: another publisher's append
     /// landing while this one writes outside the locks.
     during_write: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// The socket's number, and the journal it notes its warms and writes in.
+    journal: Option<(usize, Journal)>,
 }
+
+/// Warms and writes of several sockets, in order: (socket number, written?).
+type Journal = Arc<Mutex<Vec<(usize, bool)>>>;
 
 impl FakeSocket {
     fn with_room(room: usize) -> Arc<Self> {
@@ -692,7 +698,16 @@ impl FakeSocket {
 }
 
 impl Sink for FakeSocket {
+    fn warm(&self) {
+        if let Some((me, journal)) = &self.journal {
+            journal.lock().unwrap().push((*me, false));
+        }
+    }
+
     fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some((me, journal)) = &self.journal {
+            journal.lock().unwrap().push((*me, true));
+        }
         let hook = self.during_write.lock().unwrap().take();
         if let Some(hook) = hook {
             hook();
@@ -747,6 +762,50 @@ fn a_parked_subscriber_with_a_sink_is_written_to_without_a_wake() {
     // Nothing is given to the task twice.
     assert!(sub.poll_next(&mut cx).is_pending());
     assert_eq!(broker.metrics().events_delivered.load(Relaxed), 2);
+}
+
+#[test]
+fn a_fan_out_warms_each_sink_shortly_before_writing_to_it() {
+    const SUBSCRIBERS: usize = 40;
+    let broker = broker();
+    let (_, waker) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    let journal = Arc::new(Mutex::new(Vec::new()));
+    let mut subs = Vec::new();
+    for me in 0..SUBSCRIBERS {
+        let mut sub = broker.subscribe("c", None, Resume::Live).unwrap();
+        sub.take_preamble();
+        let socket = Arc::new(FakeSocket {
+            journal: Some((me, journal.clone())),
+            ..FakeSocket::default()
+        });
+        *socket.room.lock().unwrap() = usize::MAX;
+        sub.attach(socket);
+        assert!(sub.poll_next(&mut cx).is_pending());
+        subs.push(sub);
+    }
+    broker.publish("c", &event("1"), None).unwrap();
+    let journal = journal.lock().unwrap();
+    let mut warmed = [false; SUBSCRIBERS];
+    let mut written = [false; SUBSCRIBERS];
+    let mut most_ahead = 0;
+    for &(me, write) in journal.iter() {
+        if write {
+            assert!(warmed[me], "{me} written before it was warmed: {journal:?}");
+            assert!(!written[me], "{me} written twice");
+            written[me] = true;
+        } else {
+            warmed[me] = true;
+        }
+        let ahead = (0..SUBSCRIBERS)
+            .filter(|&s| warmed[s] && !written[s])
+            .count();
+        most_ahead = most_ahead.max(ahead);
+    }
+    assert!(written.iter().all(|&w| w), "every subscriber written");
+    // Warmed a batch at a time, not all before the first write: the first ones'
+    // lines would be gone again by the time the last were written.
+    assert_eq!(most_ahead, WARM_AHEAD, "{journal:?}");
 }
 
 #[test]

@@ -107,6 +107,12 @@ use crate::metrics::Metrics;
 /// A listener whose connections are counted and closed when their writes stall.
 pub struct Guarded<L> {
     inner: L,
+    shared: Arc<ConnShared>,
+}
+
+/// What every connection of a listener refers to: one pointer in each, which keeps
+/// a connection small (see [`Conn`]).
+struct ConnShared {
     metrics: Arc<Metrics>,
     write_stall_timeout: Duration,
 }
@@ -115,8 +121,10 @@ impl<L: Listener> Guarded<L> {
     pub fn new(inner: L, metrics: Arc<Metrics>, write_stall_timeout: Duration) -> Self {
         Guarded {
             inner,
-            metrics,
-            write_stall_timeout,
+            shared: Arc::new(ConnShared {
+                metrics,
+                write_stall_timeout,
+            }),
         }
     }
 }
@@ -127,11 +135,10 @@ impl<L: Listener> Listener for Guarded<L> {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (io, addr) = self.inner.accept().await;
-        self.metrics.open_connections.fetch_add(1, Relaxed);
+        self.shared.metrics.open_connections.fetch_add(1, Relaxed);
         let conn = Conn {
             io,
-            metrics: self.metrics.clone(),
-            timeout: self.write_stall_timeout,
+            shared: self.shared.clone(),
             stall: None,
             stalled: false,
             gave_up: false,
@@ -148,10 +155,14 @@ impl<L: Listener> Listener for Guarded<L> {
 /// which ends the connection: a subscriber that stopped reading is dropped instead of
 /// holding its socket and stream forever. A connection the kernel gives up on (see
 /// [`tcp::HttpSocketOptions`]) is counted as half-open.
+///
+/// `repr(C)`, the stream first, and small: a direct write locks the connection and
+/// reads the stream's descriptor right after, and this keeps the lock and a tokio
+/// `TcpStream` within one cache line (see `SharedIo` in the HTTP server).
+#[repr(C)]
 pub struct Conn<Io> {
     io: Io,
-    metrics: Arc<Metrics>,
-    timeout: Duration,
+    shared: Arc<ConnShared>,
     /// The stall timer: allocated at a connection's first pending write and kept
     /// (re-armed rather than re-allocated: a busy subscriber's writes can be
     /// pending many times a second).
@@ -180,16 +191,16 @@ impl<Io> Conn<Io> {
         if gave_up && !self.gave_up {
             self.gave_up = true;
             let counter = if self.stalled {
-                &self.metrics.write_stall_disconnects
+                &self.shared.metrics.write_stall_disconnects
             } else {
-                &self.metrics.half_open_disconnects
+                &self.shared.metrics.half_open_disconnects
             };
             counter.fetch_add(1, Relaxed);
         }
     }
 
     fn pending_write<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + self.shared.write_stall_timeout;
         let stall = self
             .stall
             .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
@@ -198,7 +209,10 @@ impl<Io> Conn<Io> {
             stall.as_mut().reset(deadline);
         }
         ready!(stall.as_mut().poll(cx));
-        self.metrics.write_stall_disconnects.fetch_add(1, Relaxed);
+        self.shared
+            .metrics
+            .write_stall_disconnects
+            .fetch_add(1, Relaxed);
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
             "client stopped reading",
@@ -236,7 +250,7 @@ impl<Io: TrySend> TrySend for Conn<Io> {
 
 impl<Io> Drop for Conn<Io> {
     fn drop(&mut self) {
-        self.metrics.open_connections.fetch_sub(1, Relaxed);
+        self.shared.metrics.open_connections.fetch_sub(1, Relaxed);
     }
 }
 
