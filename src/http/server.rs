@@ -660,14 +660,29 @@ mod tests {
     use super::*;
 
     /// A direct write locks a subscriber's connection and reads the socket's
-    /// descriptor: one cache line, the one `SharedIo`'s alignment starts, as long as
-    /// the lock and a connection over a tokio socket fit in it. A field added to
-    /// `Conn`, or a larger tokio `TcpStream`, would split them again.
-    #[test]
-    fn a_shared_connection_over_a_kernel_socket_is_one_cache_line() {
-        type Shared = SharedIo<crate::transport::Conn<tokio::net::TcpStream>>;
-        assert_eq!(std::mem::size_of::<Shared>(), 64);
-        assert_eq!(std::mem::align_of::<Shared>(), 64);
+    /// descriptor: the lock and the whole tokio socket must lie in the first cache
+    /// line of `SharedIo` (the one `Sink::warm` fetches). A field put before the
+    /// stream in `Conn`, or a much larger tokio `TcpStream`, would split them.
+    #[tokio::test]
+    async fn the_lock_and_the_socket_of_a_shared_connection_share_a_cache_line() {
+        use crate::transport::{Conn, Guarded};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut guarded = Guarded::new(listener, Arc::default(), Duration::from_secs(1));
+        let (conn, _) = axum::serve::Listener::accept(&mut guarded).await;
+        let shared = SharedIo(Mutex::new(conn));
+        assert_eq!(std::mem::align_of_val(&shared), 64);
+        let start = &shared as *const SharedIo<_> as usize;
+        let guard = shared.lock();
+        // The mutex's lock word first, then the connection, its stream first.
+        let conn_at = &*guard as *const Conn<_> as usize - start;
+        let stream_at = guard.get_ref() as *const tokio::net::TcpStream as usize - start;
+        let end = stream_at + std::mem::size_of::<tokio::net::TcpStream>();
+        assert!(
+            conn_at > 0 && stream_at == conn_at && end <= 64,
+            "lock word at 0, connection at {conn_at}, socket at {stream_at}..{end}"
+        );
     }
 
     #[test]

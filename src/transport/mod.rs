@@ -174,6 +174,11 @@ pub struct Conn<Io> {
 }
 
 impl<Io> Conn<Io> {
+    /// The stream this connection wraps.
+    pub fn get_ref(&self) -> &Io {
+        &self.io
+    }
+
     /// Looks at a failed read or write (never at successful ones). The kernel ends a
     /// connection that made no progress for its timeout with `ETIMEDOUT` (or the
     /// unreachable error an ICMP message on the way left behind): either nothing
