@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::cluster::{relay, Cluster, ClusterSecret, ClusterSettings};
 use crate::config::Config;
 use crate::event::Origin;
-use crate::http::{self, AppState, ClusterView, HttpSettings, MemberInfo};
+use crate::http::{self, AppShared, AppState, ClusterView, HttpSettings, MemberInfo};
 use crate::metrics::Metrics;
 use crate::transport::{Guarded, Network, PeerIp, TrySend};
 
@@ -199,7 +199,7 @@ impl Node {
         L::Io: TrySend,
         L::Addr: std::fmt::Debug + PeerIp,
     {
-        let state = AppState {
+        let state = AppState::new(AppShared {
             broker: self.broker.clone(),
             metrics: self.metrics.clone(),
             cluster,
@@ -212,7 +212,7 @@ impl Node {
             }),
             auth: Arc::new(http::Auth::new(&self.config, self.clock)),
             shutdown: stop_rx.clone(),
-        };
+        });
         let serve_stop = stop_rx.clone();
         let reaper = tokio::spawn(expire_history(
             self.broker.clone(),

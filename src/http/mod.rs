@@ -55,9 +55,27 @@ pub struct HttpSettings {
     pub cors_enabled: bool,
 }
 
-/// Shared state of every route: a cheap clone.
+/// Shared state of every route. Extractors and middleware clone it for every
+/// request, so it is one reference count to bump, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppShared>);
+
+impl AppState {
+    pub fn new(shared: AppShared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppShared;
+
+    fn deref(&self) -> &AppShared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct AppShared {
     pub broker: Broker,
     pub metrics: Arc<Metrics>,
     pub cluster: Arc<dyn ClusterView>,
