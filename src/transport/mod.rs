@@ -174,8 +174,9 @@ pub struct Conn<Io> {
 }
 
 impl<Io> Conn<Io> {
-    /// The stream this connection wraps.
-    pub fn get_ref(&self) -> &Io {
+    /// The stream this connection wraps (for a layout test in the HTTP server).
+    #[cfg(test)]
+    pub(crate) fn get_ref(&self) -> &Io {
         &self.io
     }
 
