@@ -62,3 +62,6 @@ pub fn gossip_datagram(
 ) -> Result<ChitchatMessage, String> {
     crate::cluster::gossip::decode_datagram(secret, packet)
 }
+
+/// Most bytes the delta of one gossip datagram may inflate to.
+pub const GOSSIP_MAX_INFLATED: usize = crate::cluster::gossip::MAX_DATAGRAM_INFLATED;

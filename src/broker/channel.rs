@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
-use super::ledger::Ledger;
+use super::ledger::{channel_cost, Ledger};
 use crate::event::{encode_event, encode_id_only, Cursor, Frontier, Origin, Publish};
 use bytes::{Bytes, BytesMut};
 
@@ -302,6 +302,10 @@ pub(crate) struct Log {
     pub(crate) floor: Frontier,
     /// Wall time (ms) since which this node has seen every event of the channel.
     pub(crate) known_from_ms: u64,
+    /// The ledger's last stamp when the channel last had no subscriber: a publish to
+    /// every channel stamped after it passed this channel by (see
+    /// `Broker::publish_all`).
+    pub(crate) dormant_since: u64,
     /// Subscriber id → its client id and, while it waits for events, its waker.
     pub(crate) subscribers: BTreeMap<u64, Subscriber>,
     /// Publisher ids of retained events → the cursor they were given.
@@ -497,6 +501,7 @@ impl Log {
         let cost = entry.cost();
         self.bytes += cost;
         ledger.bytes += cost;
+        ledger.events += 1;
         self.entries.push_back(entry.clone());
         while self.entries.len() > max_events {
             self.evict_front(ledger);
@@ -529,6 +534,7 @@ impl Log {
         let cost = old.cost();
         self.bytes -= cost;
         ledger.bytes -= cost;
+        ledger.events -= 1;
         self.base += 1;
         self.floor.advance(old.origin, old.seq);
         if let Some(id) = &old.publisher_id {
@@ -540,12 +546,15 @@ impl Log {
     pub(crate) fn add_subscriber(&mut self, id: u64, subscriber: Subscriber, ledger: &mut Ledger) {
         if self.subscribers.is_empty() {
             ledger.clear_dormant(self.newest_stamp, &self.name);
+            ledger.set_live(&self.name);
         }
         self.subscribers.insert(id, subscriber);
     }
 
     pub(crate) fn remove_subscriber(&mut self, id: u64, ledger: &mut Ledger) {
         if self.subscribers.remove(&id).is_some() && self.subscribers.is_empty() && !self.removed {
+            self.dormant_since = ledger.last_stamp();
+            ledger.clear_live(&self.name);
             ledger.set_dormant(self.newest_stamp, &self.name);
         }
     }
@@ -560,9 +569,13 @@ impl Log {
             ledger.clear_front(front.stamp);
         }
         ledger.bytes -= self.bytes;
+        ledger.state_bytes -= channel_cost(&self.name);
+        ledger.events -= self.entries.len();
         self.bytes = 0;
         if self.subscribers.is_empty() {
             ledger.clear_dormant(self.newest_stamp, &self.name);
+        } else {
+            ledger.clear_live(&self.name);
         }
     }
 
@@ -583,6 +596,7 @@ impl Channel {
     /// A channel with no subscribers yet: the ledger counts it as dormant.
     pub(crate) fn new(name: Arc<str>, known_from_ms: u64, ledger: &mut Ledger) -> Self {
         ledger.set_dormant(0, &name);
+        ledger.state_bytes += channel_cost(&name);
         Channel {
             name: name.clone(),
             log: Mutex::new(Log {
@@ -592,6 +606,7 @@ impl Channel {
                 frontier: Frontier::default(),
                 floor: Frontier::default(),
                 known_from_ms,
+                dormant_since: ledger.last_stamp(),
                 subscribers: BTreeMap::new(),
                 publisher_ids: HashMap::new(),
                 removed: false,

@@ -6,6 +6,7 @@
 //! bytes and its number of channel states; `ledger` keeps the node-wide order both
 //! limits evict in.
 
+mod broadcast;
 mod channel;
 mod ledger;
 mod outbox;
@@ -23,6 +24,7 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::event::{encode_event, encode_id_only, Cursor, Origin, Publish, KEEP_ALIVE};
 use crate::metrics::Metrics;
+use broadcast::BroadcastIds;
 use channel::{Channel, Fanout, Log, Mode, Subscriber};
 pub use channel::{Entry, Sink};
 use ledger::Ledger;
@@ -85,6 +87,13 @@ struct State {
     /// for `replay_max_bytes` and then removed). A channel state created later cannot
     /// vouch for anything before it.
     dropped_ms: u64,
+    /// The last publish to every channel that passed channels without subscribers by
+    /// (their history does not get it): its ledger stamp and time. A channel that was
+    /// dormant before that stamp cannot vouch for its history before that time.
+    broadcast_skipped: (u64, u64),
+    /// Publisher ids of this node's publishes to every channel, in the replay window:
+    /// a retry is a duplicate without looking into any channel.
+    broadcast_ids: BroadcastIds,
     /// When each limit was last logged, so a node at its limit warns once a minute.
     warned_bytes_ms: Option<u64>,
     warned_channels_ms: Option<u64>,
@@ -99,6 +108,23 @@ fn warn_due(last: &mut Option<u64>, now_ms: u64) -> bool {
         *last = Some(now_ms);
     }
     due
+}
+
+/// The channels with subscribers, for an event to every channel.
+fn live_channels(state: &State) -> Vec<Arc<Channel>> {
+    let (ledger, channels) = (&state.ledger, &state.channels);
+    ledger
+        .live()
+        .filter_map(|name| channels.get(name).cloned())
+        .collect()
+}
+
+/// Notes that an event to every channel, accepted now, passes the channels without
+/// subscribers (if any) by.
+fn pass_by_dormant(state: &mut State, now: u64) {
+    if state.ledger.dormant_count() > 0 {
+        state.broadcast_skipped = (state.ledger.next_stamp(), now);
+    }
 }
 
 /// What became of a publish.
@@ -151,6 +177,9 @@ pub struct BrokerStats {
     pub history_events: usize,
     /// Bytes of replay history, as `--replay.maxBytes` counts them.
     pub history_bytes: usize,
+    /// Bytes counted for channel states (see `ledger::channel_cost`), also inside
+    /// `--replay.maxBytes`.
+    pub channel_state_bytes: usize,
     pub subscribers: usize,
 }
 
@@ -174,6 +203,8 @@ impl Broker {
                     outbox: Outbox::new(settings.relay_queue_events, settings.relay_queue_bytes),
                     ledger: Ledger::default(),
                     dropped_ms: 0,
+                    broadcast_skipped: (0, 0),
+                    broadcast_ids: BroadcastIds::default(),
                     warned_bytes_ms: None,
                     warned_channels_ms: None,
                 }),
@@ -289,7 +320,7 @@ impl Broker {
             settings.replay_events,
             &mut state.ledger,
         );
-        if state.ledger.bytes > settings.replay_max_bytes {
+        if state.ledger.counted() > settings.replay_max_bytes {
             self.trim_history(state, log, now);
         }
         entry
@@ -301,7 +332,7 @@ impl Broker {
     fn trim_history(&self, state: &mut State, held: &mut Log, now: u64) {
         let max = self.shared.settings.replay_max_bytes;
         let (mut events, mut bytes) = (0u64, 0u64);
-        while state.ledger.bytes > max {
+        while state.ledger.counted() > max {
             let Some((stamp, name)) = state.ledger.oldest() else {
                 break;
             };
@@ -310,8 +341,14 @@ impl Broker {
             }
             let freed = if held.is_named(&name) {
                 held.evict_front(&mut state.ledger)
-            } else if let Some(channel) = state.channels.get(&name) {
-                channel.log().evict_front(&mut state.ledger)
+            } else if let Some(channel) = state.channels.get(&name).cloned() {
+                let mut log = channel.log();
+                let freed = log.evict_front(&mut state.ledger);
+                if log.is_idle() {
+                    // Its state counts against the bound too: let it go with its history.
+                    self.remove_channel(state, &channel, &mut log, now);
+                }
+                freed
             } else {
                 state.ledger.forget_name(&name);
                 continue;
@@ -406,19 +443,28 @@ impl Broker {
         seq
     }
 
-    /// Publishes one event to every channel, here and (through the relay) on every
-    /// other node. It has one sequence number, so a cursor covers it on every channel.
+    /// Publishes one event to every channel that has subscribers, here and (through
+    /// the relay) on every other node. It has one sequence number, so a cursor covers
+    /// it on every channel. Channels kept only for their history do not get it: the
+    /// cost of this call follows the channels in use, not every channel ever
+    /// published to, and such a channel's history stops vouching for resumes from
+    /// before it (they get `reset`).
     pub fn publish_all(&self, publish: &Publish) -> Published {
         let now = self.shared.clock.now_ms();
         let mut guard = self.state();
         let state = &mut *guard;
-        let channels: Vec<Arc<Channel>> = state.channels.values().cloned().collect();
+        let cutoff = self.replay_cutoff(now);
+        state.broadcast_ids.expire(cutoff);
+        let channels = live_channels(state);
+        // A retry of an earlier publish to every channel, or an id one of these
+        // channels already holds, is a duplicate.
         let duplicate = publish.id.as_ref().is_some_and(|id| {
-            channels.iter().any(|c| {
-                let mut log = c.log();
-                log.expire(self.replay_cutoff(now), &mut state.ledger);
-                log.publisher_ids.contains_key(id)
-            })
+            state.broadcast_ids.contains(id)
+                || channels.iter().any(|c| {
+                    let mut log = c.log();
+                    log.expire(cutoff, &mut state.ledger);
+                    log.publisher_ids.contains_key(id)
+                })
         });
         if duplicate {
             self.shared.metrics.events_duplicate.fetch_add(1, Relaxed);
@@ -429,7 +475,11 @@ impl Broker {
                 channels: 0,
             };
         }
+        if let Some(id) = &publish.id {
+            state.broadcast_ids.insert(id.clone(), now);
+        }
         let seq = self.accept(state, Route::All, publish);
+        pass_by_dormant(state, now);
         let mut fanout = Fanout::default();
         let delivered = self.append_everywhere(
             state,
@@ -505,7 +555,10 @@ impl Broker {
             }
         };
         let channels = match name {
-            None => state.channels.values().cloned().collect::<Vec<_>>(),
+            None => {
+                pass_by_dormant(state, now);
+                live_channels(state)
+            }
             Some(name) => match self.channel(state, name, now) {
                 Ok(channel) => vec![channel],
                 Err(ChannelsFull { .. }) => {
@@ -648,6 +701,10 @@ impl Broker {
             None => Arc::from(format!("{:x}-{id}", self.shared.origin)),
         };
         log.expire(self.replay_cutoff(now), &mut state.ledger);
+        if log.subscribers.is_empty() && state.broadcast_skipped.0 > log.dormant_since {
+            // A publish to every channel passed this one by while it had no subscriber.
+            log.known_from_ms = log.known_from_ms.max(state.broadcast_skipped.1);
+        }
         let mut preamble = BytesMut::new();
         let reset = match resume {
             Resume::Live => false,
@@ -759,10 +816,10 @@ impl Broker {
         self.for_each_log(Log::wake_all);
     }
 
-    /// Runs `f` on every channel's log in turn (not under the node-wide lock), then
-    /// does the wakes and writes it left.
+    /// Runs `f` on the log of every channel with subscribers in turn (not under the
+    /// node-wide lock), then does the wakes and writes it left.
     fn for_each_log(&self, mut f: impl FnMut(&mut Log, &mut Fanout)) {
-        let channels: Vec<Arc<Channel>> = self.state().channels.values().cloned().collect();
+        let channels = live_channels(&self.state());
         let mut fanout = Fanout::default();
         for channel in &channels {
             f(&mut channel.log(), &mut fanout);
@@ -771,58 +828,69 @@ impl Broker {
     }
 
     /// Drops history past the replay age and channels left with nothing. Run
-    /// periodically; returns how many channel states were removed.
+    /// periodically; returns how many channel states were removed. Walks the node's
+    /// events oldest first and stops at the first one inside the window, so its cost
+    /// follows what expires, not the number of channels.
     pub fn expire(&self) -> usize {
         let now = self.shared.clock.now_ms();
         let cutoff = self.replay_cutoff(now);
         let mut guard = self.state();
         let state = &mut *guard;
-        let mut idle = Vec::new();
-        for channel in state.channels.values() {
+        let mut removed = 0;
+        while let Some((_, name)) = state.ledger.oldest() {
+            let Some(channel) = state.channels.get(&name).cloned() else {
+                state.ledger.forget_name(&name);
+                continue;
+            };
             let mut log = channel.log();
+            if log.entries.front().is_none_or(|e| e.arrived_ms >= cutoff) {
+                break;
+            }
             log.expire(cutoff, &mut state.ledger);
             if log.is_idle() {
-                idle.push(channel.clone());
+                self.remove_channel(state, &channel, &mut log, now);
+                removed += 1;
             }
         }
-        for channel in &idle {
-            self.remove_channel(state, channel, &mut channel.log(), now);
+        // Channel states that never held an event and have no subscriber (a subscribe
+        // refused after the state was made): first among the dormant.
+        while let Some(name) = state.ledger.never_used_dormant() {
+            let Some(channel) = state.channels.get(&name).cloned() else {
+                state.ledger.forget_name(&name);
+                continue;
+            };
+            self.remove_channel(state, &channel, &mut channel.log(), now);
+            removed += 1;
         }
-        idle.len()
+        removed
     }
 
     /// Channels with subscribers and their client ids, for `/status`.
     pub fn channels(&self) -> BTreeMap<String, Vec<String>> {
         let state = self.state();
-        state
-            .channels
-            .iter()
-            .filter_map(|(name, channel)| {
-                let log = channel.log();
-                (!log.subscribers.is_empty()).then(|| {
-                    let clients = log.subscribers.values().map(|s| s.client.to_string());
-                    let clients = clients.collect();
-                    (name.to_string(), clients)
-                })
+        let (ledger, channels) = (&state.ledger, &state.channels);
+        ledger
+            .live()
+            .filter_map(|name| {
+                let log = channels.get(name)?.log();
+                let clients = log.subscribers.values().map(|s| s.client.to_string());
+                Some((name.to_string(), clients.collect()))
             })
             .collect()
     }
 
+    /// Counts kept as they change: reading them costs the same at any number of
+    /// channels (`/metrics` is open to anyone).
     pub fn stats(&self) -> BrokerStats {
         let state = self.state();
-        let mut stats = BrokerStats::default();
-        for channel in state.channels.values() {
-            let log = channel.log();
-            if log.subscribers.is_empty() {
-                stats.dormant_channels += 1;
-            } else {
-                stats.channels += 1;
-            }
-            stats.subscribers += log.subscribers.len();
-            stats.history_events += log.entries.len();
+        BrokerStats {
+            channels: state.ledger.live_count(),
+            dormant_channels: state.ledger.dormant_count(),
+            history_events: state.ledger.events,
+            history_bytes: state.ledger.bytes,
+            channel_state_bytes: state.ledger.state_bytes,
+            subscribers: self.shared.metrics.subscribers.load(Relaxed) as usize,
         }
-        stats.history_bytes = state.ledger.bytes;
-        stats
     }
 }
 

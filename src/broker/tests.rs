@@ -281,6 +281,113 @@ async fn publish_all_reaches_every_channel_once() {
     assert_eq!(read_data(&mut b).await, ["hello"]);
 }
 
+/// A publish to every channel visits the channels with subscribers only: channels
+/// kept for their history are neither locked nor appended to, so its cost does not
+/// grow with them (security issue: 100,000 dormant channels held the lock for 1 s).
+#[tokio::test(start_paused = true)]
+async fn publish_all_passes_channels_without_subscribers_by() {
+    let broker = broker();
+    for i in 0..1000 {
+        broker
+            .publish(&format!("d{i}"), &event("old"), None)
+            .unwrap();
+    }
+    let mut live = broker.subscribe("live", None, Resume::Live).unwrap();
+    let before = broker.stats().history_events;
+    let outcome = broker.publish_all(&event("hello"));
+    assert_eq!((outcome.channels, outcome.delivered), (1, 1));
+    assert_eq!(read_data(&mut live).await, ["hello"]);
+    assert_eq!(broker.stats().history_events, before + 1);
+    check_ledger(&broker);
+    // A retry with the same id is a duplicate, found without looking into channels.
+    let first = broker.publish_all(&with_id("x", "k1"));
+    let retry = broker.publish_all(&with_id("x", "k1"));
+    assert!(!first.duplicate && retry.duplicate);
+}
+
+/// A channel that had no subscriber when a publish to every channel passed it by
+/// does not hold that event: a resume from before it gets `reset`, not a silent gap.
+#[tokio::test(start_paused = true)]
+async fn a_resume_across_a_publish_to_every_channel_that_passed_the_channel_by_gets_reset() {
+    let broker = broker();
+    let mut sub = broker.subscribe("d", None, Resume::Live).unwrap();
+    broker.publish("d", &event("1"), None).unwrap();
+    let Next::Data(bytes) = sub.next().await else {
+        panic!()
+    };
+    let cursor = Cursor::parse(&last_id(&bytes).unwrap()).unwrap();
+    drop(sub);
+    tokio::time::advance(Duration::from_millis(5)).await;
+    broker.publish_all(&event("to everyone"));
+    tokio::time::advance(Duration::from_millis(5)).await;
+    broker.publish("d", &event("2"), None).unwrap();
+    assert_eq!(resume(&broker, "d", &cursor), (true, vec!["2".to_owned()]));
+    // A channel that had a subscriber throughout got it and resumes exactly.
+    let mut kept = broker.subscribe("k", None, Resume::Live).unwrap();
+    broker.publish("k", &event("1"), None).unwrap();
+    let Next::Data(bytes) = kept.next().await else {
+        panic!()
+    };
+    let cursor = Cursor::parse(&last_id(&bytes).unwrap()).unwrap();
+    broker.publish_all(&event("again"));
+    assert_eq!(
+        resume(&broker, "k", &cursor),
+        (false, vec!["again".to_owned()])
+    );
+}
+
+/// Reading the counts for `/metrics` and publishing to every channel wait for no
+/// channel's lock: with a dormant channel's log held elsewhere, both still return.
+#[test]
+fn metrics_and_publish_all_do_not_visit_dormant_channels() {
+    let broker = broker();
+    broker.publish("dormant", &event("1"), None).unwrap();
+    let channel = broker.state().channels.get("dormant").cloned().unwrap();
+    let held = channel.log();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let other = broker.clone();
+    std::thread::spawn(move || {
+        let stats = other.stats();
+        let outcome = other.publish_all(&event("x"));
+        let _ = done_tx.send((stats, outcome.channels, other.channels().len()));
+    });
+    let (stats, reached, listed) = done_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("stats or publish_all waited for a dormant channel's lock");
+    drop(held);
+    assert_eq!(
+        (stats.channels, stats.dormant_channels, stats.history_events),
+        (0, 1, 1)
+    );
+    assert_eq!((reached, listed), (0, 0));
+}
+
+/// Channel states count against `--replay.maxBytes` with their history: a node made
+/// to keep many channels of one small event each stays inside the bound.
+#[tokio::test(start_paused = true)]
+async fn channel_states_count_against_the_byte_limit() {
+    let cost = one_event_cost();
+    let max = 10 * (cost + states(&["c00"]));
+    let broker = broker_from(BrokerSettings {
+        replay_max_bytes: max,
+        ..settings(100, 50)
+    });
+    for i in 0..50 {
+        broker
+            .publish(&format!("c{i:02}"), &event("e"), None)
+            .unwrap();
+        check_ledger(&broker);
+    }
+    let stats = broker.stats();
+    assert!(
+        stats.history_bytes + stats.channel_state_bytes <= max,
+        "{stats:?} over {max}"
+    );
+    // Ten fit, or nine once sequence numbers (in each cursor) grow a digit.
+    let kept = broker.state().channels.len();
+    assert!((9..=10).contains(&kept), "{kept} channel states kept");
+}
+
 #[tokio::test(start_paused = true)]
 async fn channels_live_with_subscribers_and_history_expires() {
     let broker = broker();
@@ -326,9 +433,18 @@ async fn many_subscribe_cycles_leave_nothing_behind() {
 
 /// The ledger agrees with the logs: the byte total, one index entry per channel with
 /// history (at its oldest event) and one per channel without subscribers.
+/// What the states of these channels count against `--replay.maxBytes`.
+fn states(names: &[&str]) -> usize {
+    names
+        .iter()
+        .map(|name| super::ledger::channel_cost(name))
+        .sum()
+}
+
 fn check_ledger(broker: &Broker) {
     let state = broker.state();
     let (mut bytes, mut fronts, mut dormant) = (0, 0, 0);
+    let (mut events, mut state_bytes, mut live) = (0, 0, 0);
     let mut oldest: Option<u64> = None;
     for channel in state.channels.values() {
         let log = channel.log();
@@ -336,6 +452,9 @@ fn check_ledger(broker: &Broker) {
         let sum: usize = log.entries.iter().map(|e| e.cost()).sum();
         assert_eq!(log.bytes, sum, "bytes of {}", channel.name);
         bytes += sum;
+        events += log.entries.len();
+        state_bytes += super::ledger::channel_cost(&channel.name);
+        live += usize::from(!log.subscribers.is_empty());
         if let Some(front) = log.entries.front() {
             fronts += 1;
             oldest = Some(oldest.map_or(front.stamp, |o| o.min(front.stamp)));
@@ -345,6 +464,12 @@ fn check_ledger(broker: &Broker) {
         }
     }
     assert_eq!(state.ledger.bytes, bytes);
+    assert_eq!(state.ledger.events, events);
+    assert_eq!(state.ledger.state_bytes, state_bytes);
+    assert_eq!(
+        (state.ledger.live_count(), state.ledger.dormant_count()),
+        (live, dormant)
+    );
     assert_eq!(state.ledger.indexed(), (fronts, dormant));
     assert_eq!(state.ledger.oldest().map(|(stamp, _)| stamp), oldest);
 }
@@ -385,7 +510,7 @@ fn has_channel(broker: &Broker, name: &str) -> bool {
 async fn the_byte_limit_evicts_the_oldest_events_first_whatever_their_channel() {
     let cost = one_event_cost();
     let broker = broker_from(BrokerSettings {
-        replay_max_bytes: 4 * cost + cost / 2,
+        replay_max_bytes: 4 * cost + cost / 2 + states(&["a", "b", "c"]),
         ..settings(100, 50)
     });
     let starts: Vec<Cursor> = ["a", "b", "c"]
@@ -422,7 +547,7 @@ async fn the_byte_limit_evicts_the_oldest_events_first_whatever_their_channel() 
 async fn a_subscriber_whose_unread_events_were_evicted_for_bytes_gets_overflow() {
     let cost = one_event_cost();
     let broker = broker_from(BrokerSettings {
-        replay_max_bytes: 2 * cost + cost / 2,
+        replay_max_bytes: 2 * cost + cost / 2 + states(&["a", "b"]),
         ..settings(100, 50)
     });
     let mut lagging = broker.subscribe("a", None, Resume::Live).unwrap();
@@ -445,7 +570,7 @@ async fn a_subscriber_whose_unread_events_were_evicted_for_bytes_gets_overflow()
 async fn an_event_larger_than_the_byte_limit_is_kept_and_delivered() {
     let cost = one_event_cost();
     let broker = broker_from(BrokerSettings {
-        replay_max_bytes: 3 * cost,
+        replay_max_bytes: 3 * cost + states(&["a"]),
         ..settings(100, 50)
     });
     let mut sub = broker.subscribe("a", None, Resume::Live).unwrap();
@@ -483,7 +608,7 @@ async fn a_quiet_channel_does_not_make_a_busy_one_grow_the_index() {
 async fn history_bytes_follow_every_way_events_leave_and_return_to_zero() {
     let cost = one_event_cost();
     let broker = broker_from(BrokerSettings {
-        replay_max_bytes: 12 * cost,
+        replay_max_bytes: 12 * cost + states(&["c0"; 5]),
         max_channels: 5,
         ..settings(4, 4)
     });
@@ -622,7 +747,7 @@ async fn a_channel_recreated_after_an_early_eviction_does_not_vouch_for_the_time
 async fn a_channel_emptied_by_the_byte_limit_and_removed_does_not_vouch_for_the_time_before() {
     let cost = one_event_cost();
     let broker = broker_from(BrokerSettings {
-        replay_max_bytes: 2 * cost + cost / 2,
+        replay_max_bytes: 2 * cost + cost / 2 + states(&["q", "b"]),
         ..settings(100, 50)
     });
     let before = opening_cursor(&broker, "q");
@@ -631,8 +756,10 @@ async fn a_channel_emptied_by_the_byte_limit_and_removed_does_not_vouch_for_the_
     for data in ["b1", "b2", "b3"] {
         broker.publish("b", &event(data), None).unwrap();
     }
-    assert_eq!(broker.expire(), 1, "q is left with nothing and removed");
-    assert!(!has_channel(&broker, "q"));
+    assert!(
+        !has_channel(&broker, "q"),
+        "q is left with nothing and removed with its last event"
+    );
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(resume(&broker, "q", &before), (true, vec![]));
 }

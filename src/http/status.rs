@@ -55,6 +55,11 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
             "Bytes of replay history across channels, as --replay.maxBytes counts them.",
             stats.history_bytes as u64,
         ),
+        (
+            "sse_channel_state_bytes",
+            "Bytes counted for channel states, also inside --replay.maxBytes.",
+            stats.channel_state_bytes as u64,
+        ),
     ]);
     (
         [(
