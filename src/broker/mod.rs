@@ -12,6 +12,7 @@ mod ledger;
 mod outbox;
 
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -64,6 +65,10 @@ struct Shared {
     settings: BrokerSettings,
     metrics: Arc<Metrics>,
     next_subscriber: AtomicU64,
+    /// The key of the client ids this node assigns (see [`Broker::assigned_client_id`]):
+    /// drawn from the process's random source at start, so the ids cannot be guessed
+    /// from the origin and a counter.
+    client_id_key: RandomState,
     state: Mutex<State>,
     /// Woken when the outbox grows.
     outbox_notify: Notify,
@@ -197,6 +202,7 @@ impl Broker {
                 started_ms: clock.now_ms(),
                 metrics,
                 next_subscriber: AtomicU64::new(1),
+                client_id_key: RandomState::new(),
                 state: Mutex::new(State {
                     last_seq: 0,
                     channels: BTreeMap::new(),
@@ -698,7 +704,7 @@ impl Broker {
                 return Err(SubscribeError::ClientTaken);
             }
             Some(name) => Arc::from(name),
-            None => Arc::from(format!("{:x}-{id}", self.shared.origin)),
+            None => self.assigned_client_id(&log, id),
         };
         log.expire(self.replay_cutoff(now), &mut state.ledger);
         if log.subscribers.is_empty() && state.broadcast_skipped.0 > log.dormant_since {
@@ -765,6 +771,23 @@ impl Broker {
             client,
             preamble: Some(preamble.freeze()),
         })
+    }
+
+    /// A client id for subscription `id`: the origin and a keyed hash of the id, so
+    /// nobody can take it ahead with a chosen id. Should a chosen id on this channel
+    /// equal it all the same, the next candidate is taken: an assigned id is never
+    /// one another connection holds.
+    fn assigned_client_id(&self, log: &Log, id: u64) -> Arc<str> {
+        (0u64..)
+            .map(|attempt| self.client_id_candidate(id, attempt))
+            .find(|candidate| !log.has_client(candidate))
+            .map(Arc::from)
+            .unwrap_or_else(|| unreachable!("the candidates are endless"))
+    }
+
+    fn client_id_candidate(&self, id: u64, attempt: u64) -> String {
+        let hash = self.shared.client_id_key.hash_one((id, attempt));
+        format!("{:x}-{hash:016x}", self.shared.origin)
     }
 
     fn unsubscribe(&self, channel: &Arc<Channel>, id: u64) {

@@ -388,6 +388,33 @@ async fn channel_states_count_against_the_byte_limit() {
     assert!((9..=10).contains(&kept), "{kept} channel states kept");
 }
 
+/// Assigned client ids are not a counter, and never one a chosen id already holds.
+#[tokio::test(start_paused = true)]
+async fn an_assigned_client_id_is_never_one_a_chosen_id_holds() {
+    let broker = broker();
+    let next = broker.shared.next_subscriber.load(Relaxed);
+    // Take the id the next subscription would be assigned, as a chosen id, first.
+    let squatted = broker.client_id_candidate(next + 1, 0);
+    let squatter = broker
+        .subscribe("room", Some(&squatted), Resume::Live)
+        .unwrap();
+    let assigned = broker.subscribe("room", None, Resume::Live).unwrap();
+    assert_ne!(assigned.client_id(), squatter.client_id());
+    assert_eq!(
+        assigned.client_id(),
+        broker.client_id_candidate(next + 1, 1)
+    );
+    // No counter in it, and another node (another key) gives other ids.
+    let other = broker_with(100, 50);
+    let theirs = other.subscribe("room", None, Resume::Live).unwrap();
+    assert!(!assigned.client_id().ends_with(&format!("-{}", next + 1)));
+    assert_ne!(theirs.client_id(), broker.client_id_candidate(next, 0));
+    let published = broker
+        .publish("room", &event("private"), Some(assigned.client_id()))
+        .unwrap();
+    assert_eq!(published.delivered, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn channels_live_with_subscribers_and_history_expires() {
     let broker = broker();

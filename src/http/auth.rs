@@ -173,6 +173,9 @@ struct Grants {
     publish: Vec<String>,
     #[serde(default)]
     subscribe: Vec<String>,
+    /// The client ids a subscriber may choose (`GET /channel/{c}/client/{id}`), `*`
+    /// for any. Without the claim any id may be chosen, as before the claim existed.
+    clients: Option<Vec<String>>,
 }
 
 impl Claims {
@@ -217,13 +220,22 @@ impl Access {
         }
     }
 
-    pub(super) fn subscribe(&self, channel: &str) -> Result<(), ApiError> {
-        match self {
-            Access::Open => Ok(()),
-            Access::Token(claims) if grants(&claims.sse.subscribe, channel) => Ok(()),
-            Access::Token(_) => Err(forbidden(format!(
+    /// Subscribing to `channel`, as `client` when the subscriber chose its id.
+    pub(super) fn subscribe(&self, channel: &str, client: Option<&str>) -> Result<(), ApiError> {
+        let claims = match self {
+            Access::Open => return Ok(()),
+            Access::Token(claims) => claims,
+        };
+        if !grants(&claims.sse.subscribe, channel) {
+            return Err(forbidden(format!(
                 "the token does not allow subscribing to channel {channel:?}"
+            )));
+        }
+        match (client, &claims.sse.clients) {
+            (Some(client), Some(clients)) if !grants(clients, client) => Err(forbidden(format!(
+                "the token does not allow the client id {client:?}"
             ))),
+            _ => Ok(()),
         }
     }
 }
@@ -357,6 +369,7 @@ mod tests {
                 sse: Grants {
                     publish: publish.iter().map(|s| s.to_string()).collect(),
                     subscribe: Vec::new(),
+                    clients: None,
                 },
                 ..Claims::default()
             }))
@@ -366,7 +379,7 @@ mod tests {
         assert!(claims(&["news"]).publish_all().is_err());
         assert!(claims(&["*"]).publish("sport").is_ok());
         assert!(claims(&["*"]).publish_all().is_ok());
-        assert!(claims(&["*"]).subscribe("news").is_err());
+        assert!(claims(&["*"]).subscribe("news", None).is_err());
         assert!(Access::Open.publish_all().is_ok());
     }
 

@@ -73,7 +73,7 @@ fn open(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     validate_name("channel", channel).map_err(|e| ApiError::bad_request(e.0))?;
-    access.access.subscribe(channel)?;
+    access.access.subscribe(channel, client)?;
     // The header wins over the query parameter: browsers send the header on their
     // own reconnects, while the query keeps the id the page was first opened with.
     let last_event_id = headers

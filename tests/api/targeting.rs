@@ -101,3 +101,56 @@ async fn publish_to_one_client_reaches_only_that_client() {
     let replayed = events_until(&mut again, r#""marker""#).await;
     assert_eq!(datas(&replayed), vec![r#""everyone""#.to_owned()]);
 }
+
+/// The attack on assigned ids: read one from `/status`, take the ids that would come
+/// next as chosen ids, and wait for the next ordinary subscriber. Its private events
+/// must reach it alone.
+#[tokio::test]
+async fn an_assigned_client_id_cannot_be_taken_ahead() {
+    let server = Server::start(config()).await;
+    let mut first = open_stream(server.addr, "/channel/room", &[]).await;
+    first.next_block().await.expect("cursor");
+    let status = server.get_json("/status").await;
+    let assigned = status["channels"]["room"][0]
+        .as_str()
+        .expect("an assigned id")
+        .to_owned();
+    // Guesses in the shape of the assigned id: the counters after it, and its
+    // neighbours if the tail is a number.
+    let (prefix, tail) = assigned.rsplit_once('-').expect("origin-suffix");
+    let mut guesses: Vec<String> = (1..=20).map(|n| format!("{prefix}-{n}")).collect();
+    if let Ok(n) = tail.parse::<u64>() {
+        guesses.extend((1..=5).map(|k| format!("{prefix}-{}", n + k)));
+    }
+    guesses.retain(|guess| *guess != assigned);
+    let mut squatters = Vec::new();
+    for guess in &guesses {
+        let mut stream =
+            open_stream(server.addr, &format!("/channel/room/client/{guess}"), &[]).await;
+        stream.next_block().await.expect("cursor");
+        squatters.push(stream);
+    }
+    let mut victim = open_stream(server.addr, "/channel/room", &[]).await;
+    victim.next_block().await.expect("cursor");
+    let status = server.get_json("/status").await;
+    let clients: Vec<&str> = status["channels"]["room"]
+        .as_array()
+        .expect("room listed")
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    let victim_id = clients
+        .iter()
+        .find(|c| **c != assigned && !guesses.iter().any(|g| g == *c))
+        .expect("the victim's id is none of the guesses");
+    assert_eq!(clients.len(), guesses.len() + 2, "{status}");
+    let answer = server
+        .publish(
+            &format!("/channel/room/client/{victim_id}"),
+            r#"{"data":"private"}"#,
+        )
+        .await;
+    assert_eq!(answer["delivered"], 1, "{answer}");
+    let frame = victim.next_event().await.expect("the private event");
+    assert_eq!(frame.data.as_deref(), Some(r#""private""#));
+}

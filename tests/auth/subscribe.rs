@@ -112,6 +112,50 @@ async fn a_token_without_the_channel_is_403() {
     );
 }
 
+/// `sse.clients` says which client ids a token may claim: a stream cannot take over
+/// another user's id (and be replayed the events targeted at it).
+#[tokio::test]
+async fn a_token_with_a_clients_claim_may_choose_only_those_ids() {
+    let server = Server::start(hs_config()).await;
+    let mut claims = grants(&[], &["news"]);
+    claims["sse"]["clients"] = json!(["alice"]);
+    let alice = format!("Bearer {}", hs256(claims));
+    let path = "/channel/news/client/alice";
+    assert_eq!(
+        get(&server, path, &[("authorization", &alice)]).await.0,
+        200
+    );
+    let (status, answer) = get(
+        &server,
+        "/channel/news/client/bob",
+        &[("authorization", &alice)],
+    )
+    .await;
+    assert_eq!(status, 403, "{answer:?}");
+    let answer = answer.expect("a reason");
+    let message = answer["error"].as_str().expect("message");
+    assert!(message.contains("client id \"bob\""), "{message}");
+    // An assigned id needs no grant.
+    assert_eq!(
+        get(&server, "/channel/news", &[("authorization", &alice)])
+            .await
+            .0,
+        200
+    );
+    // Without the claim, any id may be chosen (tokens minted before it existed).
+    let any = format!("Bearer {}", hs256(grants(&[], &["news"])));
+    assert_eq!(
+        get(
+            &server,
+            "/channel/news/client/bob",
+            &[("authorization", &any)]
+        )
+        .await
+        .0,
+        200
+    );
+}
+
 #[tokio::test]
 async fn one_side_can_stay_open() {
     // A key with only publishing guarded: anyone may read.
