@@ -138,6 +138,11 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     /// Checks every bound the rest of the crate relies on.
+    /// Whether tokens are checked on either side.
+    pub fn auth_required(&self) -> bool {
+        self.auth_publish || self.auth_subscribe
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn err(option: &'static str, message: impl Into<String>) -> Result<(), ConfigError> {
             Err(ConfigError {
@@ -234,6 +239,14 @@ impl Config {
         }
         if matches!(&self.gossip_secret_key, Some(k) if k.is_empty()) {
             return err("gossip.secretKey", "must not be empty when set");
+        }
+        if self.auth_required() && self.gossip_secret_key.is_none() && !self.gossip_hosts.is_empty()
+        {
+            return err(
+                "gossip.secretKey",
+                "is needed to join a cluster with --auth.publish or --auth.subscribe: \
+                 without it anyone who reaches the relay reads every event the tokens protect",
+            );
         }
         if matches!(&self.auth_jwt_secret, Some(k) if k.is_empty()) {
             return err("auth.jwtSecret", "must not be empty when set");

@@ -154,7 +154,11 @@ impl Node {
             secret: secret.clone(),
         };
         if self.config.gossip_secret_key.is_none() {
-            tracing::warn!("no --gossip.secretKey: cluster traffic (gossip and relay) is open to anyone who can reach these ports");
+            if self.config.auth_required() {
+                tracing::warn!("no --gossip.secretKey with authorization on: this node runs alone and its relay answers nobody");
+            } else {
+                tracing::warn!("no --gossip.secretKey: gossip is open to anyone who can reach its port, and the relay to the addresses gossip knows as members");
+            }
         }
         tracing::info!(
             node = %settings.node_id,
@@ -171,9 +175,15 @@ impl Node {
             stop_rx.clone(),
         )
         .await?;
+        let open_to = if self.config.auth_required() {
+            relay::OpenTo::Nobody
+        } else {
+            relay::OpenTo::Members(cluster.member_ips())
+        };
         let relay = relay::router(relay::RelayServer {
             broker: self.broker.clone(),
             secret,
+            open_to,
             ping: Duration::from_secs(1),
             shutdown: stop_rx.clone(),
         });

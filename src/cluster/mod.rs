@@ -8,8 +8,8 @@ pub mod crypto;
 pub(crate) mod gossip;
 pub(crate) mod relay;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -109,9 +109,29 @@ pub struct Cluster {
 
 struct Shared {
     self_member: MemberInfo,
+    /// The addresses of every node gossip knows (see [`MemberIps`]).
+    member_ips: Arc<MemberIps>,
     members: Mutex<Vec<MemberInfo>>,
     has_peers: AtomicBool,
     ready: AtomicBool,
+}
+
+/// The IP addresses of the nodes gossip knows (their gossip and HTTP addresses, live
+/// or not): without a cluster secret, the relay answers only these.
+#[derive(Debug, Default)]
+pub(crate) struct MemberIps(Mutex<HashSet<IpAddr>>);
+
+impl MemberIps {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&ip)
+    }
+
+    fn replace(&self, ips: HashSet<IpAddr>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = ips;
+    }
 }
 
 impl ClusterView for Arc<Shared> {
@@ -192,6 +212,7 @@ impl Cluster {
         let shared = Arc::new(Shared {
             self_member,
             members: Mutex::new(Vec::new()),
+            member_ips: Arc::default(),
             has_peers: AtomicBool::new(false),
             ready: AtomicBool::new(seeds.is_empty()),
         });
@@ -213,6 +234,11 @@ impl Cluster {
 
     pub fn view(&self) -> Arc<dyn ClusterView> {
         Arc::new(self.shared.clone())
+    }
+
+    /// The addresses of the nodes gossip knows, kept current.
+    pub(crate) fn member_ips(&self) -> Arc<MemberIps> {
+        self.shared.member_ips.clone()
     }
 
     /// Leaves gossip and stops the pullers.
@@ -252,7 +278,9 @@ async fn sync_loop<N: Network>(
             // Node id → (generation, target) of its newest live generation.
             let mut live_peers: BTreeMap<String, (u64, PeerTarget)> = BTreeMap::new();
             let mut seen = HashMap::new();
+            let mut ips = HashSet::new();
             for (id, state) in chitchat.node_states() {
+                ips.insert(id.gossip_advertise_addr.ip());
                 let origin = state
                     .get(KEY_ORIGIN)
                     .and_then(|o| u64::from_str_radix(o, 16).ok());
@@ -265,6 +293,9 @@ async fn sync_loop<N: Network>(
                 }
                 let alive = live.contains(id);
                 let http = state.get(KEY_HTTP).unwrap_or_default().to_owned();
+                if let Ok(addr) = http.parse::<SocketAddr>() {
+                    ips.insert(addr.ip());
+                }
                 // A node id seen in several generations: keep the newest.
                 let member = MemberInfo {
                     id: id.node_id.to_string(),
@@ -294,6 +325,7 @@ async fn sync_loop<N: Network>(
             // Origins gossip no longer mentions, and nothing pulls from, are forgotten.
             announced.retain(|origin, _| pullers.contains_key(origin));
             announced.extend(seen);
+            shared.member_ips.replace(ips);
             let live_peers: Vec<(u64, PeerTarget)> = live_peers.into_values().collect();
             (members.into_values().collect::<Vec<_>>(), live_peers)
         };

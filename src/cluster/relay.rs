@@ -18,6 +18,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -27,10 +28,10 @@ use tokio::sync::watch;
 use std::sync::Arc;
 
 use super::crypto::{FrameOpener, FrameSealer};
-use super::ClusterSecret;
+use super::{ClusterSecret, MemberIps};
 use crate::broker::{Broker, RelayBatch, RelayEvent, Route};
 use crate::event::{validate_name, Origin, Publish};
-use crate::transport::Network;
+use crate::transport::{Network, RemoteIp};
 
 pub(crate) const PATH: &str = "/relay/v1";
 const ORIGIN_HEADER: &str = "x-relay-origin";
@@ -56,11 +57,22 @@ fn frame_bytes(out: &mut BytesMut, payload: &[u8]) {
     out.put_slice(payload);
 }
 
+/// The readers of a relay without a cluster secret.
+#[derive(Clone)]
+pub(crate) enum OpenTo {
+    /// Requests from the addresses gossip knows as members.
+    Members(Arc<MemberIps>),
+    /// Nobody: tokens protect the node's events, and only a secret can tell a member.
+    Nobody,
+}
+
 /// Server side state.
 #[derive(Clone)]
 pub(crate) struct RelayServer {
     pub(crate) broker: Broker,
     pub(crate) secret: Option<Arc<ClusterSecret>>,
+    /// Who may read the relay when there is no secret to authenticate peers.
+    pub(crate) open_to: OpenTo,
     pub(crate) ping: Duration,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -100,8 +112,25 @@ impl Framer {
 async fn serve(
     State(server): State<RelayServer>,
     query: Result<Query<RelayQuery>, axum::extract::rejection::QueryRejection>,
+    remote: Option<Extension<RemoteIp>>,
     headers: HeaderMap,
 ) -> Response {
+    if server.secret.is_none() {
+        let member = match (&server.open_to, remote) {
+            (OpenTo::Members(members), Some(Extension(RemoteIp(ip)))) => members.contains(ip),
+            _ => false,
+        };
+        if !member {
+            server.broker.metrics().relay_rejected.fetch_add(1, Relaxed);
+            let message = match server.open_to {
+                OpenTo::Members(_) => "relay: not a cluster member",
+                OpenTo::Nobody => {
+                    "relay: closed (authorization is on and there is no cluster secret)"
+                }
+            };
+            return (StatusCode::FORBIDDEN, message).into_response();
+        }
+    }
     let Ok(Query(query)) = query else {
         server.broker.metrics().relay_rejected.fetch_add(1, Relaxed);
         return (StatusCode::BAD_REQUEST, "relay: bad query").into_response();

@@ -30,7 +30,7 @@ use tower::ServiceExt;
 
 use super::subscribe::{DirectStream, EventStream, WantDirect};
 use crate::metrics::{ErrorKind, Metrics};
-use crate::transport::{PeerIp, TrySend};
+use crate::transport::{PeerIp, RemoteIp, TrySend};
 
 /// Bounds on request heads.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +66,8 @@ impl Drop for TrackGuard {
 struct Held {
     _open: TrackGuard,
     _place: Option<AddressGuard>,
+    /// The client's address, for the routes that ask for it ([`RemoteIp`]).
+    peer: Option<IpAddr>,
 }
 
 /// Open connections per client address. An address has an entry only while it has
@@ -190,6 +192,7 @@ pub async fn serve<L>(
         let held = Held {
             _open: guard,
             _place: place,
+            peer: addr.peer_ip(),
         };
         tokio::spawn(connection(io, app, settings, metrics.clone(), stop, held));
     }
@@ -328,7 +331,15 @@ async fn connection<Io>(
     // Boxed: this task's future is sized for its largest branch, and a subscriber's
     // should not carry room for a whole hyper connection.
     let prefix = buf.freeze();
-    Box::pin(serve_hyper(Rewind { prefix, io }, app, settings, stop)).await;
+    let peer = held.peer;
+    Box::pin(serve_hyper(
+        Rewind { prefix, io },
+        app,
+        peer,
+        settings,
+        stop,
+    ))
+    .await;
 }
 
 /// The request, if the head is a `GET /channel/...` (a subscribe); `Err` if it is one
@@ -572,11 +583,18 @@ async fn write_plain<Io: AsyncRead + AsyncWrite + Unpin>(
 async fn serve_hyper<Io>(
     io: Rewind<Io>,
     app: Router,
+    peer: Option<IpAddr>,
     settings: ServeSettings,
     mut stop: watch::Receiver<bool>,
 ) where
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let app = app.map_request(move |mut request: Request<hyper::body::Incoming>| {
+        if let Some(ip) = peer {
+            request.extensions_mut().insert(RemoteIp(ip));
+        }
+        request
+    });
     let service = hyper_util::service::TowerToHyperService::new(app);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -18,6 +18,11 @@ impl PeerIp for SocketAddr {
     }
 }
 
+/// The client IP address of a request, as a request extension for the routes that
+/// need it (the relay admits only cluster members' addresses without a secret).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteIp(pub IpAddr);
+
 /// A connection that can be written without a task: what its socket takes now, or
 /// `WouldBlock`. Appends use it to write an event straight to a waiting subscriber
 /// (see [`crate::broker::Sink`]); asking the kernel directly skips the runtime's
