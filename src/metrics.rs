@@ -79,6 +79,8 @@ pub struct Metrics {
     pub replays_served: AtomicU64,
     pub replayed_events: AtomicU64,
     pub resets_sent: AtomicU64,
+    /// Resumes from a cursor this cluster could not have issued (answered with reset).
+    pub forged_cursors: AtomicU64,
     pub relay_gaps: AtomicU64,
     pub relay_events_received: AtomicU64,
     pub relay_rejected: AtomicU64,
@@ -192,6 +194,12 @@ impl Metrics {
             "counter",
             "Resumes that could not be proven complete and got a reset event.",
             self.resets_sent.load(Relaxed),
+        );
+        metric(
+            "sse_cursors_refused_total",
+            "counter",
+            "Last-Event-IDs this cluster could not have issued (from the future, or past every sequence it assigned); each got a reset.",
+            self.forged_cursors.load(Relaxed),
         );
         metric(
             "sse_relay_gaps_total",

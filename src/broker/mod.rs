@@ -11,7 +11,7 @@ mod channel;
 mod ledger;
 mod outbox;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -96,6 +96,9 @@ struct State {
     /// (their history does not get it): its ledger stamp and time. A channel that was
     /// dormant before that stamp cannot vouch for its history before that time.
     broadcast_skipped: (u64, u64),
+    /// Highest sequence seen from each other origin (relayed or announced as a gap):
+    /// a cursor far beyond it was not issued by this cluster.
+    remote_seen: HashMap<Origin, u64>,
     /// Publisher ids of this node's publishes to every channel, in the replay window:
     /// a retry is a duplicate without looking into any channel.
     broadcast_ids: BroadcastIds,
@@ -113,6 +116,15 @@ fn warn_due(last: &mut Option<u64>, now_ms: u64) -> bool {
         *last = Some(now_ms);
     }
     due
+}
+
+/// How far ahead of this node's clock a cursor's time may be (another node's clock
+/// may run ahead by this much).
+const MAX_CLOCK_AHEAD_MS: u64 = 60 * 60 * 1000;
+
+fn note_remote(state: &mut State, origin: Origin, seq: u64) {
+    let seen = state.remote_seen.entry(origin).or_default();
+    *seen = (*seen).max(seq);
 }
 
 /// The channels with subscribers, for an event to every channel.
@@ -210,6 +222,7 @@ impl Broker {
                     ledger: Ledger::default(),
                     dropped_ms: 0,
                     broadcast_skipped: (0, 0),
+                    remote_seen: HashMap::new(),
                     broadcast_ids: BroadcastIds::default(),
                     warned_bytes_ms: None,
                     warned_channels_ms: None,
@@ -553,6 +566,7 @@ impl Broker {
         let now = self.shared.clock.now_ms();
         let mut guard = self.state();
         let state = &mut *guard;
+        note_remote(state, origin, seq);
         let (name, target) = match route {
             Route::All => (None, None),
             Route::Channel(name) => (Some(name), None),
@@ -598,6 +612,7 @@ impl Broker {
         let now = self.shared.clock.now_ms();
         let mut guard = self.state();
         let state = &mut *guard;
+        note_remote(state, origin, upto);
         let channels: Vec<Arc<Channel>> = state.channels.values().cloned().collect();
         let mut fanout = Fanout::default();
         let gap = Publish {
@@ -712,6 +727,13 @@ impl Broker {
             log.known_from_ms = log.known_from_ms.max(state.broadcast_skipped.1);
         }
         let mut preamble = BytesMut::new();
+        let resume = match resume {
+            Resume::From(cursor) if !self.could_have_issued(state, cursor, now) => {
+                self.shared.metrics.forged_cursors.fetch_add(1, Relaxed);
+                Resume::Unknown
+            }
+            resume => resume,
+        };
         let reset = match resume {
             Resume::Live => false,
             Resume::Unknown => true,
@@ -788,6 +810,24 @@ impl Broker {
     fn client_id_candidate(&self, id: u64, attempt: u64) -> String {
         let hash = self.shared.client_id_key.hash_one((id, attempt));
         format!("{:x}-{hash:016x}", self.shared.origin)
+    }
+
+    /// Whether this cluster could have issued `cursor`: not from further ahead of this
+    /// node's clock than clocks drift, no sequence of this node's origin it has not
+    /// assigned, none of another origin further past what this node saw of it than a
+    /// peer's relay queue holds. A cursor that fails is answered with `reset` rather
+    /// than taken as seen (which would drop every later event of that origin).
+    fn could_have_issued(&self, state: &State, cursor: &Cursor, now: u64) -> bool {
+        let slack = self.shared.settings.relay_queue_events as u64;
+        cursor.time_ms <= now.saturating_add(MAX_CLOCK_AHEAD_MS)
+            && cursor.frontier.iter().all(|(origin, seq)| {
+                if origin == self.shared.origin {
+                    seq <= state.last_seq
+                } else {
+                    let seen = state.remote_seen.get(&origin).copied().unwrap_or(0);
+                    seq <= seen.saturating_add(slack)
+                }
+            })
     }
 
     fn unsubscribe(&self, channel: &Arc<Channel>, id: u64) {

@@ -415,6 +415,38 @@ async fn an_assigned_client_id_is_never_one_a_chosen_id_holds() {
     assert_eq!(published.delivered, 1);
 }
 
+/// A cursor this cluster could not have issued gets `reset`, and the stream then
+/// gets every later event: taken as seen, it would have silenced its origin for good.
+#[tokio::test(start_paused = true)]
+async fn a_forged_cursor_gets_reset_and_later_events() {
+    let broker = broker();
+    broker.publish("c", &event("0"), None).unwrap();
+    let origin = broker.origin();
+    let max = u64::MAX;
+    let now = broker.now_ms();
+    let forged = [
+        format!("{max}~{origin:x}.{max}"),
+        format!("{now}~{origin:x}.9999"), // a sequence not assigned yet
+        format!("{}~{origin:x}.1", now + 7_200_000), // two hours ahead
+        format!("{now}~def.{}", 1000 + 1), // past what was seen of def, and a queue
+    ];
+    for id in &forged {
+        let cursor = Cursor::parse(id).unwrap();
+        let mut sub = broker.subscribe("c", None, Resume::From(&cursor)).unwrap();
+        let preamble = String::from_utf8(sub.take_preamble().unwrap().to_vec()).unwrap();
+        assert!(preamble.starts_with("event: reset\n"), "{id}: {preamble}");
+        broker.publish("c", &event("later"), None).unwrap();
+        assert_eq!(read_data(&mut sub).await, ["later"], "{id}");
+    }
+    assert_eq!(broker.metrics().forged_cursors.load(Relaxed), 4);
+    // What was issued, or seen of another origin, still resumes exactly.
+    broker.apply_remote(0xdef, 1, &Route::Channel("c".into()), &event("r"));
+    let now = broker.now_ms();
+    let seq = broker.accepted_seq();
+    let fine = Cursor::parse(&format!("{now}~{origin:x}.{seq}~def.{}", 1 + 1000)).unwrap();
+    assert_eq!(resume(&broker, "c", &fine), (false, vec![]));
+}
+
 #[tokio::test(start_paused = true)]
 async fn channels_live_with_subscribers_and_history_expires() {
     let broker = broker();

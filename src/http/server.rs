@@ -63,6 +63,12 @@ impl Drop for TrackGuard {
 /// What an open connection holds for as long as it is open: its place in the
 /// shutdown count and in its address's count. Moves with an event stream into the
 /// task that writes it.
+/// The kernel send buffer a subscriber's socket may use (Linux allocates twice
+/// this, for its own bookkeeping). The broker keeps a subscriber's backlog itself
+/// (`--subscriber.buffer` events) and writes at most a 64 KiB batch at a time, so a
+/// bigger kernel buffer only lets a client that stops reading pin more memory.
+const SUBSCRIBER_SEND_BUFFER: usize = 64 * 1024;
+
 struct Held {
     _open: TrackGuard,
     _place: Option<AddressGuard>,
@@ -315,6 +321,7 @@ async fn connection<Io>(
             // is written by a task of its own (see `pump`).
             Ok(request) => match Box::pin(route_subscribe(app, request)).await {
                 Routed::Stream(first, stream) => {
+                    io.limit_send_buffer(SUBSCRIBER_SEND_BUFFER);
                     tokio::spawn(pump(io, first, stream, held));
                 }
                 Routed::Whole(answer) => {

@@ -36,6 +36,13 @@ pub trait TrySend {
         let _ = buf;
         None
     }
+
+    /// Caps the kernel's send buffer of the connection at about `bytes` (a subscriber
+    /// that stops reading then pins that much, not the megabytes the kernel's
+    /// autotuning would grow it to). Nothing where there is no kernel socket.
+    fn limit_send_buffer(&self, bytes: usize) {
+        let _ = bytes;
+    }
 }
 
 /// A connection with no kernel socket to ask (a simulated one, say): direct writes
@@ -256,6 +263,10 @@ impl<Io: TrySend> TrySend for Conn<Io> {
             self.failed(error);
         }
         Some(result)
+    }
+
+    fn limit_send_buffer(&self, bytes: usize) {
+        self.io.limit_send_buffer(bytes);
     }
 }
 

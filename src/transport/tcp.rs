@@ -71,6 +71,12 @@ impl TrySend for tokio::net::TcpStream {
     fn try_send(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
         Some(SockRef::from(&*self).send(buf))
     }
+
+    fn limit_send_buffer(&self, bytes: usize) {
+        if let Err(error) = SockRef::from(self).set_send_buffer_size(bytes) {
+            tracing::debug!(%error, "could not set SO_SNDBUF");
+        }
+    }
 }
 
 /// Real sockets.

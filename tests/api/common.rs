@@ -169,6 +169,11 @@ impl RawStream {
         Self::send_get(socket, path, headers).await
     }
 
+    /// The client's port of the connection.
+    pub(crate) fn local_port(&self) -> u16 {
+        self.socket.local_addr().expect("local address").port()
+    }
+
     /// Like `get`, over a socket with a small receive buffer, for readers that stall.
     pub(crate) async fn get_small_buffer(addr: SocketAddr, path: &str) -> RawStream {
         let socket = small_buffer_socket(addr).await;

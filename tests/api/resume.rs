@@ -198,3 +198,32 @@ async fn republished_id_is_delivered_once_and_answers_duplicate() {
     );
     assert_eq!(server.metric("sse_events_duplicate_total").await, 4);
 }
+
+/// A `Last-Event-ID` this cluster could not have issued (the attack: every field at
+/// its maximum) gets `reset`, and the stream then carries every later event.
+#[tokio::test]
+async fn a_forged_last_event_id_gets_reset_and_every_later_event() {
+    let server = Server::start(config()).await;
+    let first = server.publish("/channel/f", r#"{"data":0}"#).await;
+    let cursor = first["id"].as_str().expect("cursor");
+    let origin = cursor
+        .split('~')
+        .nth(1)
+        .and_then(|part| part.split_once('.'))
+        .map(|(origin, _)| origin)
+        .expect("origin in the cursor");
+    let max = u64::MAX;
+    let forged = format!("{max}~{origin}.{max}");
+    let mut stream = open_stream(server.addr, "/channel/f", &[("last-event-id", &forged)]).await;
+    let opening = stream.next_event().await.expect("reset");
+    assert_eq!(opening.event.as_deref(), Some("reset"));
+    server.publish("/channel/f", r#"{"data":"after"}"#).await;
+    let before = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        events_until(&mut stream, r#""after""#),
+    )
+    .await
+    .expect("the event after a forged id arrives");
+    assert!(before.is_empty(), "{before:?}");
+    assert_eq!(server.metric("sse_cursors_refused_total").await, 1);
+}

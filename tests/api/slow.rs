@@ -210,3 +210,54 @@ async fn a_subscriber_past_its_buffer_gets_overflow_and_resumes_without_duplicat
     }
     assert_eq!(seen, (0..events as u64).collect::<Vec<_>>());
 }
+
+/// Bytes the kernel holds unsent for the server's end of the connection between
+/// `server_port` and `client_port` (the `tx_queue` column of `/proc/net/tcp`).
+#[cfg(target_os = "linux")]
+fn server_send_queue(server_port: u16, client_port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let port = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote, queues) = (fields.get(1)?, fields.get(2)?, fields.get(4)?);
+        if port(local)? != server_port || port(remote)? != client_port {
+            return None;
+        }
+        u64::from_str_radix(queues.split(':').next()?, 16).ok()
+    })
+}
+
+/// A subscriber that stops reading pins a bounded kernel send buffer, not the
+/// megabytes the kernel's autotuning would grow it to (security issue: 300 such
+/// clients held 1.2 GB). The broker keeps the backlog itself, counted and bounded.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_pins_a_bounded_send_buffer() {
+    let _heavy = HEAVY.lock().await;
+    let server = Server::start(sse_cluster::Config {
+        write_stall_timeout: Duration::from_secs(30),
+        subscriber_buffer: 1_000,
+        ..config()
+    })
+    .await;
+    let never = RawStream::get_small_buffer(server.addr, "/channel/pinned").await;
+    assert_eq!(never.status, 200);
+    let filler = format!(r#"{{"data":"{}"}}"#, "p".repeat(60 * 1024));
+    for _ in 0..80 {
+        let (status, answer) = server.post("/channel/pinned", &filler).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    // Let the writes the socket takes land, then read the largest queue seen.
+    let mut most = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let queued = server_send_queue(server.addr.port(), never.local_port())
+            .expect("the connection in /proc/net/tcp");
+        most = most.max(queued);
+    }
+    assert!(most > 0, "the reader was written to");
+    assert!(
+        most <= 256 * 1024,
+        "{most} bytes pinned in the kernel for one subscriber"
+    );
+}
