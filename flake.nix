@@ -47,7 +47,10 @@
           inherit version src cargoLock;
 
           # The workspace's default member is the broker; its tests and the
-          # simulation crate's both run in the check phase.
+          # simulation crate's both run in the check phase. The tests that read
+          # /proc are Linux-only (cfg), so the phase can pass on Darwin too (not
+          # run there yet). On Linux, `.ci/sandbox-check` runs these tests the way
+          # this phase does.
           cargoTestFlags = [ "--workspace" ];
 
           meta = {
