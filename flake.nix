@@ -20,8 +20,9 @@
 
       version = (lib.importTOML ./Cargo.toml).package.version;
 
-      # The Cargo workspace without local build output, the flake and CI scripts, so
-      # editing those does not rebuild the package. The module stays: a test reads it.
+      # The Cargo workspace without local build output, the flake, its helpers and CI
+      # scripts, so editing those does not rebuild the package. The NixOS module and
+      # the Kubernetes manifests stay: tests read them.
       src = lib.cleanSourceWith {
         src = lib.cleanSource ./.;
         filter =
@@ -30,6 +31,7 @@
             "target"
             "flake.nix"
             "flake.lock"
+            "nix"
             ".ci"
           ]);
       };
@@ -45,7 +47,10 @@
           inherit version src cargoLock;
 
           # The workspace's default member is the broker; its tests and the
-          # simulation crate's both run in the check phase.
+          # simulation crate's both run in the check phase. The tests that read
+          # /proc are Linux-only (cfg), so the phase can pass on Darwin too (not
+          # run there yet). On Linux, `.ci/sandbox-check` runs these tests the way
+          # this phase does.
           cargoTestFlags = [ "--workspace" ];
 
           meta = {
@@ -74,8 +79,10 @@
           installPhase = "touch $out";
         };
 
-      # nginx with nchan, the reference broker of the benchmarks, when this nixpkgs
-      # has the module; plain nginx otherwise.
+      # nginx with nchan, the reference broker of the benchmarks, if this nixpkgs
+      # has the module. nixpkgs (nixos-25.11 included) does not package nchan, so
+      # the dev shell has plain nginx: bench/compare.sh needs nginx built with nchan
+      # from elsewhere (Debian's libnginx-mod-nchan) to compare against it.
       nginxForBenchmarks =
         pkgs:
         if pkgs.nginxModules ? nchan then
@@ -93,23 +100,13 @@
           default = sse-cluster;
         }
         // lib.optionalAttrs pkgs.stdenv.isLinux {
-          # `docker load < result`. The entrypoint includes `start`, so
-          # `docker run sse-cluster:<version> --gossip.hosts=...` works.
+          # `docker load < result`; `docker run sse-cluster:<version>` starts a node,
+          # `docker run sse-cluster:<version> start --flags...` one with flags.
           dockerImage = pkgs.dockerTools.buildLayeredImage {
             name = "sse-cluster";
             tag = version;
             contents = [ pkgs.cacert ];
-            config = {
-              Entrypoint = [
-                (lib.getExe sse-cluster)
-                "start"
-              ];
-              ExposedPorts = {
-                "8080/tcp" = { };
-                "42000/udp" = { };
-              };
-              User = "65534:65534";
-            };
+            config = import ./nix/container-config.nix { exe = lib.getExe sse-cluster; };
           };
         }
       );

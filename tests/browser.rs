@@ -699,9 +699,9 @@ impl Drop for ChromeDriver {
         print_log_on_panic("chromedriver", &self.log);
         if let Some(pid) = self.child.id() {
             // SIGKILL the whole group: chromedriver and every Chromium process.
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .status();
+            if let Some(group) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
         }
     }
 }

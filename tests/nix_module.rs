@@ -6,7 +6,10 @@
 //! secret through the environment (`export NAME`); that is what this test reads.
 
 use std::collections::BTreeSet;
-use std::process::Command;
+
+#[path = "support/help.rs"]
+mod help;
+use help::{binary_options, parse_help};
 
 /// Flags the module already passes but the binary does not have yet. Each entry is
 /// removed when its flag lands; the test fails while an entry is stale.
@@ -114,69 +117,6 @@ fn module_parsing_takes_only_string_literals_starting_with_dashes() {
 }
 
 // ---- helpers ----
-
-/// One option of `sse-cluster start`: its long flag and environment variable.
-#[derive(Debug)]
-struct HelpOption {
-    flag: String,
-    env: Option<String>,
-}
-
-fn binary_options() -> Vec<HelpOption> {
-    let output = Command::new(env!("CARGO_BIN_EXE_sse-cluster"))
-        .args(["start", "--help"])
-        .env("COLUMNS", "100")
-        .output()
-        .expect("run sse-cluster start --help");
-    assert!(output.status.success(), "start --help failed: {output:?}");
-    let help = String::from_utf8(output.stdout).expect("help is UTF-8");
-    let options = parse_help(&help);
-    // Guard against a parser that silently finds nothing.
-    assert!(
-        options.iter().any(|o| o.flag == "--gossip.port")
-            && options.iter().any(|o| o.flag == "--http.server.port"),
-        "could not read the options from:\n{help}"
-    );
-    options
-}
-
-/// Options of a clap help text: an option starts on a line indented less than its
-/// description lines and opens with `--flag` or `-x, --flag`; `[env: NAME=]` may wrap
-/// onto the following lines. `--help` is not an option to configure.
-fn parse_help(help: &str) -> Vec<HelpOption> {
-    let mut options: Vec<(String, String)> = Vec::new();
-    for line in help.lines() {
-        let body = line.trim_start();
-        let indent = line.len() - body.len();
-        let body_without_short = match body.split_once(", ") {
-            Some((short, rest)) if short.len() == 2 && short.starts_with('-') => rest,
-            _ => body,
-        };
-        if indent > 0 && indent < 8 && body_without_short.starts_with("--") {
-            let flag: String = body_without_short
-                .chars()
-                .take_while(|c| !c.is_whitespace() && *c != '=' && *c != '[')
-                .collect();
-            options.push((flag, String::new()));
-        } else if let Some((_, text)) = options.last_mut() {
-            text.push(' ');
-            text.push_str(body);
-        }
-    }
-    options
-        .into_iter()
-        .filter(|(flag, _)| flag != "--help")
-        .map(|(flag, text)| {
-            let env = text.split_once("[env:").map(|(_, rest)| {
-                rest.trim_start()
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect()
-            });
-            HelpOption { flag, env }
-        })
-        .collect()
-}
 
 fn module_source() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/nixos-module/default.nix");

@@ -350,7 +350,7 @@ async fn publish_phase(
         ticks += 1;
         let delivered = shared.delivered.load(Relaxed);
         let expected = shared.expected.load(Relaxed);
-        if ticks % 20 == 0 {
+        if ticks.is_multiple_of(20) {
             eprintln!(
                 "bench: {:.0}s published {} delivered {delivered}/{expected}",
                 started.elapsed().as_secs_f64(),

@@ -72,6 +72,8 @@ mod tests {
         assert_eq!(parse_cpu_ticks("4242 (x) S 1 2"), None);
     }
 
+    // /proc is Linux's: elsewhere `sse-cluster bench --server-pid` reports an error.
+    #[cfg(target_os = "linux")]
     #[test]
     fn reads_this_process() {
         let me = std::process::id();

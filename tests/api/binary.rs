@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use rustix::process::{kill_process, Pid, Signal};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
@@ -87,18 +88,15 @@ impl Process {
         }
     }
 
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} {pid}");
+    fn signal(&self, signal: Signal) {
+        let pid = self.child.id().expect("running");
+        let target = Pid::from_raw(pid as i32).expect("a positive pid");
+        kill_process(target, signal).unwrap_or_else(|e| panic!("signal {signal:?} to {pid}: {e}"));
     }
 
     /// Stops with SIGTERM and insists on a clean exit.
     async fn stop(mut self) {
-        self.signal("TERM");
+        self.signal(Signal::TERM);
         let status = tokio::time::timeout(WAIT, self.child.wait())
             .await
             .expect("exits after SIGTERM")
@@ -354,7 +352,7 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
         .ok_or(())
 }
 
-async fn open_streams_end_on(signal: &str) {
+async fn open_streams_end_on(signal: Signal) {
     let _heavy = HEAVY.lock().await;
     const STREAMS: usize = 1000;
     let port = free_port();
@@ -406,22 +404,22 @@ async fn open_streams_end_on(signal: &str) {
         .expect("exits after the signal")
         .expect("wait");
     let exited = started.elapsed();
-    assert_eq!(exit.code(), Some(0), "SIG{signal}: {exit}");
+    assert_eq!(exit.code(), Some(0), "{signal:?}: {exit}");
     for reader in readers {
         // Every stream ended (a timeout inside would fail the reader task).
         reader.await.expect("the stream ends");
     }
     let ended = started.elapsed();
-    eprintln!("SIG{signal} with {STREAMS} streams: exit 0 after {exited:?}, all streams ended after {ended:?}");
+    eprintln!("{signal:?} with {STREAMS} streams: exit 0 after {exited:?}, all streams ended after {ended:?}");
     assert!(exited < Duration::from_secs(5), "{exited:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_every_stream_and_exits_0() {
-    open_streams_end_on("TERM").await;
+    open_streams_end_on(Signal::TERM).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_ends_every_stream_and_exits_0() {
-    open_streams_end_on("INT").await;
+    open_streams_end_on(Signal::INT).await;
 }

@@ -240,7 +240,9 @@ impl Drop for KillOnDrop {
                 let _ = child.wait();
             }
             KillOnDrop::Pid(pid) => {
-                let _ = Command::new("kill").arg(pid.to_string()).status();
+                if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                }
             }
         }
     }
