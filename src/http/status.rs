@@ -9,10 +9,13 @@ use serde_json::json;
 use super::AppState;
 
 /// The Go project's `/status` shape: gossip members and channels with client ids.
+/// `member_count` counts the live members (what dashboards read as the cluster's
+/// size); members gossip still remembers as dead stay listed with `alive: false`.
 pub(super) async fn status(State(state): State<AppState>) -> impl IntoResponse {
     let members = state.cluster.members();
+    let live = members.iter().filter(|m| m.alive).count();
     Json(json!({
-        "gossip": { "member_count": members.len(), "members": members },
+        "gossip": { "member_count": live, "members": members },
         "channels": state.broker.channels(),
     }))
 }

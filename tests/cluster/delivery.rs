@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common::*;
 
@@ -175,4 +175,42 @@ async fn publishing_to_all_channels_and_to_one_client_works_across_nodes() {
         data,
         [json!({"origin": 0, "n": 1}), json!("just for alice")]
     );
+}
+
+/// After `kill -9` of one of three nodes and a start on new ports, `/status` counts
+/// the three live members; the dead one stays listed with `alive: false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_only_the_living() {
+    let a = NodeProcess::start(None, &[]);
+    let b = NodeProcess::start(Some(a.gossip), &[]);
+    let mut c = NodeProcess::start(Some(a.gossip), &[]);
+    for node in [&a, &b, &c] {
+        wait_for_members(node, 3).await;
+    }
+    c.kill9();
+    let d = NodeProcess::start(Some(a.gossip), &[]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status: Value = client()
+            .get(a.url("/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let members = status["gossip"]["members"].as_array().unwrap().clone();
+        let dead = members.iter().filter(|m| m["alive"] == false).count();
+        let live = members.len() - dead;
+        if dead == 1 && live == 3 {
+            assert_eq!(status["gossip"]["member_count"], 3, "{status}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the killed node was never listed as dead beside three live ones: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(d);
 }
