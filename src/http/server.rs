@@ -152,6 +152,9 @@ pub async fn serve<L>(
     L::Io: TrySend,
     L::Addr: PeerIp,
 {
+    // Every answer of the router (the relay's, merged into it, included) carries the
+    // security headers; so do the ones this module writes itself (`write_plain`).
+    let app = app.layer(axum::middleware::map_response(super::headers::layer));
     let tracker = Arc::new(Tracker::default());
     let per_address = Arc::new(PerAddress {
         limit: settings.max_connections_per_address,
@@ -550,6 +553,7 @@ async fn write_plain<Io: AsyncRead + AsyncWrite + Unpin>(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    super::headers::secure(&mut headers);
     io.write_all(&response_head(status, &headers, Some(body.len())))
         .await?;
     io.write_all(body.as_bytes()).await?;
