@@ -176,6 +176,7 @@ impl Node {
             secret,
             ping: Duration::from_secs(1),
             shutdown: stop_rx.clone(),
+            refusals: Default::default(),
         });
         let view = cluster.view();
         let result = self

@@ -30,6 +30,7 @@ use super::crypto::{FrameOpener, FrameSealer};
 use super::ClusterSecret;
 use crate::broker::{Broker, RelayBatch, RelayEvent, Route};
 use crate::event::{validate_name, Origin, Publish};
+use crate::log::{RateLimited, Untrusted};
 use crate::transport::Network;
 
 pub(crate) const PATH: &str = "/relay/v1";
@@ -63,6 +64,9 @@ pub(crate) struct RelayServer {
     pub(crate) secret: Option<Arc<ClusterSecret>>,
     pub(crate) ping: Duration,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Refused requests are warned about at most once per interval: anyone who
+    /// reaches the port can send them (all are counted in `relay_rejected`).
+    pub(crate) refusals: Arc<RateLimited>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,7 +134,14 @@ async fn serve(
             }
             Err(error) => {
                 server.broker.metrics().relay_rejected.fetch_add(1, Relaxed);
-                tracing::warn!(peer = %query.node, %error, "refused a relay request");
+                if let Some(unlogged) = server.refusals.allow() {
+                    tracing::warn!(
+                        peer = %Untrusted(&query.node),
+                        %error,
+                        refused_unlogged = unlogged,
+                        "refused a relay request (more are counted in sse_relay_rejected_total)"
+                    );
+                }
                 return (StatusCode::UNAUTHORIZED, "relay: not authenticated").into_response();
             }
         }
@@ -146,7 +157,7 @@ async fn serve(
         )
             .into_response();
     }
-    tracing::debug!(peer = %query.node, from = query.from, "relay stream opened");
+    tracing::debug!(peer = %Untrusted(&query.node), from = query.from, "relay stream opened");
     let from = if query.from == 0 {
         server.broker.relay_first_since(query.since)
     } else {
@@ -259,12 +270,17 @@ pub(crate) async fn pull<N: Network>(
         };
         match result {
             PullEnd::OriginChanged => {
-                tracing::info!(peer = %peer.node_id, "peer restarted with a new generation");
+                tracing::info!(peer = %Untrusted(&peer.node_id), "peer restarted with a new generation");
                 return;
             }
             PullEnd::Failed(reason) => {
                 let next = progress.load(Relaxed);
-                tracing::debug!(peer = %peer.node_id, %reason, next, "relay connection ended; retrying");
+                tracing::debug!(
+                    peer = %Untrusted(&peer.node_id),
+                    reason = %Untrusted(&reason),
+                    next,
+                    "relay connection ended; retrying"
+                );
             }
         }
         tokio::select! {

@@ -29,6 +29,7 @@ use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
 use super::subscribe::{DirectStream, EventStream, WantDirect};
+use crate::log::RateLimited;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::transport::{PeerIp, TrySend};
 
@@ -109,31 +110,16 @@ impl Drop for AddressGuard {
     }
 }
 
-/// Warns about per-address refusals at most once per [`RefusalLog::EVERY`]: a
-/// client hammering the limit must not flood the log.
-#[derive(Default)]
-struct RefusalLog {
-    quiet_until: Option<tokio::time::Instant>,
-    unlogged: u64,
-}
-
-impl RefusalLog {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    fn refused(&mut self, ip: IpAddr, limit: usize) {
-        let now = tokio::time::Instant::now();
-        if self.quiet_until.is_some_and(|until| now < until) {
-            self.unlogged += 1;
-            return;
-        }
+/// Warns about a per-address refusal, at most once per ten seconds: a client
+/// hammering the limit must not flood the log.
+fn log_refused(log: &RateLimited, ip: IpAddr, limit: usize) {
+    if let Some(unlogged) = log.allow() {
         tracing::warn!(
             address = %ip,
             limit,
-            refused_unlogged = self.unlogged,
+            refused_unlogged = unlogged,
             "refusing connections over --http.server.maxConnectionsPerAddress (429); behind a proxy, raise it to --http.server.maxConnections"
         );
-        self.unlogged = 0;
-        self.quiet_until = Some(now + Self::EVERY);
     }
 }
 
@@ -160,7 +146,7 @@ pub async fn serve<L>(
         limit: settings.max_connections_per_address,
         open: Mutex::new(HashMap::new()),
     });
-    let mut refusals = RefusalLog::default();
+    let refusals = RateLimited::default();
     loop {
         let (io, addr) = tokio::select! {
             _ = stopped(&mut stop) => break,
@@ -179,7 +165,7 @@ pub async fn serve<L>(
                         .connections_refused_per_address
                         .fetch_add(1, Relaxed);
                     metrics.request_error(ErrorKind::TooManyConnectionsFromAddress);
-                    refusals.refused(ip, per_address.limit);
+                    log_refused(&refusals, ip, per_address.limit);
                     let limit = per_address.limit;
                     tokio::spawn(async move {
                         refuse(io, limit).await;
