@@ -106,12 +106,24 @@ impl Publish {
         }
         if let Some(event) = &body.event {
             validate_label("event", event)?;
+            if RESERVED_EVENTS.contains(&event.as_str()) {
+                return Err(invalid(format!(
+                    "event name {event:?} is reserved: the broker itself sends {}",
+                    RESERVED_EVENTS.join(", ")
+                )));
+            }
         }
-        reject_lone_surrogates(body.data.get())?;
+        if let Some(retry) = body.retry {
+            if retry > MAX_RETRY_MS {
+                return Err(invalid(format!(
+                    "retry must be at most {MAX_RETRY_MS} milliseconds, got {retry}"
+                )));
+            }
+        }
         Ok(Publish {
+            data: check_and_compact_data(body.data.get())?,
             id: body.id,
             event: body.event,
-            data: compact_json(body.data.get()),
             retry: body.retry,
         })
     }
@@ -140,18 +152,89 @@ impl Publish {
     }
 }
 
-/// Removes insignificant whitespace from valid JSON text. Keeps numbers and
+/// Deepest nesting of arrays and objects accepted in `data`: what serde_json (Rust's
+/// common strict decoder) reads by default, so every subscriber's decoder can.
+pub const MAX_DATA_DEPTH: usize = 127;
+/// Longest number accepted in `data`, in characters. Past 17 significant digits a
+/// double holds no more precision (RFC 7493: I-JSON numbers are doubles).
+pub const MAX_NUMBER_LEN: usize = 100;
+/// Largest `retry` a publisher may send, in milliseconds (ten minutes): longer waits
+/// leave a browser that lost its connection silent for what looks like for ever.
+pub const MAX_RETRY_MS: u64 = 600_000;
+/// Event names the broker itself sends on streams; a publisher may not use them, or
+/// it could make pages reload (`reset`), think events were lost (`gap`), or stop
+/// reconnecting (`expired`).
+pub const RESERVED_EVENTS: [&str; 4] = ["reset", "gap", "overflow", "expired"];
+
+/// Checks `data` (valid JSON text, as serde_json's `RawValue` holds it) and returns
+/// it without insignificant whitespace, in one pass over its bytes. Keeps numbers and
 /// strings byte for byte (no float rounding, unlike a parse and re-print).
-/// Refuses `\uD800`-style escapes that do not form a surrogate pair. The JSON
-/// grammar admits them, but they encode no Unicode character: strict decoders
-/// (Rust's, Go's, Python's with `surrogatepass` off) fail or substitute on them, so
-/// I-JSON (RFC 7493) forbids them and a broker should not pass them to subscribers.
-/// `json` is already valid JSON text (every `\u` has four hex digits).
-fn reject_lone_surrogates(json: &str) -> Result<(), InvalidInput> {
-    if !json.contains("\\u") {
-        return Ok(());
-    }
+///
+/// Refuses what strict decoders on the subscriber's side (Rust's, Go's, Python's
+/// with `surrogatepass` off) fail on, although the JSON grammar admits it (I-JSON,
+/// RFC 7493, forbids or warns of each):
+/// - `\uD800`-style escapes that do not form a surrogate pair (they encode no
+///   Unicode character);
+/// - arrays and objects nested more than [`MAX_DATA_DEPTH`] deep;
+/// - numbers longer than [`MAX_NUMBER_LEN`] characters, or out of a double's range
+///   (`1e400`).
+///
+/// The scan is byte-wise: every byte it acts on is ASCII, and ASCII bytes never
+/// occur inside a multi-byte UTF-8 sequence, so each slice it copies starts and ends
+/// on a character boundary.
+fn check_and_compact_data(json: &str) -> Result<String, InvalidInput> {
     let bytes = json.as_bytes();
+    let mut out = String::with_capacity(json.len());
+    // Start of the bytes not yet copied to `out`.
+    let mut copied = 0;
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i = string_end(bytes, i + 1)?;
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DATA_DEPTH {
+                    return Err(invalid(format!(
+                        "data nests arrays and objects more than {MAX_DATA_DEPTH} deep; \
+                         strict JSON decoders refuse that"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                out.push_str(&json[copied..i]);
+                copied = i + 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                let mut exponent = false;
+                while let Some(&b) = bytes.get(i) {
+                    match b {
+                        b'0'..=b'9' | b'-' | b'+' | b'.' => {}
+                        b'e' | b'E' => exponent = true,
+                        _ => break,
+                    }
+                    i += 1;
+                }
+                check_number(&json[start..i], exponent)?;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push_str(&json[copied..]);
+    Ok(out)
+}
+
+/// The index after the closing quote of the string whose contents start at `i`;
+/// checks its `\u` escapes on the way.
+fn string_end(bytes: &[u8], mut i: usize) -> Result<usize, InvalidInput> {
+    // A `\uXXXX` escape's code unit at `at`, if there is one.
     let unit = |at: usize| -> Option<u16> {
         let hex = bytes.get(at..at + 6)?;
         if !hex.starts_with(b"\\u") {
@@ -159,50 +242,50 @@ fn reject_lone_surrogates(json: &str) -> Result<(), InvalidInput> {
         }
         u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
     };
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'\\' {
-            i += 1;
-            continue;
+    loop {
+        // Most string bytes are neither: skip to the next quote or escape at once.
+        match memchr::memchr2(b'"', b'\\', bytes.get(i..).unwrap_or_default()) {
+            Some(skip) => i += skip,
+            None => return Ok(bytes.len()),
         }
-        // An escape: `\\` and `\"` are two bytes, `\uXXXX` six (twelve for a pair).
-        match unit(i) {
-            Some(0xD800..=0xDBFF) if matches!(unit(i + 6), Some(0xDC00..=0xDFFF)) => i += 12,
-            Some(code @ 0xD800..=0xDFFF) => {
-                return Err(invalid(format!(
-                    "data contains an unpaired surrogate escape \\u{code:04x}; \
-                     JSON strings must encode Unicode characters (RFC 7493)"
-                )))
-            }
-            Some(_) => i += 6,
-            None => i += 2,
+        match bytes.get(i) {
+            None => return Ok(i),
+            Some(b'"') => return Ok(i + 1),
+            Some(b'\\') => match unit(i) {
+                // `\uXXXX` is six bytes, a surrogate pair twelve, others two.
+                Some(0xD800..=0xDBFF) if matches!(unit(i + 6), Some(0xDC00..=0xDFFF)) => i += 12,
+                Some(code @ 0xD800..=0xDFFF) => {
+                    return Err(invalid(format!(
+                        "data contains an unpaired surrogate escape \\u{code:04x}; \
+                         JSON strings must encode Unicode characters (RFC 7493)"
+                    )))
+                }
+                Some(_) => i += 6,
+                None => i += 2,
+            },
+            Some(_) => i += 1,
         }
     }
-    Ok(())
 }
 
-pub fn compact_json(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in json.chars() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            out.push(c);
-        }
+/// Checks one number of `data` (valid JSON number text).
+fn check_number(text: &str, exponent: bool) -> Result<(), InvalidInput> {
+    if text.len() > MAX_NUMBER_LEN {
+        return Err(invalid(format!(
+            "data contains a number of {} characters; at most {MAX_NUMBER_LEN} are accepted \
+             (a double holds about 17 significant digits)",
+            text.len()
+        )));
     }
-    out
+    // Without an exponent, 100 characters stay far below a double's largest value
+    // (about 1.8e308): only an exponent can leave its range.
+    if exponent && !text.parse::<f64>().is_ok_and(f64::is_finite) {
+        return Err(invalid(format!(
+            "data contains the number {text}, which is out of a double's range; \
+             strict JSON decoders refuse it"
+        )));
+    }
+    Ok(())
 }
 
 /// Highest sequence seen per origin: the part of a cursor that says which events a
@@ -350,12 +433,13 @@ mod tests {
     #[test]
     fn compact_json_keeps_strings_and_numbers_exact() {
         assert_eq!(
-            compact_json(
+            check_and_compact_data(
                 "{ \"a\" : [1, 2.50, 123456789012345678901234567890],\n \"b\": \"x  y\\\" z\" }"
-            ),
+            )
+            .unwrap(),
             "{\"a\":[1,2.50,123456789012345678901234567890],\"b\":\"x  y\\\" z\"}"
         );
-        assert_eq!(compact_json("\"hello\""), "\"hello\"");
+        assert_eq!(check_and_compact_data("\"hello\"").unwrap(), "\"hello\"");
     }
 
     #[test]
@@ -392,6 +476,88 @@ mod tests {
             let publish = Publish::from_json(body.as_bytes());
             assert!(publish.is_ok(), "{body}: {publish:?}");
         }
+    }
+
+    #[test]
+    fn publish_refuses_broker_signal_names_and_unusable_retries() {
+        for name in RESERVED_EVENTS {
+            let body = format!(r#"{{"data":1,"event":"{name}"}}"#);
+            let err = Publish::from_json(body.as_bytes()).unwrap_err();
+            assert!(err.0.contains("reserved") && err.0.contains(name), "{err}");
+        }
+        // Names are case-sensitive in EventSource: these are not the broker's.
+        for name in ["Reset", "gaps", "message"] {
+            let body = format!(r#"{{"data":1,"event":"{name}"}}"#);
+            assert!(Publish::from_json(body.as_bytes()).is_ok(), "{name}");
+        }
+        let body = format!(r#"{{"data":1,"retry":{MAX_RETRY_MS}}}"#);
+        assert_eq!(
+            Publish::from_json(body.as_bytes()).unwrap().retry,
+            Some(MAX_RETRY_MS)
+        );
+        for retry in [MAX_RETRY_MS + 1, u64::MAX] {
+            let body = format!(r#"{{"data":1,"retry":{retry}}}"#);
+            let err = Publish::from_json(body.as_bytes()).unwrap_err();
+            assert!(err.0.contains("retry") && err.0.contains("600000"), "{err}");
+        }
+    }
+
+    #[test]
+    fn data_nesting_is_bounded_where_strict_decoders_stop() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let deepest = nested(MAX_DATA_DEPTH);
+        // What is accepted, serde_json (default limits) decodes on the other side.
+        serde_json::from_str::<serde_json::Value>(&deepest).expect("serde_json reads it");
+        let body = format!(r#"{{"data":{deepest}}}"#);
+        assert_eq!(Publish::from_json(body.as_bytes()).unwrap().data, deepest);
+        let mixed = format!(
+            "{}1{}",
+            r#"{"a":["#.repeat(MAX_DATA_DEPTH / 2 + 1),
+            "]}".repeat(MAX_DATA_DEPTH / 2 + 1)
+        );
+        for data in [nested(MAX_DATA_DEPTH + 1), nested(400_000), mixed] {
+            assert!(serde_json::from_str::<serde_json::Value>(&data).is_err());
+            let body = format!(r#"{{"data":{data}}}"#);
+            let err = Publish::from_json(body.as_bytes()).unwrap_err();
+            assert!(err.0.contains("127 deep"), "{err}");
+        }
+        // Brackets inside strings are text, not nesting.
+        let text = format!(r#"{{"data":"{}"}}"#, "[{".repeat(1000));
+        assert!(Publish::from_json(text.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn data_numbers_are_bounded_in_length_and_range() {
+        let longest = "9".repeat(MAX_NUMBER_LEN);
+        for data in [
+            longest.clone(),
+            format!("-{}", &longest[1..]),
+            "1e308".into(),
+            "-1.5E+300".into(),
+            "1e-400".into(),
+            format!("[0.{}]", "1".repeat(MAX_NUMBER_LEN - 2)),
+        ] {
+            let body = format!(r#"{{"data":{data}}}"#);
+            assert!(Publish::from_json(body.as_bytes()).is_ok(), "{data}");
+            serde_json::from_str::<serde_json::Value>(&data).expect("serde_json reads it");
+        }
+        for (data, says) in [
+            ("9".repeat(MAX_NUMBER_LEN + 1), "at most 100"),
+            ("1".repeat(50_000), "at most 100"),
+            (
+                format!(r#"{{"k":[1,-0.{}]}}"#, "5".repeat(200)),
+                "at most 100",
+            ),
+            ("1e400".into(), "out of a double's range"),
+            ("[-2.5E+309]".into(), "out of a double's range"),
+        ] {
+            let body = format!(r#"{{"data":{data}}}"#);
+            let err = Publish::from_json(body.as_bytes()).unwrap_err();
+            assert!(err.0.contains(says), "{data}: {err}");
+        }
+        // Digits inside strings are text.
+        let text = format!(r#"{{"data":"{}e999"}}"#, "1".repeat(1000));
+        assert!(Publish::from_json(text.as_bytes()).is_ok());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! ```text
 //! main ─▶ node ─▶ http ──▶ broker ─▶ event
 //!                  │
-//!                  └─▶ transport, config, clock, metrics (leaves)
+//!                  └─▶ transport, config, clock, metrics, log (leaves)
 //! ```
 //!
 //! - [`event`]: validated input, cursors, and the SSE bytes (encoded once).
@@ -23,6 +23,7 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod log;
 pub mod metrics;
 pub mod node;
 pub mod transport;

@@ -186,6 +186,7 @@ impl Node {
             open_to,
             ping: Duration::from_secs(1),
             shutdown: stop_rx.clone(),
+            refusals: Default::default(),
         });
         let view = cluster.view();
         let result = self

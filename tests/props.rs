@@ -4,7 +4,9 @@
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
-use sse_cluster::event::{encode_event, Cursor, Frontier, Publish, MAX_CURSOR_ORIGINS};
+use sse_cluster::event::{
+    encode_event, Cursor, Frontier, Publish, MAX_CURSOR_ORIGINS, MAX_RETRY_MS, RESERVED_EVENTS,
+};
 
 // The parser the fuzz targets use too: written from the WHATWG rules, sharing
 // nothing with the broker's encoder.
@@ -89,8 +91,15 @@ fn body() -> impl Strategy<Value = Body> {
     (
         json_value(),
         proptest::option::of(tricky_string(12)),
-        proptest::option::of(tricky_string(12)),
-        proptest::option::of(any::<u64>()),
+        proptest::option::of(prop_oneof![
+            8 => tricky_string(12),
+            1 => proptest::sample::select(&RESERVED_EVENTS[..]).prop_map(str::to_owned),
+        ]),
+        proptest::option::of(prop_oneof![
+            // Around the bound on `retry`, and anywhere.
+            2 => (MAX_RETRY_MS - 2)..=(MAX_RETRY_MS + 2),
+            1 => any::<u64>(),
+        ]),
         any::<bool>(),
     )
         .prop_map(|(data, id, event, retry, pretty)| Body {
@@ -123,7 +132,11 @@ proptest! {
     fn a_publish_is_refused_or_reads_back_as_exactly_one_identical_event(body in body()) {
         let text = body.json();
         let must_accept = body.id.as_deref().is_none_or(valid_label)
-            && body.event.as_deref().is_none_or(valid_label);
+            && body
+                .event
+                .as_deref()
+                .is_none_or(|event| valid_label(event) && !RESERVED_EVENTS.contains(&event))
+            && body.retry.is_none_or(|retry| retry <= MAX_RETRY_MS);
         let publish = match Publish::from_json(text.as_bytes()) {
             Ok(publish) => publish,
             Err(error) => {
@@ -131,7 +144,11 @@ proptest! {
                 return Ok(());
             }
         };
-        prop_assert!(must_accept, "accepted a label with a line break or control: {text:?}");
+        prop_assert!(
+            must_accept,
+            "accepted a label with a line break or control, a reserved name or a retry \
+             out of bounds: {text:?}"
+        );
 
         let wire = encode_event(
             publish.id.as_deref(),

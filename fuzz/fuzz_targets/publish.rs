@@ -1,22 +1,29 @@
-//! A publish body: `Publish::from_json` refuses it, or its SSE encoding reads back
-//! as exactly one event carrying the same name, id and data.
+//! A publish body with any of its fields (`id`, `event`, `data`, `retry`):
+//! `Publish::from_json` refuses it, or it keeps every bound and its SSE encoding
+//! reads back as exactly one event carrying the same name, id and data.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sse_cluster::event::{encode_event, Publish};
+use sse_cluster::event::{encode_event, Publish, MAX_RETRY_MS, RESERVED_EVENTS};
 use sse_cluster_fuzz::parse_sse;
 
 fuzz_target!(|body: &[u8]| {
     let Ok(publish) = Publish::from_json(body) else {
         return;
     };
-    // serde_json's `Value` refuses lone surrogate escapes (`"\ud800"`), which the JSON
-    // grammar and `RawValue` allow; where it can read the body, the data must match.
+    // What is accepted, a strict decoder (serde_json with its default limits: no lone
+    // surrogates, 127 levels, finite numbers) reads, and it is the data that was sent.
+    let data: serde_json::Value = serde_json::from_str(&publish.data)
+        .unwrap_or_else(|e| panic!("accepted data a strict decoder refuses: {e}"));
+    // The body itself is one level deeper than its data, so it may be past the limit.
     if let Ok(body) = serde_json::from_slice::<serde_json::Value>(body) {
-        let data: serde_json::Value =
-            serde_json::from_str(&publish.data).expect("accepted data is JSON");
         assert_eq!(data, body["data"], "compacting changed the data");
     }
+    assert!(publish.retry.is_none_or(|retry| retry <= MAX_RETRY_MS));
+    assert!(!publish
+        .event
+        .as_deref()
+        .is_some_and(|name| RESERVED_EVENTS.contains(&name)));
     let bytes = encode_event(
         publish.id.as_deref(),
         publish.event.as_deref(),

@@ -23,6 +23,7 @@ use crate::broker::Broker;
 use crate::clock::Clock;
 use crate::event::Origin;
 use crate::http::{ClusterView, MemberInfo};
+use crate::log::Untrusted;
 use crate::metrics::Metrics;
 use crate::transport::Network;
 use relay::PeerTarget;
@@ -367,7 +368,7 @@ async fn sync_loop<N: Network>(
                     }
                     None => Arc::new(AtomicU64::new(0)),
                 };
-                tracing::info!(peer = %peer.node_id, addr = %peer.http_addr, "relaying from peer");
+                tracing::info!(peer = %Untrusted(&peer.node_id), addr = %peer.http_addr, "relaying from peer");
                 let handle = tokio::spawn(relay::pull(
                     network.clone(),
                     broker.clone(),
@@ -424,7 +425,7 @@ fn retire(broker: &Broker, puller: &Puller, announced: Option<u64>, generation: 
     match announced {
         Some(upto) if upto >= owed_from => {
             tracing::warn!(
-                peer = %puller.peer.node_id,
+                peer = %Untrusted(&puller.peer.node_id),
                 origin = %format!("{:x}", puller.peer.origin),
                 received_upto = owed_from - 1,
                 accepted_upto = upto,

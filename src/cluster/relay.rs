@@ -31,6 +31,7 @@ use super::crypto::{FrameOpener, FrameSealer};
 use super::{ClusterSecret, MemberIps};
 use crate::broker::{Broker, RelayBatch, RelayEvent, Route};
 use crate::event::{validate_name, Origin, Publish};
+use crate::log::{RateLimited, Untrusted};
 use crate::transport::{Network, RemoteIp};
 
 pub(crate) const PATH: &str = "/relay/v1";
@@ -75,6 +76,9 @@ pub(crate) struct RelayServer {
     pub(crate) open_to: OpenTo,
     pub(crate) ping: Duration,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Refused requests are warned about at most once per interval: anyone who
+    /// reaches the port can send them (all are counted in `relay_rejected`).
+    pub(crate) refusals: Arc<RateLimited>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +126,13 @@ async fn serve(
         };
         if !member {
             server.broker.metrics().relay_rejected.fetch_add(1, Relaxed);
+            if let Some(unlogged) = server.refusals.allow() {
+                tracing::warn!(
+                    remote = ?remote.map(|Extension(RemoteIp(ip))| ip),
+                    refused_unlogged = unlogged,
+                    "refused a relay request from an address that is not a cluster member (more are counted in sse_relay_rejected_total)"
+                );
+            }
             let message = match server.open_to {
                 OpenTo::Members(_) => "relay: not a cluster member",
                 OpenTo::Nobody => {
@@ -159,7 +170,14 @@ async fn serve(
             }
             Err(error) => {
                 server.broker.metrics().relay_rejected.fetch_add(1, Relaxed);
-                tracing::warn!(peer = %query.node, %error, "refused a relay request");
+                if let Some(unlogged) = server.refusals.allow() {
+                    tracing::warn!(
+                        peer = %Untrusted(&query.node),
+                        %error,
+                        refused_unlogged = unlogged,
+                        "refused a relay request (more are counted in sse_relay_rejected_total)"
+                    );
+                }
                 return (StatusCode::UNAUTHORIZED, "relay: not authenticated").into_response();
             }
         }
@@ -175,7 +193,7 @@ async fn serve(
         )
             .into_response();
     }
-    tracing::debug!(peer = %query.node, from = query.from, "relay stream opened");
+    tracing::debug!(peer = %Untrusted(&query.node), from = query.from, "relay stream opened");
     let from = if query.from == 0 {
         server.broker.relay_first_since(query.since)
     } else {
@@ -288,12 +306,17 @@ pub(crate) async fn pull<N: Network>(
         };
         match result {
             PullEnd::OriginChanged => {
-                tracing::info!(peer = %peer.node_id, "peer restarted with a new generation");
+                tracing::info!(peer = %Untrusted(&peer.node_id), "peer restarted with a new generation");
                 return;
             }
             PullEnd::Failed(reason) => {
                 let next = progress.load(Relaxed);
-                tracing::debug!(peer = %peer.node_id, %reason, next, "relay connection ended; retrying");
+                tracing::debug!(
+                    peer = %Untrusted(&peer.node_id),
+                    reason = %Untrusted(&reason),
+                    next,
+                    "relay connection ended; retrying"
+                );
             }
         }
         tokio::select! {

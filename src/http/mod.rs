@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+mod headers;
 mod publish;
 mod server;
 mod status;

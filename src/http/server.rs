@@ -29,6 +29,7 @@ use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
 use super::subscribe::{DirectStream, EventStream, WantDirect};
+use crate::log::RateLimited;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::transport::{PeerIp, RemoteIp, TrySend};
 
@@ -117,31 +118,16 @@ impl Drop for AddressGuard {
     }
 }
 
-/// Warns about per-address refusals at most once per [`RefusalLog::EVERY`]: a
-/// client hammering the limit must not flood the log.
-#[derive(Default)]
-struct RefusalLog {
-    quiet_until: Option<tokio::time::Instant>,
-    unlogged: u64,
-}
-
-impl RefusalLog {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    fn refused(&mut self, ip: IpAddr, limit: usize) {
-        let now = tokio::time::Instant::now();
-        if self.quiet_until.is_some_and(|until| now < until) {
-            self.unlogged += 1;
-            return;
-        }
+/// Warns about a per-address refusal, at most once per ten seconds: a client
+/// hammering the limit must not flood the log.
+fn log_refused(log: &RateLimited, ip: IpAddr, limit: usize) {
+    if let Some(unlogged) = log.allow() {
         tracing::warn!(
             address = %ip,
             limit,
-            refused_unlogged = self.unlogged,
+            refused_unlogged = unlogged,
             "refusing connections over --http.server.maxConnectionsPerAddress (429); behind a proxy, raise it to --http.server.maxConnections"
         );
-        self.unlogged = 0;
-        self.quiet_until = Some(now + Self::EVERY);
     }
 }
 
@@ -160,12 +146,15 @@ pub async fn serve<L>(
     L::Io: TrySend,
     L::Addr: PeerIp,
 {
+    // Every answer of the router (the relay's, merged into it, included) carries the
+    // security headers; so do the ones this module writes itself (`write_plain`).
+    let app = app.layer(axum::middleware::map_response(super::headers::layer));
     let tracker = Arc::new(Tracker::default());
     let per_address = Arc::new(PerAddress {
         limit: settings.max_connections_per_address,
         open: Mutex::new(HashMap::new()),
     });
-    let mut refusals = RefusalLog::default();
+    let refusals = RateLimited::default();
     loop {
         let (io, addr) = tokio::select! {
             _ = stopped(&mut stop) => break,
@@ -184,7 +173,7 @@ pub async fn serve<L>(
                         .connections_refused_per_address
                         .fetch_add(1, Relaxed);
                     metrics.request_error(ErrorKind::TooManyConnectionsFromAddress);
-                    refusals.refused(ip, per_address.limit);
+                    log_refused(&refusals, ip, per_address.limit);
                     let limit = per_address.limit;
                     tokio::spawn(async move {
                         refuse(io, limit).await;
@@ -568,6 +557,7 @@ async fn write_plain<Io: AsyncRead + AsyncWrite + Unpin>(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    super::headers::secure(&mut headers);
     io.write_all(&response_head(status, &headers, Some(body.len())))
         .await?;
     io.write_all(body.as_bytes()).await?;

@@ -211,3 +211,43 @@ async fn a_puller_survives_garbage_relay_answers() {
     node.assert_healthy().await;
     let _ = peer.shutdown().await;
 }
+
+/// Issue 20 (5): a refused relay request's query reaches the log escaped (no fake
+/// line from a `%0A`, no ESC byte for the terminal), and a flood of refusals writes
+/// a few lines, not one each, while the metric counts every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_relay_requests_cannot_forge_or_flood_the_log() {
+    let mut node = Node::start(&[&format!("--gossip.secretKey={SECRET}")]).await;
+    let forged = "origin=0&from=1&since=0&node=x%0A2026-01-01T00:00:00.000000Z%20%20WARN%20sse_cluster:%20forged%1B%5B2J";
+    assert_eq!(relay_get(&node, forged, None).await.status(), 401);
+    const FLOOD: u64 = 2_000;
+    let query = "origin=0&from=1&since=0&node=flood";
+    for _ in 0..FLOOD {
+        assert_eq!(relay_get(&node, query, None).await.status(), 401);
+    }
+    node.wait_metric("sse_relay_rejected_total", |n| n == FLOOD + 1)
+        .await;
+
+    let log = node.log();
+    assert!(
+        !log.contains('\u{1b}'),
+        "an ESC byte reached the log: {log:?}"
+    );
+    assert!(
+        !log.lines().any(|line| line.starts_with("2026-01-01")),
+        "a forged line in the log: {log}"
+    );
+    assert!(
+        log.contains(r#"x\n2026-01-01"#),
+        "the value is shown escaped: {log}"
+    );
+    let lines = log.matches("refused a relay request").count();
+    assert!(
+        (1..=3).contains(&lines),
+        "{lines} warnings for {} refusals: {}",
+        FLOOD + 1,
+        &log[..log.len().min(2000)]
+    );
+    assert!(log.len() < 4096, "{} bytes of log", log.len());
+    node.assert_healthy().await;
+}

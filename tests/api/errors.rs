@@ -336,6 +336,103 @@ async fn every_bad_input_gets_its_status_and_a_json_error() {
     }
 }
 
+/// Issue 20 (7, 8): a publisher cannot send what subscribers would take for the
+/// broker's own signals, a `retry` no browser can live with, or `data` that strict
+/// JSON decoders refuse (too deep, a number too long or out of range). Each is a 400
+/// naming the bound, on every publish route, and no subscriber sees any of it.
+#[tokio::test]
+async fn publishes_that_would_mislead_or_break_subscribers_get_400() {
+    let server = Server::start(sse_cluster::Config {
+        max_body_bytes: 1 << 20,
+        ..config()
+    })
+    .await;
+    let s = &server;
+    let mut watcher = open_stream(s.addr, "/channel/news/client/watcher", &[]).await;
+    let deep = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    let cases = [
+        (
+            "reset",
+            r#"{"event":"reset","data":1}"#.to_owned(),
+            vec!["reserved", "reset"],
+        ),
+        (
+            "gap",
+            r#"{"event":"gap","data":1}"#.to_owned(),
+            vec!["reserved", "gap"],
+        ),
+        (
+            "overflow",
+            r#"{"event":"overflow","data":1}"#.to_owned(),
+            vec!["reserved", "overflow"],
+        ),
+        (
+            "expired",
+            r#"{"event":"expired","data":1}"#.to_owned(),
+            vec!["reserved", "expired"],
+        ),
+        (
+            "retry 2^64-1",
+            r#"{"data":1,"retry":18446744073709551615}"#.to_owned(),
+            vec!["retry", "600000"],
+        ),
+        (
+            "retry 600001",
+            r#"{"data":1,"retry":600001}"#.to_owned(),
+            vec!["retry", "600000"],
+        ),
+        (
+            "400,000 nested arrays",
+            format!(r#"{{"data":{}}}"#, deep(400_000)),
+            vec!["127 deep"],
+        ),
+        (
+            "128 nested arrays",
+            format!(r#"{{"data":{}}}"#, deep(128)),
+            vec!["127 deep"],
+        ),
+        (
+            "a 50,000-digit number",
+            format!(r#"{{"data":{}}}"#, "7".repeat(50_000)),
+            vec!["number", "at most 100"],
+        ),
+        (
+            "an infinite number",
+            r#"{"data":[1e400]}"#.to_owned(),
+            vec!["number", "range"],
+        ),
+    ];
+    for (case, body, mentions) in &cases {
+        for path in ["/channel/news", "/channel", "/channel/news/client/watcher"] {
+            expect(
+                &format!("{case} to {path}"),
+                refused(s, Method::POST, path, JSON, body).await,
+                400,
+                mentions,
+            );
+        }
+    }
+    // Just inside every bound is accepted and delivered as sent.
+    let edge = format!(
+        r#"{{"event":"Reset","retry":600000,"data":[{},{}]}}"#,
+        deep(126),
+        "9".repeat(100)
+    );
+    s.publish("/channel/news", &edge).await;
+    s.publish("/channel/news", r#"{"data":"end"}"#).await;
+    let got = events_until(&mut watcher, r#""end""#).await;
+    assert_eq!(
+        got.len(),
+        1,
+        "only the accepted event, before \"end\": {got:?}"
+    );
+    assert_eq!(got[0].event.as_deref(), Some("Reset"));
+    assert_eq!(got[0].retry.as_deref(), Some("600000"));
+    let data = got[0].data.as_deref().unwrap_or_default();
+    assert_eq!(data.len(), 2 + 2 * 126 + 1 + 100, "{data}");
+    assert_eq!(s.metric("sse_events_published_total").await, 2);
+}
+
 #[tokio::test]
 async fn connections_over_the_limit_get_503() {
     let limit = 3;

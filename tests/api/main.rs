@@ -6,6 +6,7 @@ mod binary;
 mod common;
 mod cors;
 mod errors;
+mod headers;
 mod lifecycle;
 mod limits;
 #[path = "../support/metrics.rs"]
