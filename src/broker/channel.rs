@@ -289,6 +289,17 @@ pub(crate) struct Handed {
     pub(crate) whole: usize,
 }
 
+/// An event as it is appended to a log: who accepted it with which sequence, when it
+/// arrived here, what it is, and the one client it is for (if any).
+#[derive(Debug, Clone)]
+pub(crate) struct Arrival<'a> {
+    pub(crate) origin: Origin,
+    pub(crate) seq: u64,
+    pub(crate) now_ms: u64,
+    pub(crate) publish: &'a Publish,
+    pub(crate) target: Option<Arc<str>>,
+}
+
 #[derive(Debug)]
 pub(crate) struct Log {
     /// The channel's name, as the ledger indexes it.
@@ -453,17 +464,19 @@ impl Log {
     }
 
     /// Appends an event and evicts past `max_events`. Returns the new entry.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn append(
         &mut self,
-        origin: Origin,
-        seq: u64,
-        now_ms: u64,
-        publish: &Publish,
-        target: Option<Arc<str>>,
+        arrival: &Arrival<'_>,
         max_events: usize,
         ledger: &mut Ledger,
     ) -> Arc<Entry> {
+        let Arrival {
+            origin,
+            seq,
+            now_ms,
+            publish,
+            ..
+        } = *arrival;
         self.frontier.advance(origin, seq);
         let cursor = Cursor {
             time_ms: now_ms,
@@ -483,7 +496,7 @@ impl Log {
             origin,
             seq,
             arrived_ms: now_ms,
-            target,
+            target: arrival.target.clone(),
             publisher_id: publish.id.clone(),
             cursor,
             frame,

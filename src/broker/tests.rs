@@ -1,7 +1,11 @@
-use super::*;
-use crate::event::Frontier;
-use channel::WARM_AHEAD;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use super::*;
+use crate::event::{Cursor, Frontier, Publish, KEEP_ALIVE};
+use channel::WARM_AHEAD;
 
 fn settings(replay_events: usize, buffer: usize) -> BrokerSettings {
     BrokerSettings {

@@ -1,0 +1,270 @@
+//! Accepting events: publishes to one channel, to one client, or to every channel
+//! with subscribers, and events relayed from other nodes (with their gaps). Each is
+//! appended to the channels' logs under the node's lock, then fanned out after it.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::event::{Origin, Publish};
+
+use super::channel::{Arrival, Channel, Fanout};
+use super::lifecycle::{live_channels, pass_by_dormant};
+use super::{Broker, ChannelsFull, Published, RelayEvent, Route, State};
+
+impl Broker {
+    /// Publishes to one channel, or to one client of it when `target` is set. Refused
+    /// (and not accepted) when the channel has no state here and none can be made.
+    pub fn publish(
+        &self,
+        channel: &str,
+        publish: &Publish,
+        target: Option<&str>,
+    ) -> Result<Published, ChannelsFull> {
+        let now = self.shared.clock.now_ms();
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let chan = self.channel(state, channel, now)?;
+        let mut log = chan.log();
+        log.expire(self.replay_cutoff(now), &mut state.ledger);
+        if let Some(cursor) = publish.id.as_ref().and_then(|id| log.publisher_ids.get(id)) {
+            self.shared.metrics.events_duplicate.fetch_add(1, Relaxed);
+            return Ok(Published {
+                id: Some(cursor.clone()),
+                delivered: 0,
+                duplicate: true,
+                channels: 1,
+            });
+        }
+        let seq = self.accept(
+            state,
+            match target {
+                None => Route::Channel(channel.to_owned()),
+                Some(client) => Route::Client {
+                    channel: channel.to_owned(),
+                    client: client.to_owned(),
+                },
+            },
+            publish,
+        );
+        let arrival = Arrival {
+            origin: self.shared.origin,
+            seq,
+            now_ms: now,
+            publish,
+            target: target.map(Arc::from),
+        };
+        let entry = self.append(state, &mut log, &arrival);
+        let mut fanout = Fanout::default();
+        let delivered = log.deliver(&chan, &entry, &mut fanout);
+        drop(log);
+        drop(guard);
+        // Peers first: their relay streams can be on their way (on another worker
+        // thread) while this one writes to the local subscribers.
+        self.shared.outbox_notify.notify_waiters();
+        self.finish(fanout);
+        Ok(Published {
+            id: Some(entry.cursor.clone()),
+            delivered,
+            duplicate: false,
+            channels: 1,
+        })
+    }
+
+    /// Assigns the next sequence and queues the event for peers.
+    fn accept(&self, state: &mut State, route: Route, publish: &Publish) -> u64 {
+        state.last_seq += 1;
+        let seq = state.last_seq;
+        let encoded = serde_json::to_vec(&RelayEvent {
+            seq,
+            route,
+            publish: publish.to_raw_json(),
+        })
+        .unwrap_or_default();
+        state
+            .outbox
+            .push(seq, self.shared.clock.now_ms(), Bytes::from(encoded));
+        self.shared.metrics.events_published.fetch_add(1, Relaxed);
+        seq
+    }
+
+    /// Publishes one event to every channel that has subscribers, here and (through
+    /// the relay) on every other node. It has one sequence number, so a cursor covers
+    /// it on every channel. Channels kept only for their history do not get it: the
+    /// cost of this call follows the channels in use, not every channel ever
+    /// published to, and such a channel's history stops vouching for resumes from
+    /// before it (they get `reset`).
+    pub fn publish_all(&self, publish: &Publish) -> Published {
+        let now = self.shared.clock.now_ms();
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let cutoff = self.replay_cutoff(now);
+        state.broadcast_ids.expire(cutoff);
+        let channels = live_channels(state);
+        // A retry of an earlier publish to every channel, or an id one of these
+        // channels already holds, is a duplicate.
+        let duplicate = publish.id.as_ref().is_some_and(|id| {
+            state.broadcast_ids.contains(id)
+                || channels.iter().any(|c| {
+                    let mut log = c.log();
+                    log.expire(cutoff, &mut state.ledger);
+                    log.publisher_ids.contains_key(id)
+                })
+        });
+        if duplicate {
+            self.shared.metrics.events_duplicate.fetch_add(1, Relaxed);
+            return Published {
+                id: None,
+                delivered: 0,
+                duplicate: true,
+                channels: 0,
+            };
+        }
+        if let Some(id) = &publish.id {
+            state.broadcast_ids.insert(id.clone(), now);
+        }
+        let seq = self.accept(state, Route::All, publish);
+        pass_by_dormant(state, now);
+        let mut fanout = Fanout::default();
+        let arrival = Arrival {
+            origin: self.shared.origin,
+            seq,
+            now_ms: now,
+            publish,
+            target: None,
+        };
+        let delivered = self.append_everywhere(state, &channels, &arrival, &mut fanout);
+        drop(guard);
+        self.shared.outbox_notify.notify_waiters();
+        self.finish(fanout);
+        Published {
+            id: None,
+            delivered,
+            duplicate: false,
+            channels: channels.len(),
+        }
+    }
+
+    /// Appends one event to each of `channels` that does not have it yet (by the
+    /// channel's frontier for `origin`); returns the local subscribers it is for, and
+    /// leaves the wakes and writes that deliver it in `fanout`.
+    fn append_everywhere(
+        &self,
+        state: &mut State,
+        channels: &[Arc<Channel>],
+        arrival: &Arrival<'_>,
+        fanout: &mut Fanout,
+    ) -> usize {
+        let (origin, seq, now) = (arrival.origin, arrival.seq, arrival.now_ms);
+        let mut delivered = 0;
+        for channel in channels {
+            let mut log = channel.log();
+            if log.removed {
+                // Not expected (channels come from the map under the state lock), but
+                // a log out of the map must not re-enter the ledger.
+                continue;
+            }
+            log.expire(self.replay_cutoff(now), &mut state.ledger);
+            if log.frontier.get(origin) >= seq && !self.shared.settings.fault_disable_dedup {
+                continue;
+            }
+            let entry = self.append(state, &mut log, arrival);
+            delivered += log.deliver(channel, &entry, fanout);
+        }
+        delivered
+    }
+
+    /// Delivers an event another node accepted. Events must arrive in the origin's
+    /// sequence order; one this node already has is dropped. Returns local deliveries.
+    pub fn apply_remote(
+        &self,
+        origin: Origin,
+        seq: u64,
+        route: &Route,
+        publish: &Publish,
+    ) -> usize {
+        let now = self.shared.clock.now_ms();
+        let mut guard = self.state();
+        let state = &mut *guard;
+        note_remote(state, origin, seq);
+        let (name, target) = match route {
+            Route::All => (None, None),
+            Route::Channel(name) => (Some(name), None),
+            Route::Client { channel, client } => {
+                (Some(channel), Some(Arc::<str>::from(client.as_str())))
+            }
+        };
+        let channels = match name {
+            None => {
+                pass_by_dormant(state, now);
+                live_channels(state)
+            }
+            Some(name) => match self.channel(state, name, now) {
+                Ok(channel) => vec![channel],
+                Err(ChannelsFull { .. }) => {
+                    // No local subscriber can miss it (the channel has no state
+                    // here), but resumes here must not trust the time before now.
+                    state.dropped_ms = state.dropped_ms.max(now);
+                    return 0;
+                }
+            },
+        };
+        let mut fanout = Fanout::default();
+        let arrival = Arrival {
+            origin,
+            seq,
+            now_ms: now,
+            publish,
+            target,
+        };
+        let delivered = self.append_everywhere(state, &channels, &arrival, &mut fanout);
+        drop(guard);
+        self.finish(fanout);
+        delivered
+    }
+
+    /// Records that this node will never get `origin`'s events up to `upto`: every
+    /// channel gets an `event: gap`, and its cursor moves past the hole so resumes
+    /// do not wait for events that are gone.
+    pub fn remote_gap(&self, origin: Origin, upto: u64) {
+        let now = self.shared.clock.now_ms();
+        let mut guard = self.state();
+        let state = &mut *guard;
+        note_remote(state, origin, upto);
+        let channels: Vec<Arc<Channel>> = state.channels.values().cloned().collect();
+        let mut fanout = Fanout::default();
+        let gap = Publish {
+            id: None,
+            event: Some("gap".into()),
+            data: format!(
+                r#"{{"reason":"events from another node were lost before reaching this one","origin":"{origin:x}","upto":{upto}}}"#
+            ),
+            retry: None,
+        };
+        for channel in &channels {
+            let mut log = channel.log();
+            if log.removed || log.frontier.get(origin) >= upto {
+                continue;
+            }
+            log.floor.advance(origin, upto);
+            let arrival = Arrival {
+                origin,
+                seq: upto,
+                now_ms: now,
+                publish: &gap,
+                target: None,
+            };
+            let entry = self.append(state, &mut log, &arrival);
+            log.deliver(channel, &entry, &mut fanout);
+        }
+        drop(guard);
+        self.shared.metrics.relay_gaps.fetch_add(1, Relaxed);
+        self.finish(fanout);
+    }
+}
+
+fn note_remote(state: &mut State, origin: Origin, seq: u64) {
+    let seen = state.remote_seen.entry(origin).or_default();
+    *seen = (*seen).max(seq);
+}

@@ -1,0 +1,170 @@
+//! A subscriber's side of its channel: what it gets next (events, coalesced into one
+//! write when several wait; an overflow; the end), and its direct-write sink.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::event::KEEP_ALIVE;
+
+use super::channel::{Channel, Mode};
+use super::{Broker, Sink};
+
+/// What a subscriber gets next.
+#[derive(Debug)]
+pub enum Next {
+    /// Bytes to write: one frame, or several coalesced into one buffer.
+    Data(Bytes),
+    /// The subscriber fell further behind than its buffer; end the stream.
+    Overflow { behind: u64 },
+    /// The node is closing its streams.
+    Closed,
+}
+
+/// One subscriber's place in a channel. Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    pub(super) broker: Broker,
+    pub(super) channel: Arc<Channel>,
+    pub(super) id: u64,
+    pub(super) client: Arc<str>,
+    pub(super) preamble: Option<Bytes>,
+}
+
+/// Most bytes coalesced into one write for a subscriber that has several frames waiting.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+impl Subscription {
+    pub fn client_id(&self) -> &str {
+        &self.client
+    }
+
+    pub fn channel(&self) -> &str {
+        &self.channel.name
+    }
+
+    /// The first bytes of the stream: reset signal, replayed events and the cursor.
+    pub fn take_preamble(&mut self) -> Option<Bytes> {
+        self.preamble.take()
+    }
+
+    /// Lets appends write this subscriber's events to `sink` themselves while its
+    /// task waits with nothing to write. The task must then write only what
+    /// [`Subscription::poll_next`] and [`Subscription::poll_release`] give it.
+    pub fn attach(&mut self, sink: Arc<dyn Sink>) {
+        if let Some(me) = self.channel.log().subscribers.get_mut(&self.id) {
+            me.sink = Some(sink);
+        }
+    }
+
+    /// Waits for the next events for this subscriber.
+    pub async fn next(&mut self) -> Next {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// The next bytes for this subscriber, or `Pending` with its waker left with the
+    /// channel: the append that has an event for it wakes it, or writes the event to
+    /// its sink instead (see [`Subscription::attach`]).
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
+        let shared = &self.broker.shared;
+        let buffer = shared.settings.subscriber_buffer as u64;
+        let mut guard = self.channel.log();
+        let log = &mut *guard;
+        let head = log.head();
+        let Some(me) = log.subscribers.get_mut(&self.id) else {
+            return Poll::Ready(Next::Closed);
+        };
+        if me.being_written(cx) {
+            // The append wakes or parks us when done.
+            return Poll::Pending;
+        }
+        me.mode = Mode::Running;
+        if let Some(carry) = me.carry.take() {
+            return Poll::Ready(Next::Data(carry));
+        }
+        if shared.closing.load(Relaxed) {
+            return Poll::Ready(Next::Closed);
+        }
+        if me.next < log.base || head - me.next > buffer {
+            shared
+                .metrics
+                .slow_subscriber_disconnects
+                .fetch_add(1, Relaxed);
+            return Poll::Ready(Next::Overflow {
+                behind: head - me.next,
+            });
+        }
+        let start = (me.next - log.base) as usize;
+        let mut single: Option<Bytes> = None;
+        let mut batch: Option<BytesMut> = None;
+        let mut count = 0;
+        for entry in log.entries.range(start..) {
+            me.next += 1;
+            if !me.wants(entry) {
+                continue;
+            }
+            count += 1;
+            let frame = match &me.seen {
+                None => entry.frame.clone(),
+                Some(seen) => entry.frame_covering(seen),
+            };
+            match (&mut single, &mut batch) {
+                (None, None) => single = Some(frame),
+                (Some(first), None) => {
+                    let mut buf = BytesMut::with_capacity(MAX_BATCH_BYTES.min(first.len() * 8));
+                    buf.extend_from_slice(first);
+                    buf.extend_from_slice(&frame);
+                    batch = Some(buf);
+                }
+                (_, Some(buf)) => buf.extend_from_slice(&frame),
+            }
+            if batch.as_ref().is_some_and(|b| b.len() >= MAX_BATCH_BYTES) {
+                break;
+            }
+        }
+        if me.next == head && me.seen.as_ref().is_some_and(|s| log.frontier.covers(s)) {
+            // This node has caught up with what the subscriber had seen elsewhere,
+            // and it has looked at every event up to here.
+            me.seen = None;
+        }
+        if count > 0 {
+            me.keep_alive_due = false;
+            me.last_sent_ms = shared.clock.now_ms();
+            shared.metrics.events_delivered.fetch_add(count, Relaxed);
+            return Poll::Ready(Next::Data(match batch {
+                Some(buf) => buf.freeze(),
+                None => single.unwrap_or_default(),
+            }));
+        }
+        if std::mem::take(&mut me.keep_alive_due) {
+            me.last_sent_ms = shared.clock.now_ms();
+            return Poll::Ready(Next::Data(Bytes::from_static(KEEP_ALIVE)));
+        }
+        me.mode = Mode::Parked(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Takes this subscriber's socket back from appends for good (to end the stream
+    /// with bytes of the task's own): `Pending` while an append is writing to it, then
+    /// the part of a frame the task must write first, if any.
+    pub fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let mut log = self.channel.log();
+        let Some(me) = log.subscribers.get_mut(&self.id) else {
+            return Poll::Ready(None);
+        };
+        if me.being_written(cx) {
+            return Poll::Pending;
+        }
+        me.mode = Mode::Running;
+        me.sink = None;
+        Poll::Ready(me.carry.take())
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.broker.unsubscribe(&self.channel, self.id);
+    }
+}

@@ -1,0 +1,202 @@
+//! Opening a subscription: client ids, resuming from a cursor (replay, or `reset`
+//! when the history cannot prove it is complete or the cursor is not one this cluster
+//! could have issued), and the node-wide visits of every subscriber (keep-alives, the
+//! end of every stream at shutdown).
+
+use std::hash::BuildHasher;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use crate::event::{encode_event, encode_id_only, Cursor};
+
+use super::channel::{Channel, Fanout, Log, Subscriber};
+use super::lifecycle::live_channels;
+use super::{Broker, Resume, State, SubscribeError, Subscription};
+
+impl Broker {
+    /// Opens a subscription. With `resume`, the events after that cursor still in the
+    /// history come first; if the history cannot prove it holds all of them, the
+    /// subscription starts with a reset.
+    pub fn subscribe(
+        &self,
+        channel: &str,
+        client: Option<&str>,
+        resume: Resume<'_>,
+    ) -> Result<Subscription, SubscribeError> {
+        let now = self.shared.clock.now_ms();
+        let id = self.shared.next_subscriber.fetch_add(1, Relaxed);
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let channel = self
+            .channel(state, channel, now)
+            .map_err(SubscribeError::ChannelsFull)?;
+        let mut log = channel.log();
+        let client: Arc<str> = match client {
+            Some(name) if log.has_client(name) => {
+                if log.is_idle() {
+                    self.remove_channel(state, &channel, &mut log, now);
+                }
+                return Err(SubscribeError::ClientTaken);
+            }
+            Some(name) => Arc::from(name),
+            None => self.assigned_client_id(&log, id),
+        };
+        log.expire(self.replay_cutoff(now), &mut state.ledger);
+        if log.subscribers.is_empty() && state.broadcast_skipped.0 > log.dormant_since {
+            // A publish to every channel passed this one by while it had no subscriber.
+            log.known_from_ms = log.known_from_ms.max(state.broadcast_skipped.1);
+        }
+        let mut preamble = BytesMut::new();
+        let resume = match resume {
+            Resume::From(cursor) if !self.could_have_issued(state, cursor, now) => {
+                self.shared.metrics.forged_cursors.fetch_add(1, Relaxed);
+                Resume::Unknown
+            }
+            resume => resume,
+        };
+        let reset = match resume {
+            Resume::Live => false,
+            Resume::Unknown => true,
+            Resume::From(cursor) => !log.can_resume(cursor),
+        };
+        if reset {
+            self.shared.metrics.resets_sent.fetch_add(1, Relaxed);
+            preamble.extend_from_slice(&encode_event(
+                None,
+                Some("reset"),
+                None,
+                r#"{"reason":"events after your Last-Event-ID may be missing; reload state"}"#,
+            ));
+        }
+        if let Resume::From(cursor) = resume {
+            self.shared.metrics.replays_served.fetch_add(1, Relaxed);
+            let mut replayed = 0;
+            for entry in log.entries.iter() {
+                if entry.seq > cursor.frontier.get(entry.origin) && entry.is_for(&client) {
+                    preamble.extend_from_slice(&entry.frame);
+                    replayed += 1;
+                }
+            }
+            self.shared
+                .metrics
+                .replayed_events
+                .fetch_add(replayed, Relaxed);
+        }
+        // Leave the client holding the frontier it now has, even if nothing was sent:
+        // a reconnect then resumes from here rather than from nothing. A client that
+        // saw more through another node keeps that too (see `Subscriber::seen`).
+        let mut frontier = Cursor {
+            time_ms: now,
+            frontier: log.frontier.clone(),
+        };
+        let mut seen = None;
+        if let Resume::From(cursor) = resume {
+            if !log.frontier.covers(&cursor.frontier) {
+                for (origin, seq) in cursor.frontier.iter() {
+                    frontier.frontier.advance(origin, seq);
+                }
+                seen = Some(Box::new(cursor.frontier.clone()));
+            }
+        }
+        preamble.extend_from_slice(&encode_id_only(&frontier.encode()));
+        let next = log.head();
+        let mut subscriber = Subscriber::new(client.clone(), next, now);
+        subscriber.seen = seen;
+        log.add_subscriber(id, subscriber, &mut state.ledger);
+        drop(log);
+        drop(guard);
+        self.shared.metrics.subscribers.fetch_add(1, Relaxed);
+        Ok(Subscription {
+            broker: self.clone(),
+            channel,
+            id,
+            client,
+            preamble: Some(preamble.freeze()),
+        })
+    }
+
+    /// A client id for subscription `id`: the origin and a keyed hash of the id, so
+    /// nobody can take it ahead with a chosen id. Should a chosen id on this channel
+    /// equal it all the same, the next candidate is taken: an assigned id is never
+    /// one another connection holds.
+    fn assigned_client_id(&self, log: &Log, id: u64) -> Arc<str> {
+        (0u64..)
+            .map(|attempt| self.client_id_candidate(id, attempt))
+            .find(|candidate| !log.has_client(candidate))
+            .map(Arc::from)
+            .unwrap_or_else(|| unreachable!("the candidates are endless"))
+    }
+
+    pub(super) fn client_id_candidate(&self, id: u64, attempt: u64) -> String {
+        let hash = self.shared.client_id_key.hash_one((id, attempt));
+        format!("{:x}-{hash:016x}", self.shared.origin)
+    }
+
+    /// Whether this cluster could have issued `cursor`: not from further ahead of this
+    /// node's clock than clocks drift, no sequence of this node's origin it has not
+    /// assigned, none of another origin further past what this node saw of it than a
+    /// peer's relay queue holds. A cursor that fails is answered with `reset` rather
+    /// than taken as seen (which would drop every later event of that origin).
+    fn could_have_issued(&self, state: &State, cursor: &Cursor, now: u64) -> bool {
+        let slack = self.shared.settings.relay_queue_events as u64;
+        cursor.time_ms <= now.saturating_add(MAX_CLOCK_AHEAD_MS)
+            && cursor.frontier.iter().all(|(origin, seq)| {
+                if origin == self.shared.origin {
+                    seq <= state.last_seq
+                } else {
+                    let seen = state.remote_seen.get(&origin).copied().unwrap_or(0);
+                    seq <= seen.saturating_add(slack)
+                }
+            })
+    }
+
+    pub(super) fn unsubscribe(&self, channel: &Arc<Channel>, id: u64) {
+        let now = self.shared.clock.now_ms();
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let mut log = channel.log();
+        log.remove_subscriber(id, &mut state.ledger);
+        if log.is_idle() {
+            self.remove_channel(state, channel, &mut log, now);
+        }
+        self.shared.metrics.subscribers.fetch_sub(1, Relaxed);
+    }
+
+    /// Sends a keep-alive comment to every subscriber that has been sent nothing for
+    /// `interval`. Run every fraction of the interval (one timer for the node rather
+    /// than one per stream); returns how many comments are due.
+    pub fn keep_alive(&self, interval: Duration) -> usize {
+        let silent_since = self
+            .shared
+            .clock
+            .now_ms()
+            .saturating_sub(interval.as_millis() as u64);
+        let mut due = 0;
+        self.for_each_log(|log, fanout| due += log.keep_alive(silent_since, fanout));
+        due
+    }
+
+    /// Ends every subscription, now and from now on (the node is shutting down).
+    pub fn close_streams(&self) {
+        self.shared.closing.store(true, Relaxed);
+        self.for_each_log(Log::wake_all);
+    }
+
+    /// Runs `f` on the log of every channel with subscribers in turn (not under the
+    /// node-wide lock), then does the wakes and writes it left.
+    fn for_each_log(&self, mut f: impl FnMut(&mut Log, &mut Fanout)) {
+        let channels = live_channels(&self.state());
+        let mut fanout = Fanout::default();
+        for channel in &channels {
+            f(&mut channel.log(), &mut fanout);
+        }
+        self.finish(fanout);
+    }
+}
+
+/// How far ahead of this node's clock a cursor's time may be (another node's clock
+/// may run ahead by this much).
+const MAX_CLOCK_AHEAD_MS: u64 = 60 * 60 * 1000;
