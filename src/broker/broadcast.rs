@@ -14,7 +14,7 @@ pub(crate) struct BroadcastIds {
 
 /// Most ids kept: a publisher that sends more publishes to every channel than this
 /// inside the replay window loses idempotency for the oldest.
-const MAX_IDS: usize = 100_000;
+const MAX_IDS: usize = 10_000;
 
 impl BroadcastIds {
     pub(crate) fn contains(&self, id: &str) -> bool {
