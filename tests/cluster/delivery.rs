@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::common::*;
 
@@ -191,14 +191,7 @@ async fn status_counts_only_the_living() {
     let d = NodeProcess::start(Some(a.gossip), &[]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let status: Value = client()
-            .get(a.url("/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = crate::net::get_json(&client(), &a.url("/status")).await;
         let members = status["gossip"]["members"].as_array().unwrap().clone();
         let dead = members.iter().filter(|m| m["alive"] == false).count();
         let live = members.len() - dead;
