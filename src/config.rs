@@ -77,11 +77,10 @@ pub struct Config {
     pub auth_publish: bool,
     /// Subscribing requires a token with the channel in its `sse.subscribe` claim.
     pub auth_subscribe: bool,
-    /// Fault injection for the simulation suite only (never set by the binary):
-    /// deliver relayed events without dropping the ones already seen, so a test can
-    /// prove the duplicate checker still catches duplicates.
+    /// Fault injection for the simulation suite only (empty without the `testing`
+    /// feature; never set by the binary).
     #[doc(hidden)]
-    pub fault_disable_dedup: bool,
+    pub faults: crate::faults::Faults,
 }
 
 impl Default for Config {
@@ -116,7 +115,7 @@ impl Default for Config {
             auth_jwt_public_key: None,
             auth_publish: false,
             auth_subscribe: false,
-            fault_disable_dedup: false,
+            faults: Default::default(),
         }
     }
 }

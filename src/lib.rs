@@ -3,23 +3,32 @@
 //! How the parts fit (imports point down):
 //!
 //! ```text
-//! main ─▶ node ─▶ http ──▶ broker ─▶ event
-//!                  │
-//!                  └─▶ transport, config, clock, metrics, log (leaves)
+//! main ─▶ node ─▶ http ─────┐
+//!           │               ├─▶ broker ─▶ event
+//!           └───▶ cluster ──┘
+//!
+//!  leaves: transport, config, clock, metrics, log, faults
 //! ```
 //!
 //! - [`event`]: validated input, cursors, and the SSE bytes (encoded once).
 //! - [`broker`]: channels, subscribers, replay history and lifecycle; pure state.
-//! - [`http`]: the axum routes of the public API.
+//! - [`http`]: the public API (one axum router, and the subscriber's direct path).
+//! - [`cluster`]: gossip membership (chitchat) and the relay between nodes, with the
+//!   cluster secret's cryptography.
 //! - [`transport`]: the network seam; the tokio implementation lives here, the
 //!   turmoil one in the `sim` crate.
 //! - [`node`]: wires the parts over a given transport and runs until shutdown.
+//! - [`log`]: escaping untrusted values for the log, and rate-limited warnings.
+//! - `faults` and `fuzzing`: test-only (the `testing` feature), not part of the API.
 
 pub mod broker;
 pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod event;
+#[doc(hidden)]
+pub mod faults;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

@@ -245,7 +245,7 @@ impl StartArgs {
             auth_jwt_public_key,
             auth_publish: self.auth_publish.unwrap_or(has_key),
             auth_subscribe: self.auth_subscribe,
-            fault_disable_dedup: false,
+            faults: Default::default(),
         })
     }
 }

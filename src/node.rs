@@ -69,7 +69,7 @@ impl Node {
                 relay_queue_bytes: config.relay_queue_bytes,
                 replay_max_bytes: config.replay_max_bytes,
                 max_channels: config.channels_max,
-                fault_disable_dedup: config.fault_disable_dedup,
+                faults: config.faults,
             },
             metrics.clone(),
         );

@@ -105,7 +105,9 @@ fn node_config(plan: &Plan, me: usize, ips: &[IpAddr]) -> Config {
         replay_age: plan.replay_age,
         subscriber_buffer: plan.subscriber_buffer,
         write_stall_timeout: Duration::from_secs(5),
-        fault_disable_dedup: plan.fault_disable_dedup,
+        faults: sse_cluster::faults::Faults {
+            disable_dedup: plan.fault_disable_dedup,
+        },
         ..Config::default()
     }
 }

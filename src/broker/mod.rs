@@ -61,9 +61,9 @@ pub struct BrokerSettings {
     pub replay_max_bytes: usize,
     /// Channel states (with subscribers or only history) this node keeps.
     pub max_channels: usize,
-    /// Simulation-only fault: apply relayed events even when already seen.
+    /// Simulation-only faults (empty without the `testing` feature).
     #[doc(hidden)]
-    pub fault_disable_dedup: bool,
+    pub faults: crate::faults::Faults,
 }
 
 /// A cheap handle to one node's broker state.
@@ -254,7 +254,7 @@ impl Broker {
 
     /// Whether relayed duplicates are applied anyway (simulation-only fault).
     pub fn dedup_disabled(&self) -> bool {
-        self.shared.settings.fault_disable_dedup
+        self.shared.settings.faults.dedup_disabled()
     }
 
     /// Does what appends left for after the locks: wakes and direct writes.

@@ -166,7 +166,7 @@ impl Broker {
                 continue;
             }
             log.expire(self.replay_cutoff(now), &mut state.ledger);
-            if log.frontier.get(origin) >= seq && !self.shared.settings.fault_disable_dedup {
+            if log.frontier.get(origin) >= seq && !self.dedup_disabled() {
                 continue;
             }
             let entry = self.append(state, &mut log, arrival);
