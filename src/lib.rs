@@ -7,7 +7,7 @@
 //!           │               ├─▶ broker ─▶ event
 //!           └───▶ cluster ──┘
 //!
-//!  leaves: transport, config, clock, metrics, log, faults
+//!  leaves: transport, config, clock, metrics, log, membership, faults
 //! ```
 //!
 //! - [`event`]: validated input, cursors, and the SSE bytes (encoded once).
@@ -18,6 +18,8 @@
 //! - [`transport`]: the network seam; the tokio implementation lives here, the
 //!   turmoil one in the `sim` crate.
 //! - [`node`]: wires the parts over a given transport and runs until shutdown.
+//! - [`membership`]: what the API shows of the cluster (members, readiness), which
+//!   `cluster` provides and `http` reads.
 //! - [`log`]: escaping untrusted values for the log, and rate-limited warnings.
 //! - `faults` and `fuzzing`: test-only (the `testing` feature), not part of the API.
 
@@ -33,6 +35,7 @@ pub mod faults;
 pub mod fuzzing;
 pub mod http;
 pub mod log;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod transport;

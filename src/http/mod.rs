@@ -18,7 +18,6 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::broker::Broker;
@@ -27,22 +26,7 @@ pub use auth::Auth;
 pub use error::ApiError;
 pub use server::{serve, ServeSettings};
 
-/// One member of the cluster as `/status` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct MemberInfo {
-    pub id: String,
-    pub http_addr: String,
-    pub alive: bool,
-}
-
-/// What the HTTP layer needs to know about the cluster.
-pub trait ClusterView: Send + Sync + 'static {
-    fn members(&self) -> Vec<MemberInfo>;
-    /// Whether the node has joined and may be sent traffic.
-    fn ready(&self) -> bool;
-    /// Whether other live nodes exist (a client may be connected to one of them).
-    fn has_peers(&self) -> bool;
-}
+pub use crate::membership::{ClusterView, MemberInfo};
 
 /// Settings the routes read.
 #[derive(Debug, Clone)]
