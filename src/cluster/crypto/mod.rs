@@ -8,8 +8,10 @@
 //! - `handshake.rs`: the relay request and response headers, and the session key.
 //! - `frames.rs`: sealing and opening the frames of one relay stream.
 //! - `replay.rs`: the guard that accepts each relay request nonce once.
+//! - `secret.rs`: [`ClusterSecret`], the keys bound to the node's clock, its nonces and
+//!   its replay guard: what the gossip socket and the relay use.
 //!
-//! All are pure functions over bytes: no sockets, no clock, no OS
+//! All but `secret.rs` are pure functions over bytes: no sockets, no clock, no OS
 //! randomness. Callers pass `now_ms` and every nonce, so a simulation stays a function
 //! of its seed.
 
@@ -21,11 +23,14 @@ mod frames;
 mod handshake;
 mod keys;
 mod replay;
+mod secret;
 
 pub use frames::{FrameOpener, FrameSealer};
 pub use handshake::RelayAccept;
 pub use keys::ClusterKey;
 pub use replay::ReplayGuard;
+pub use secret::ClusterSecret;
+pub(crate) use secret::RelayAnswer;
 
 /// Wire version of both the gossip packet and the relay headers.
 pub const VERSION: u8 = 1;
