@@ -8,6 +8,8 @@ pub mod crypto;
 pub(crate) mod gossip;
 pub(crate) mod relay;
 
+pub use crypto::ClusterSecret;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -20,7 +22,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
-use crate::clock::Clock;
 use crate::event::Origin;
 use crate::log::Untrusted;
 use crate::membership::{ClusterView, MemberInfo};
@@ -34,55 +35,6 @@ const KEY_ORIGIN: &str = "origin";
 /// loop. Gossip carries it around a partition (through any node that reaches both
 /// sides), so a node can tell what a peer that is gone for good never relayed to it.
 const KEY_SEQ: &str = "seq";
-
-/// The cluster secret in use: its keys, a nonce source and the relay's replay guard.
-pub struct ClusterSecret {
-    key: crypto::ClusterKey,
-    clock: Clock,
-    /// Nonces are this prefix (random per process) and a counter: unique, which is
-    /// what XChaCha20 and the relay handshake need, and reproducible in simulations.
-    prefix: [u8; 8],
-    counter: AtomicU64,
-    guard: Mutex<crypto::ReplayGuard>,
-}
-
-impl ClusterSecret {
-    /// Derives the keys (Argon2id: run it off the async threads).
-    pub fn new(secret: &str, clock: Clock, nonce_prefix: u64) -> Self {
-        ClusterSecret {
-            key: crypto::ClusterKey::derive(secret),
-            clock,
-            prefix: nonce_prefix.to_be_bytes(),
-            counter: AtomicU64::new(1),
-            guard: Mutex::new(crypto::ReplayGuard::default()),
-        }
-    }
-
-    fn nonce16(&self) -> [u8; 16] {
-        let mut nonce = [0u8; 16];
-        nonce[..8].copy_from_slice(&self.prefix);
-        nonce[8..].copy_from_slice(&self.counter.fetch_add(1, Relaxed).to_be_bytes());
-        nonce
-    }
-
-    pub(crate) fn seal_datagram(&self, plaintext: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; 24];
-        nonce[..16].copy_from_slice(&self.nonce16());
-        nonce[16..].copy_from_slice(b"gossip\0\0");
-        self.key
-            .seal_datagram(nonce, self.clock.now_ms(), plaintext)
-    }
-
-    pub(crate) fn open_datagram(&self, packet: &[u8]) -> Result<Vec<u8>, crypto::CryptoError> {
-        self.key.open_datagram(packet, self.clock.now_ms())
-    }
-}
-
-impl std::fmt::Debug for ClusterSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClusterSecret(<redacted>)")
-    }
-}
 
 /// How this node takes part in the cluster.
 #[derive(Clone)]

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use std::sync::Arc;
 
-use super::crypto::{FrameOpener, FrameSealer};
+use super::crypto::{FrameOpener, FrameSealer, RelayAnswer};
 use super::{ClusterSecret, MemberIps};
 use crate::broker::{Broker, RelayBatch, RelayEvent, Route};
 use crate::event::{validate_name, Origin, Publish};
@@ -154,19 +154,12 @@ async fn serve(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let context = request_context(&query.origin, query.from, query.since, &query.node);
-        let accepted = {
-            let mut guard = secret.guard.lock().unwrap_or_else(|p| p.into_inner());
-            secret
-                .key
-                .verify_relay_request(token, &context, secret.clock.now_ms(), &mut guard)
-        };
-        match accepted {
-            Ok(accept) => {
-                let server_nonce = secret.nonce16();
-                if let Ok(proof) = HeaderValue::from_str(&accept.response_header(server_nonce)) {
+        match secret.accept_relay_request(token, &context) {
+            Ok(RelayAnswer { proof, sealer }) => {
+                if let Ok(proof) = HeaderValue::from_str(&proof) {
                     response_headers.insert(PROOF_HEADER, proof);
                 }
-                framer.sealer = Some(accept.sealer(server_nonce));
+                framer.sealer = Some(sealer);
             }
             Err(error) => {
                 server.broker.metrics().relay_rejected.fetch_add(1, Relaxed);
@@ -371,9 +364,7 @@ async fn pull_once<N: Network>(
     if let Some(secret) = secret {
         let origin = format!("{:x}", peer.origin);
         let context = request_context(&origin, from, since, self_id);
-        let header = secret
-            .key
-            .relay_request(secret.nonce16(), secret.clock.now_ms(), &context);
+        let header = secret.relay_request_header(&context);
         request = request.header(AUTH_HEADER, header.as_str());
         token = Some(header);
     }
@@ -399,7 +390,7 @@ async fn pull_once<N: Network>(
             .get(PROOF_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        match secret.key.verify_relay_response(token, proof) {
+        match secret.verify_relay_response(token, proof) {
             Ok(o) => opener = Some(o),
             Err(e) => {
                 broker.metrics().relay_rejected.fetch_add(1, Relaxed);
