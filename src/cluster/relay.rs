@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use std::sync::Arc;
 
 use super::crypto::{FrameOpener, FrameSealer};
+use super::drain::PulledUpTo;
 use super::{ClusterSecret, MemberIps};
 use crate::broker::{Broker, RelayBatch, RelayEvent, Route};
 use crate::event::{validate_name, Origin, Publish};
@@ -75,6 +76,11 @@ pub(crate) struct RelayServer {
     pub(crate) open_to: OpenTo,
     pub(crate) ping: Duration,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// True while the node drains before a stop: a stream that sent events ends at
+    /// the end of the outbox, so its peer acknowledges them with its next `from`.
+    pub(crate) draining: watch::Receiver<bool>,
+    /// Where each peer's position is recorded, from its requests.
+    pub(crate) pulled: Arc<PulledUpTo>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,9 +187,11 @@ async fn serve(
     } else {
         query.from
     };
+    // The peer asks for `from` on: it applied everything before (see `drain`).
+    server.pulled.record(&query.node, from);
     let stream = futures_util::stream::unfold(
-        (server, framer, from),
-        |(server, mut framer, mut next)| async move {
+        (server, framer, from, false),
+        |(server, mut framer, mut next, sent)| async move {
             let mut ping =
                 tokio::time::interval_at(tokio::time::Instant::now() + server.ping, server.ping);
             loop {
@@ -193,7 +201,10 @@ async fn serve(
                         next = upto + 1;
                         let payload = serde_json::to_vec(&Frame::Gap { upto }).unwrap_or_default();
                         framer.push(&mut out, &payload);
-                        return Some((Ok::<_, Infallible>(out.freeze()), (server, framer, next)));
+                        return Some((
+                            Ok::<_, Infallible>(out.freeze()),
+                            (server, framer, next, true),
+                        ));
                     }
                     RelayBatch::Events(events) if !events.is_empty() => {
                         next += events.len() as u64;
@@ -205,15 +216,22 @@ async fn serve(
                             payload.push(b'}');
                             framer.push(&mut out, &payload);
                         }
-                        return Some((Ok(out.freeze()), (server, framer, next)));
+                        return Some((Ok(out.freeze()), (server, framer, next, true)));
                     }
                     RelayBatch::Events(_) => {}
                 }
+                // Everything was sent. While draining, a stream that sent something
+                // ends here: the peer's next request says what it applied.
+                if sent && *server.draining.borrow() {
+                    return None;
+                }
                 let woke = {
                     let mut shutdown = server.shutdown.clone();
+                    let mut draining = server.draining.clone();
                     tokio::select! {
                         biased;
                         _ = shutdown.wait_for(|s| *s) => return None,
+                        _ = draining.wait_for(|d| *d), if sent => Woke::Event,
                         _ = server.broker.relay_wait(next) => Woke::Event,
                         _ = ping.tick() => Woke::Ping,
                     }
@@ -221,7 +239,7 @@ async fn serve(
                 if let Woke::Ping = woke {
                     let payload = serde_json::to_vec(&Frame::Ping).unwrap_or_default();
                     framer.push(&mut out, &payload);
-                    return Some((Ok(out.freeze()), (server, framer, next)));
+                    return Some((Ok(out.freeze()), (server, framer, next, sent)));
                 }
             }
         },
@@ -254,6 +272,9 @@ pub(crate) struct PeerTarget {
 enum PullEnd {
     /// The peer runs a new generation; this puller is done.
     OriginChanged,
+    /// The peer ended a stream it had opened (it drains before a stop): reconnect
+    /// at once, which tells it how far this node applied its events.
+    Ended,
     Failed(String),
 }
 
@@ -290,6 +311,12 @@ pub(crate) async fn pull<N: Network>(
             PullEnd::OriginChanged => {
                 tracing::info!(peer = %peer.node_id, "peer restarted with a new generation");
                 return;
+            }
+            PullEnd::Ended => {
+                // Soon, not in a tight loop: a peer that keeps ending streams costs
+                // a request every 10 ms at most.
+                backoff = Duration::from_millis(10);
+                tracing::debug!(peer = %peer.node_id, next = progress.load(Relaxed), "relay stream ended by the peer; resuming");
             }
             PullEnd::Failed(reason) => {
                 let next = progress.load(Relaxed);
@@ -389,7 +416,7 @@ async fn pull_once<N: Network>(
     loop {
         let frame = match tokio::time::timeout(timeout, body.frame()).await {
             Err(_) => return PullEnd::Failed("peer silent past --http.client.timeout".into()),
-            Ok(None) => return PullEnd::Failed("stream ended".into()),
+            Ok(None) => return PullEnd::Ended,
             Ok(Some(Err(e))) => return failed("read", &e),
             Ok(Some(Ok(frame))) => frame,
         };
