@@ -33,6 +33,9 @@ pub enum Fault {
     Release(usize, usize),
     /// Kill a node; nothing runs there until `Restart`.
     Crash(usize),
+    /// A planned stop (SIGTERM): the node drains, leaves and exits; nothing runs
+    /// there until `Restart`. Unlike a crash, it may lose nothing.
+    Stop(usize),
     /// Start a node again (a new process: new generation and origin).
     Restart(usize),
     /// Start a node that was not running yet.
@@ -61,6 +64,8 @@ pub struct Plan {
     pub subscriber_buffer: usize,
     pub replay_age: Duration,
     pub fault_disable_dedup: bool,
+    /// `--shutdown.drainTimeout` of every node (zero: a stop does not wait).
+    pub drain_timeout: Duration,
 }
 
 /// The origin each node runs with now, shared with clients.
@@ -75,6 +80,26 @@ impl Origins {
 
 pub fn node_name(i: usize) -> String {
     format!("n{i}")
+}
+
+/// The stop signal (SIGTERM) of each node's running process.
+#[derive(Default, Clone)]
+struct Stoppers(Rc<RefCell<Vec<Option<tokio::sync::oneshot::Sender<()>>>>>);
+
+impl Stoppers {
+    fn set(&self, node: usize, stop: tokio::sync::oneshot::Sender<()>) {
+        let mut all = self.0.borrow_mut();
+        if all.len() <= node {
+            all.resize_with(node + 1, || None);
+        }
+        all[node] = Some(stop);
+    }
+
+    fn stop(&self, node: usize) {
+        if let Some(stop) = self.0.borrow_mut().get_mut(node).and_then(Option::take) {
+            let _ = stop.send(());
+        }
+    }
 }
 
 /// A node's origin for one generation: distinct per (seed, node, generation).
@@ -106,6 +131,7 @@ fn node_config(plan: &Plan, me: usize, ips: &[IpAddr]) -> Config {
         subscriber_buffer: plan.subscriber_buffer,
         write_stall_timeout: Duration::from_secs(5),
         fault_disable_dedup: plan.fault_disable_dedup,
+        shutdown_drain_timeout: plan.drain_timeout,
         ..Config::default()
     }
 }
@@ -118,9 +144,11 @@ fn add_node(
     seed: u64,
     ips: &[IpAddr],
     origins: &Origins,
+    stoppers: &Stoppers,
     trace: &Trace,
 ) {
     let config = node_config(plan, i, ips);
+    let stoppers = stoppers.clone();
     let generation = Rc::new(RefCell::new(0u64));
     let origins = origins.clone();
     let trace = trace.clone();
@@ -140,11 +168,19 @@ fn add_node(
         }
         trace.record(&node_name(i), What::NodeStarted { node: i, origin });
         let config = config.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stoppers.set(i, stop);
         async move {
             let elapsed = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
             let listener = SimListener::bind(SocketAddr::new(config.bind, HTTP_PORT)).await?;
             let node = Node::new(config, origin, Clock::starting_at(EPOCH_MS + elapsed));
-            node.run_clustered(listener, SimNetwork, HTTP_PORT, std::future::pending())
+            let shutdown = async move {
+                // A dropped sender (the host crashed or restarted) never stops it.
+                if stopped.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            node.run_clustered(listener, SimNetwork, HTTP_PORT, shutdown)
                 .await?;
             Ok(())
         }
@@ -177,11 +213,12 @@ pub(crate) fn simulate(plan: &Plan, seed: u64) -> Result<Vec<crate::trace::Recor
         .build();
     let trace = Trace::default();
     let origins = Origins::default();
+    let stoppers = Stoppers::default();
     // Fix every node's address up front (names resolve in registration order).
     let ips: Vec<IpAddr> = (0..plan.nodes).map(|i| sim.lookup(node_name(i))).collect();
     for i in 0..plan.nodes {
         if !plan.late_nodes.contains(&i) {
-            add_node(&mut sim, plan, i, seed, &ips, &origins, &trace);
+            add_node(&mut sim, plan, i, seed, &ips, &origins, &stoppers, &trace);
         }
     }
     for spec in &plan.subscribers {
@@ -215,6 +252,7 @@ pub(crate) fn simulate(plan: &Plan, seed: u64) -> Result<Vec<crate::trace::Recor
                 seed,
                 &ips,
                 &origins,
+                &stoppers,
                 &trace,
                 &mut running,
             );
@@ -248,6 +286,7 @@ fn apply(
     seed: u64,
     ips: &[IpAddr],
     origins: &Origins,
+    stoppers: &Stoppers,
     trace: &Trace,
     running: &mut [bool],
 ) {
@@ -274,9 +313,15 @@ fn apply(
                 running[*i] = false;
             }
         }
+        Fault::Stop(i) => {
+            if running[*i] {
+                stoppers.stop(*i);
+                running[*i] = false;
+            }
+        }
         Fault::Restart(i) => {
             if plan.late_nodes.contains(i) && origins.current(*i) == 0 {
-                add_node(sim, plan, *i, seed, ips, origins, trace);
+                add_node(sim, plan, *i, seed, ips, origins, stoppers, trace);
             } else {
                 sim.bounce(node_name(*i));
             }
@@ -290,7 +335,7 @@ fn apply(
         }
         Fault::Join(i) => {
             if origins.current(*i) == 0 {
-                add_node(sim, plan, *i, seed, ips, origins, trace);
+                add_node(sim, plan, *i, seed, ips, origins, stoppers, trace);
                 running[*i] = true;
             }
         }
