@@ -32,12 +32,21 @@ pub(crate) const KEY_LEAVING: &str = "leaving";
 /// their position with every relay request).
 const MAX_PEERS: usize = 4096;
 
-/// How far each peer (by node id) has pulled this node's outbox: everything up to
-/// and including this sequence was applied there.
+/// How far each peer (by node id) has pulled this node's outbox.
 #[derive(Debug, Default)]
 pub(crate) struct PulledUpTo {
-    peers: Mutex<BTreeMap<String, u64>>,
+    peers: Mutex<BTreeMap<String, Progress>>,
     changed: Notify,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    /// Everything up to and including this sequence was applied there (the peer
+    /// said so by asking for the next one).
+    applied: u64,
+    /// The stream handed events up to here to the peer's connection (written, or
+    /// about to be written, to its socket): only what a timed-out drain reports.
+    sent: u64,
 }
 
 impl PulledUpTo {
@@ -49,12 +58,27 @@ impl PulledUpTo {
             if peers.len() >= MAX_PEERS && !peers.contains_key(node) {
                 peers.clear();
             }
-            peers.insert(node.to_owned(), from.saturating_sub(1));
+            let applied = from.saturating_sub(1);
+            peers.insert(
+                node.to_owned(),
+                Progress {
+                    applied,
+                    sent: applied,
+                },
+            );
         }
         self.changed.notify_waiters();
     }
 
-    fn get(&self, node: &str) -> Option<u64> {
+    /// The stream to `node` handed the events up to `upto` to its connection.
+    pub(crate) fn sent(&self, node: &str, upto: u64) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(progress) = peers.get_mut(node) {
+            progress.sent = progress.sent.max(upto);
+        }
+    }
+
+    fn get(&self, node: &str) -> Option<Progress> {
         self.peers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -77,7 +101,7 @@ pub struct Drainer {
 #[derive(Debug)]
 struct Behind {
     node: String,
-    pulled_upto: Option<u64>,
+    progress: Option<Progress>,
 }
 
 impl Drainer {
@@ -96,8 +120,9 @@ impl Drainer {
             let behind: Vec<Behind> = live
                 .into_iter()
                 .filter_map(|node| {
-                    let pulled_upto = self.pulled.get(&node);
-                    (pulled_upto.unwrap_or(0) < accepted).then_some(Behind { node, pulled_upto })
+                    let progress = self.pulled.get(&node);
+                    let applied = progress.map_or(0, |p| p.applied);
+                    (applied < accepted).then_some(Behind { node, progress })
                 })
                 .collect();
             if behind.is_empty() {
@@ -111,12 +136,13 @@ impl Drainer {
             }
             if Instant::now() >= deadline {
                 for peer in &behind {
-                    let left = accepted - peer.pulled_upto.unwrap_or(0);
+                    let applied = peer.progress.map_or(0, |p| p.applied);
                     tracing::warn!(
                         peer = %peer.node,
-                        pulled_upto = ?peer.pulled_upto,
+                        applied_upto = applied,
+                        sent_upto = peer.progress.map_or(0, |p| p.sent),
                         accepted,
-                        left,
+                        left = accepted - applied,
                         "drain timed out (--shutdown.drainTimeout): this peer had not pulled every event; leaving anyway"
                     );
                 }
@@ -153,13 +179,17 @@ mod tests {
     #[test]
     fn a_peer_holds_everything_before_the_sequence_it_asks_for() {
         let pulled = PulledUpTo::default();
-        assert_eq!(pulled.get("a"), None);
+        let applied = |node| pulled.get(node).map(|p| p.applied);
+        assert_eq!(applied("a"), None);
         pulled.record("a", 8);
-        assert_eq!(pulled.get("a"), Some(7));
+        assert_eq!(applied("a"), Some(7));
+        pulled.sent("a", 12);
+        assert_eq!(pulled.get("a").map(|p| p.sent), Some(12));
+        assert_eq!(applied("a"), Some(7), "sent is not applied");
         // A restarted peer starts over: the latest request wins.
         pulled.record("a", 1);
-        assert_eq!(pulled.get("a"), Some(0));
+        assert_eq!(applied("a"), Some(0));
         pulled.record("b", 0);
-        assert_eq!(pulled.get("b"), Some(0));
+        assert_eq!(applied("b"), Some(0));
     }
 }

@@ -189,9 +189,14 @@ async fn serve(
     };
     // The peer asks for `from` on: it applied everything before (see `drain`).
     server.pulled.record(&query.node, from);
+    let node = query.node;
     let stream = futures_util::stream::unfold(
-        (server, framer, from, false),
-        |(server, mut framer, mut next, sent)| async move {
+        (server, framer, from, false, node),
+        |(server, mut framer, mut next, sent, node)| async move {
+            // Polled again: the connection took the previous chunk.
+            if sent {
+                server.pulled.sent(&node, next.saturating_sub(1));
+            }
             let mut ping =
                 tokio::time::interval_at(tokio::time::Instant::now() + server.ping, server.ping);
             loop {
@@ -203,7 +208,7 @@ async fn serve(
                         framer.push(&mut out, &payload);
                         return Some((
                             Ok::<_, Infallible>(out.freeze()),
-                            (server, framer, next, true),
+                            (server, framer, next, true, node),
                         ));
                     }
                     RelayBatch::Events(events) if !events.is_empty() => {
@@ -216,7 +221,7 @@ async fn serve(
                             payload.push(b'}');
                             framer.push(&mut out, &payload);
                         }
-                        return Some((Ok(out.freeze()), (server, framer, next, true)));
+                        return Some((Ok(out.freeze()), (server, framer, next, true, node)));
                     }
                     RelayBatch::Events(_) => {}
                 }
@@ -239,7 +244,7 @@ async fn serve(
                 if let Woke::Ping = woke {
                     let payload = serde_json::to_vec(&Frame::Ping).unwrap_or_default();
                     framer.push(&mut out, &payload);
-                    return Some((Ok(out.freeze()), (server, framer, next, sent)));
+                    return Some((Ok(out.freeze()), (server, framer, next, sent, node)));
                 }
             }
         },
