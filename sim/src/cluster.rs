@@ -137,6 +137,7 @@ fn node_config(plan: &Plan, me: usize, ips: &[IpAddr]) -> Config {
 }
 
 /// Registers node `i` as a host factory: every (re)start is a new generation.
+#[allow(clippy::too_many_arguments)]
 fn add_node(
     sim: &mut turmoil::Sim<'_>,
     plan: &Plan,
