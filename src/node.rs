@@ -113,9 +113,10 @@ impl Node {
     /// Like [`Node::run`], and joins the cluster over `network`: gossip on the
     /// configured port, relay from every live peer. On `shutdown` it drains first:
     /// not ready, publishes refused, until every live peer pulled what it accepted
-    /// (at most `config.shutdown_drain_timeout`), then it leaves gossip. `config.gossip_advertise` and
-    /// `config.node_id` should be resolved by the caller (loopback and a name made
-    /// from the origin otherwise); `http_port` is the port peers reach this node on.
+    /// (at most `config.shutdown_drain_timeout`), then it leaves gossip.
+    /// `config.gossip_advertise` and `config.node_id` should be resolved by the
+    /// caller (loopback and a name made from the origin otherwise); `http_port` is
+    /// the port peers reach this node on.
     pub async fn run_clustered<L, N>(
         self,
         listener: L,
