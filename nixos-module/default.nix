@@ -404,7 +404,8 @@ in
         ExecStart = start;
         Restart = "on-failure";
         RestartSec = "2s";
-        # SIGTERM makes the node end open streams and exit 0.
+        # SIGTERM makes the node drain (at most drainTimeout), end open streams and
+        # exit 0: keep TimeoutStopSec above drainTimeout plus a few seconds.
         KillSignal = "SIGTERM";
         TimeoutStopSec = "30s";
 
