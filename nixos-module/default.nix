@@ -58,6 +58,7 @@ let
     "--http.server.bodyTimeout=${cfg.bodyTimeout}"
     "--http.server.maxHeaderBytes=${toString cfg.maxHeaderBytes}"
     "--http.client.timeout=${cfg.clientTimeout}"
+    "--shutdown.drainTimeout=${cfg.drainTimeout}"
     "--gossip.port=${toString cfg.gossipPort}"
     "--replay.events=${toString cfg.replay.events}"
     "--replay.age=${cfg.replay.age}"
@@ -222,6 +223,9 @@ in
 
     writeTimeout =
       durationOption "30s" "Close a connection whose writes make no progress, or whose sent data or keep-alive probes stay unacknowledged (the client vanished), for this long (`--http.server.writeTimeout`).";
+
+    drainTimeout =
+      durationOption "10s" "On stop (SIGTERM), how long the node waits for its live peers to pull every event it accepted before it leaves anyway (`--shutdown.drainTimeout`); keep it below the unit's stop timeout.";
 
     headerTimeout =
       durationOption "10s" "Time a client has to send its whole request head (`--http.server.headerTimeout`).";
@@ -400,7 +404,8 @@ in
         ExecStart = start;
         Restart = "on-failure";
         RestartSec = "2s";
-        # SIGTERM makes the node end open streams and exit 0.
+        # SIGTERM makes the node drain (at most drainTimeout), end open streams and
+        # exit 0: keep TimeoutStopSec above drainTimeout plus a few seconds.
         KillSignal = "SIGTERM";
         TimeoutStopSec = "30s";
 

@@ -77,6 +77,9 @@ pub struct Config {
     pub auth_publish: bool,
     /// Subscribing requires a token with the channel in its `sse.subscribe` claim.
     pub auth_subscribe: bool,
+    /// On SIGTERM, how long a clustered node waits for its live peers to pull every
+    /// event it accepted before it leaves anyway (and logs what was left).
+    pub shutdown_drain_timeout: Duration,
     /// Fault injection for the simulation suite only (empty without the `testing`
     /// feature; never set by the binary).
     #[doc(hidden)]
@@ -115,6 +118,7 @@ impl Default for Config {
             auth_jwt_public_key: None,
             auth_publish: false,
             auth_subscribe: false,
+            shutdown_drain_timeout: Duration::from_secs(10),
             faults: Default::default(),
         }
     }

@@ -186,6 +186,10 @@ struct StartArgs {
     /// Require a token to subscribe (needs a key).
     #[arg(long = "auth.subscribe", env = "AUTH_SUBSCRIBE", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     auth_subscribe: bool,
+    /// On SIGTERM or SIGINT, how long to wait for every live peer to pull the events
+    /// this node accepted before leaving anyway (0s: do not wait).
+    #[arg(long = "shutdown.drainTimeout", env = "SHUTDOWN_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    shutdown_drain_timeout: Duration,
     /// Log format.
     #[arg(long = "log.format", env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -245,6 +249,7 @@ impl StartArgs {
             auth_jwt_public_key,
             auth_publish: self.auth_publish.unwrap_or(has_key),
             auth_subscribe: self.auth_subscribe,
+            shutdown_drain_timeout: self.shutdown_drain_timeout,
             faults: Default::default(),
         })
     }

@@ -26,10 +26,13 @@ pub enum ErrorKind {
     /// A connection from an address that already had
     /// `--http.server.maxConnectionsPerAddress` open (429 and closed).
     TooManyConnectionsFromAddress,
+    /// A publish refused because the node is draining before it stops (503 with
+    /// `Retry-After`: publish on another node, with the same `id`).
+    Draining,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::NotFound,
         ErrorKind::MethodNotAllowed,
         ErrorKind::UnsupportedMediaType,
@@ -43,6 +46,7 @@ impl ErrorKind {
         ErrorKind::HeaderTimeout,
         ErrorKind::BodyTimeout,
         ErrorKind::TooManyConnectionsFromAddress,
+        ErrorKind::Draining,
     ];
 
     pub fn label(self) -> &'static str {
@@ -60,6 +64,7 @@ impl ErrorKind {
             ErrorKind::HeaderTimeout => "header_timeout",
             ErrorKind::BodyTimeout => "body_timeout",
             ErrorKind::TooManyConnectionsFromAddress => "too_many_connections_from_address",
+            ErrorKind::Draining => "draining",
         }
     }
 }

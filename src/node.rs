@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::broker::{Broker, BrokerSettings};
 use crate::clock::Clock;
-use crate::cluster::{relay, Cluster, ClusterSecret, ClusterSettings};
+use crate::cluster::{relay, Cluster, ClusterSecret, ClusterSettings, Drainer};
 use crate::config::Config;
 use crate::event::Origin;
 use crate::http::{self, AppShared, AppState, ClusterView, HttpSettings, MemberInfo};
@@ -100,14 +100,23 @@ impl Node {
         L::Addr: std::fmt::Debug + PeerIp,
     {
         let (stop_tx, stop_rx) = watch::channel(false);
-        self.serve(listener, view, None, stop_tx, stop_rx, shutdown)
-            .await
+        let (drain_tx, _) = watch::channel(false);
+        let stop = Stop {
+            stop_tx,
+            stop_rx,
+            drain_tx,
+            drainer: None,
+        };
+        self.serve(listener, view, None, stop, shutdown).await
     }
 
     /// Like [`Node::run`], and joins the cluster over `network`: gossip on the
-    /// configured port, relay from every live peer. `config.gossip_advertise` and
-    /// `config.node_id` should be resolved by the caller (loopback and a name made
-    /// from the origin otherwise); `http_port` is the port peers reach this node on.
+    /// configured port, relay from every live peer. On `shutdown` it drains first:
+    /// not ready, publishes refused, until every live peer pulled what it accepted
+    /// (at most `config.shutdown_drain_timeout`), then it leaves gossip.
+    /// `config.gossip_advertise` and `config.node_id` should be resolved by the
+    /// caller (loopback and a name made from the origin otherwise); `http_port` is
+    /// the port peers reach this node on.
     pub async fn run_clustered<L, N>(
         self,
         listener: L,
@@ -122,6 +131,7 @@ impl Node {
         N: Network,
     {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (drain_tx, drain_rx) = watch::channel(false);
         let advertise = self
             .config
             .gossip_advertise
@@ -187,10 +197,18 @@ impl Node {
             ping: Duration::from_secs(1),
             shutdown: stop_rx.clone(),
             refusals: Default::default(),
+            draining: drain_rx,
+            pulled: cluster.pulled(),
         });
         let view = cluster.view();
+        let stop = Stop {
+            stop_tx,
+            stop_rx,
+            drain_tx,
+            drainer: Some(cluster.drainer(self.config.shutdown_drain_timeout)),
+        };
         let result = self
-            .serve(listener, view, Some(relay), stop_tx, stop_rx, shutdown)
+            .serve(listener, view, Some(relay), stop, shutdown)
             .await;
         cluster.stop().await;
         Ok(result?)
@@ -201,8 +219,7 @@ impl Node {
         listener: L,
         cluster: Arc<dyn ClusterView>,
         extra: Option<axum::Router>,
-        stop_tx: watch::Sender<bool>,
-        stop_rx: watch::Receiver<bool>,
+        stop: Stop,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()>
     where
@@ -210,6 +227,12 @@ impl Node {
         L::Io: TrySend,
         L::Addr: std::fmt::Debug + PeerIp,
     {
+        let Stop {
+            stop_tx,
+            stop_rx,
+            drain_tx,
+            drainer,
+        } = stop;
         let state = AppState::new(AppShared {
             broker: self.broker.clone(),
             metrics: self.metrics.clone(),
@@ -223,6 +246,7 @@ impl Node {
             }),
             auth: Arc::new(http::Auth::new(&self.config, self.clock)),
             shutdown: stop_rx.clone(),
+            draining: drain_tx.subscribe(),
         });
         let serve_stop = stop_rx.clone();
         let reaper = tokio::spawn(expire_history(
@@ -243,6 +267,12 @@ impl Node {
         let broker = self.broker.clone();
         let stop_on_signal = tokio::spawn(async move {
             shutdown.await;
+            // Not ready and no new publishes from here; streams and the relay go on.
+            let _ = drain_tx.send(true);
+            if let Some(drainer) = drainer {
+                tracing::info!("draining: waiting for peers to pull every accepted event");
+                drainer.run().await;
+            }
             tracing::info!("shutting down: closing open streams");
             let _ = stop_tx.send(true);
             broker.close_streams();
@@ -265,6 +295,14 @@ impl Node {
         keep_alive.abort();
         Ok(())
     }
+}
+
+/// How a node stops: the flags its parts watch, and the drain (clustered nodes).
+struct Stop {
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    drain_tx: watch::Sender<bool>,
+    drainer: Option<Drainer>,
 }
 
 /// Keeps every quiet stream alive: each subscriber sent nothing for `interval` gets

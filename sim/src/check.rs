@@ -66,6 +66,8 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
     let mut accepted: BTreeMap<(u32, u32), (u64, u64, u64)> = BTreeMap::new();
     let mut origin_of_node: BTreeMap<usize, u64> = BTreeMap::new();
     let mut crashed_at: BTreeMap<u64, u64> = BTreeMap::new();
+    // Origins stopped as planned (SIGTERM): they drain, so they may lose nothing.
+    let mut stopped: BTreeSet<u64> = BTreeSet::new();
     // When links were cut (partitions, holds) and when they healed.
     let mut cuts: Vec<u64> = Vec::new();
     let mut heals: Vec<u64> = Vec::new();
@@ -86,7 +88,17 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
                 // ends its previous process: a crash of that origin, if no `Crash`
                 // came first.
                 if let Some(previous) = origin_of_node.insert(*node, *origin) {
-                    crashed_at.entry(previous).or_insert(r.at_ms);
+                    if !stopped.contains(&previous) {
+                        crashed_at.entry(previous).or_insert(r.at_ms);
+                    }
+                }
+            }
+            What::Fault(text) if text.starts_with("Stop(") => {
+                let node: Option<usize> = text[5..text.len() - 1].parse().ok();
+                if let Some(origin) = node.and_then(|n| origin_of_node.get(&n)) {
+                    if !crashed_at.contains_key(origin) {
+                        stopped.insert(*origin);
+                    }
                 }
             }
             What::Fault(text) if text.starts_with("Crash(") => {
@@ -189,9 +201,12 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
                 let healed_before_crash = heals.iter().any(|h| h > at && h <= c);
                 soon || (*c >= *at && cut_then && !healed_before_crash)
             });
+            // A planned stop is not a crash: the node drained, so a signal does not
+            // excuse losing what it accepted.
+            let planned_stop = stopped.contains(origin) && !died;
             if died {
                 report.lost_to_crash += 1;
-            } else if s.signals > 0 {
+            } else if s.signals > 0 && !planned_stop {
                 report.gaps_signalled += 1;
             } else {
                 missing.push(*key);
@@ -201,7 +216,16 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
             report.lost += missing.len();
             violate(
                 "loss",
-                format!("{name}: {} accepted events never arrived and no gap/reset/overflow was sent, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]),
+                format!(
+                    "{name}: {} accepted events never arrived and {}, e.g. {:?}",
+                    missing.len(),
+                    if s.signals == 0 {
+                        "no gap/reset/overflow was sent"
+                    } else {
+                        "their node was stopped as planned (a drain loses nothing; a signal does not excuse it)"
+                    },
+                    &missing[..missing.len().min(5)]
+                ),
             );
         }
     }

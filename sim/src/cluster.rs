@@ -33,6 +33,9 @@ pub enum Fault {
     Release(usize, usize),
     /// Kill a node; nothing runs there until `Restart`.
     Crash(usize),
+    /// A planned stop (SIGTERM): the node drains, leaves and exits; nothing runs
+    /// there until `Restart`. Unlike a crash, it may lose nothing.
+    Stop(usize),
     /// Start a node again (a new process: new generation and origin).
     Restart(usize),
     /// Start a node that was not running yet.
@@ -61,6 +64,8 @@ pub struct Plan {
     pub subscriber_buffer: usize,
     pub replay_age: Duration,
     pub fault_disable_dedup: bool,
+    /// `--shutdown.drainTimeout` of every node (zero: a stop does not wait).
+    pub drain_timeout: Duration,
 }
 
 /// The origin each node runs with now, shared with clients.
@@ -75,6 +80,26 @@ impl Origins {
 
 pub fn node_name(i: usize) -> String {
     format!("n{i}")
+}
+
+/// The stop signal (SIGTERM) of each node's running process.
+#[derive(Default, Clone)]
+struct Stoppers(Rc<RefCell<Vec<Option<tokio::sync::oneshot::Sender<()>>>>>);
+
+impl Stoppers {
+    fn set(&self, node: usize, stop: tokio::sync::oneshot::Sender<()>) {
+        let mut all = self.0.borrow_mut();
+        if all.len() <= node {
+            all.resize_with(node + 1, || None);
+        }
+        all[node] = Some(stop);
+    }
+
+    fn stop(&self, node: usize) {
+        if let Some(stop) = self.0.borrow_mut().get_mut(node).and_then(Option::take) {
+            let _ = stop.send(());
+        }
+    }
 }
 
 /// A node's origin for one generation: distinct per (seed, node, generation).
@@ -108,11 +133,13 @@ fn node_config(plan: &Plan, me: usize, ips: &[IpAddr]) -> Config {
         faults: sse_cluster::faults::Faults {
             disable_dedup: plan.fault_disable_dedup,
         },
+        shutdown_drain_timeout: plan.drain_timeout,
         ..Config::default()
     }
 }
 
 /// Registers node `i` as a host factory: every (re)start is a new generation.
+#[allow(clippy::too_many_arguments)]
 fn add_node(
     sim: &mut turmoil::Sim<'_>,
     plan: &Plan,
@@ -120,9 +147,11 @@ fn add_node(
     seed: u64,
     ips: &[IpAddr],
     origins: &Origins,
+    stoppers: &Stoppers,
     trace: &Trace,
 ) {
     let config = node_config(plan, i, ips);
+    let stoppers = stoppers.clone();
     let generation = Rc::new(RefCell::new(0u64));
     let origins = origins.clone();
     let trace = trace.clone();
@@ -142,11 +171,19 @@ fn add_node(
         }
         trace.record(&node_name(i), What::NodeStarted { node: i, origin });
         let config = config.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stoppers.set(i, stop);
         async move {
             let elapsed = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
             let listener = SimListener::bind(SocketAddr::new(config.bind, HTTP_PORT)).await?;
             let node = Node::new(config, origin, Clock::starting_at(EPOCH_MS + elapsed));
-            node.run_clustered(listener, SimNetwork, HTTP_PORT, std::future::pending())
+            let shutdown = async move {
+                // A dropped sender (the host crashed or restarted) never stops it.
+                if stopped.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            node.run_clustered(listener, SimNetwork, HTTP_PORT, shutdown)
                 .await?;
             Ok(())
         }
@@ -179,11 +216,12 @@ pub(crate) fn simulate(plan: &Plan, seed: u64) -> Result<Vec<crate::trace::Recor
         .build();
     let trace = Trace::default();
     let origins = Origins::default();
+    let stoppers = Stoppers::default();
     // Fix every node's address up front (names resolve in registration order).
     let ips: Vec<IpAddr> = (0..plan.nodes).map(|i| sim.lookup(node_name(i))).collect();
     for i in 0..plan.nodes {
         if !plan.late_nodes.contains(&i) {
-            add_node(&mut sim, plan, i, seed, &ips, &origins, &trace);
+            add_node(&mut sim, plan, i, seed, &ips, &origins, &stoppers, &trace);
         }
     }
     for spec in &plan.subscribers {
@@ -217,6 +255,7 @@ pub(crate) fn simulate(plan: &Plan, seed: u64) -> Result<Vec<crate::trace::Recor
                 seed,
                 &ips,
                 &origins,
+                &stoppers,
                 &trace,
                 &mut running,
             );
@@ -250,6 +289,7 @@ fn apply(
     seed: u64,
     ips: &[IpAddr],
     origins: &Origins,
+    stoppers: &Stoppers,
     trace: &Trace,
     running: &mut [bool],
 ) {
@@ -276,9 +316,15 @@ fn apply(
                 running[*i] = false;
             }
         }
+        Fault::Stop(i) => {
+            if running[*i] {
+                stoppers.stop(*i);
+                running[*i] = false;
+            }
+        }
         Fault::Restart(i) => {
             if plan.late_nodes.contains(i) && origins.current(*i) == 0 {
-                add_node(sim, plan, *i, seed, ips, origins, trace);
+                add_node(sim, plan, *i, seed, ips, origins, stoppers, trace);
             } else {
                 sim.bounce(node_name(*i));
             }
@@ -292,7 +338,7 @@ fn apply(
         }
         Fault::Join(i) => {
             if origins.current(*i) == 0 {
-                add_node(sim, plan, *i, seed, ips, origins, trace);
+                add_node(sim, plan, *i, seed, ips, origins, stoppers, trace);
                 running[*i] = true;
             }
         }

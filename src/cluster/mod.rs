@@ -5,6 +5,7 @@
 //! one relay puller per live peer origin.
 
 pub mod crypto;
+pub(crate) mod drain;
 pub(crate) mod gossip;
 pub(crate) mod relay;
 
@@ -27,6 +28,8 @@ use crate::log::Untrusted;
 use crate::membership::{ClusterView, MemberInfo};
 use crate::metrics::Metrics;
 use crate::transport::Network;
+pub use drain::Drainer;
+use drain::{PulledUpTo, KEY_LEAVING};
 use relay::PeerTarget;
 
 const KEY_HTTP: &str = "http";
@@ -58,6 +61,10 @@ pub struct Cluster {
     shared: Arc<Shared>,
     chitchat: ChitchatHandle,
     sync: JoinHandle<()>,
+    broker: Broker,
+    /// How far each peer pulled this node's outbox (the relay server records it).
+    pulled: Arc<PulledUpTo>,
+    gossip_interval: Duration,
 }
 
 struct Shared {
@@ -67,6 +74,17 @@ struct Shared {
     members: Mutex<Vec<MemberInfo>>,
     has_peers: AtomicBool,
     ready: AtomicBool,
+    /// Node ids of the live peers this node relays with (not leaving).
+    live_peers: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    fn live_peer_ids(&self) -> Vec<String> {
+        self.live_peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// The IP addresses of the nodes gossip knows (their gossip and HTTP addresses, live
@@ -168,10 +186,12 @@ impl Cluster {
             member_ips: Arc::default(),
             has_peers: AtomicBool::new(false),
             ready: AtomicBool::new(seeds.is_empty()),
+            live_peers: Mutex::new(Vec::new()),
         });
+        let gossip_interval = settings.gossip_interval;
         let sync = tokio::spawn(sync_loop(
             network,
-            broker,
+            broker.clone(),
             chitchat.chitchat(),
             chitchat_id,
             shared.clone(),
@@ -182,6 +202,9 @@ impl Cluster {
             shared,
             chitchat,
             sync,
+            broker,
+            pulled: Arc::default(),
+            gossip_interval,
         })
     }
 
@@ -192,6 +215,24 @@ impl Cluster {
     /// The addresses of the nodes gossip knows, kept current.
     pub(crate) fn member_ips(&self) -> Arc<MemberIps> {
         self.shared.member_ips.clone()
+    }
+
+    /// What the relay server records peers' progress in (see [`drain`]).
+    pub(crate) fn pulled(&self) -> Arc<PulledUpTo> {
+        self.pulled.clone()
+    }
+
+    /// The drain before a planned stop, bounded by `timeout`; run it before the
+    /// shutdown flag flips (the pullers and the sync loop keep running meanwhile).
+    pub fn drainer(&self, timeout: Duration) -> Drainer {
+        Drainer {
+            shared: self.shared.clone(),
+            chitchat: self.chitchat.chitchat(),
+            pulled: self.pulled.clone(),
+            broker: self.broker.clone(),
+            timeout,
+            gossip_interval: self.gossip_interval,
+        }
     }
 
     /// Leaves gossip and stops the pullers.
@@ -221,7 +262,7 @@ async fn sync_loop<N: Network>(
         if *shutdown.borrow() {
             break;
         }
-        let (members, live_peers) = {
+        let (members, live_peers, leaving) = {
             let mut chitchat = chitchat.lock().await;
             chitchat
                 .self_node_state()
@@ -232,6 +273,8 @@ async fn sync_loop<N: Network>(
             let mut live_peers: BTreeMap<String, (u64, PeerTarget)> = BTreeMap::new();
             let mut seen = HashMap::new();
             let mut ips = HashSet::new();
+            // Origins of nodes that announced their departure after a drain.
+            let mut leaving = HashSet::new();
             for (id, state) in chitchat.node_states() {
                 ips.insert(id.gossip_advertise_addr.ip());
                 let origin = state
@@ -244,7 +287,13 @@ async fn sync_loop<N: Network>(
                     let known = announced.get(&origin).copied().unwrap_or(0);
                     seen.insert(origin, known.max(seq));
                 }
-                let alive = live.contains(id);
+                // A node that drained and announced its departure is gone: nothing
+                // it accepted is left to pull, and it is not waited for as a peer.
+                let departed = state.get(KEY_LEAVING).is_some();
+                if let (true, Some(origin)) = (departed, origin) {
+                    leaving.insert(origin);
+                }
+                let alive = live.contains(id) && !departed;
                 let http = state.get(KEY_HTTP).unwrap_or_default().to_owned();
                 if let Ok(addr) = http.parse::<SocketAddr>() {
                     ips.insert(addr.ip());
@@ -280,13 +329,37 @@ async fn sync_loop<N: Network>(
             announced.extend(seen);
             shared.member_ips.replace(ips);
             let live_peers: Vec<(u64, PeerTarget)> = live_peers.into_values().collect();
-            (members.into_values().collect::<Vec<_>>(), live_peers)
+            (
+                members.into_values().collect::<Vec<_>>(),
+                live_peers,
+                leaving,
+            )
         };
         shared.has_peers.store(!live_peers.is_empty(), Relaxed);
+        *shared.live_peers.lock().unwrap_or_else(|p| p.into_inner()) = live_peers
+            .iter()
+            .map(|(_, peer)| peer.node_id.clone())
+            .collect();
         if !live_peers.is_empty() {
             shared.ready.store(true, Relaxed);
         }
         *shared.members.lock().unwrap_or_else(|p| p.into_inner()) = members;
+
+        // A departed origin's puller stops now. It drained, so normally its puller
+        // applied everything it announced; if its drain timed out, what is missing
+        // gets a gap, as for a restart.
+        for origin in leaving {
+            if let Some(puller) = pullers.remove(&origin) {
+                puller.handle.abort();
+                tracing::info!(peer = %puller.peer.node_id, "peer left the cluster after a drain");
+                retire(
+                    &broker,
+                    &puller,
+                    announced.get(&origin).copied(),
+                    self_id.generation_id,
+                );
+            }
+        }
 
         // One puller per live origin. A puller for an origin that is no longer live
         // keeps retrying (the peer may be cut off) until the same node id comes back

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use std::sync::Arc;
 
 use super::crypto::{FrameOpener, FrameSealer, RelayAnswer};
+use super::drain::PulledUpTo;
 use super::{ClusterSecret, MemberIps};
 use crate::broker::{Broker, RelayBatch, RelayEvent, Route};
 use crate::event::{validate_name, Origin, Publish};
@@ -79,6 +80,11 @@ pub(crate) struct RelayServer {
     /// Refused requests are warned about at most once per interval: anyone who
     /// reaches the port can send them (all are counted in `relay_rejected`).
     pub(crate) refusals: Arc<RateLimited>,
+    /// True while the node drains before a stop: a stream that sent events ends at
+    /// the end of the outbox, so its peer acknowledges them with its next `from`.
+    pub(crate) draining: watch::Receiver<bool>,
+    /// Where each peer's position is recorded, from its requests.
+    pub(crate) pulled: Arc<PulledUpTo>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,9 +198,16 @@ async fn serve(
     } else {
         query.from
     };
+    // The peer asks for `from` on: it applied everything before (see `drain`).
+    server.pulled.record(&query.node, from);
+    let node = query.node;
     let stream = futures_util::stream::unfold(
-        (server, framer, from),
-        |(server, mut framer, mut next)| async move {
+        (server, framer, from, false, node),
+        |(server, mut framer, mut next, sent, node)| async move {
+            // Polled again: the connection took the previous chunk.
+            if sent {
+                server.pulled.sent(&node, next.saturating_sub(1));
+            }
             let mut ping =
                 tokio::time::interval_at(tokio::time::Instant::now() + server.ping, server.ping);
             loop {
@@ -204,7 +217,10 @@ async fn serve(
                         next = upto + 1;
                         let payload = serde_json::to_vec(&Frame::Gap { upto }).unwrap_or_default();
                         framer.push(&mut out, &payload);
-                        return Some((Ok::<_, Infallible>(out.freeze()), (server, framer, next)));
+                        return Some((
+                            Ok::<_, Infallible>(out.freeze()),
+                            (server, framer, next, true, node),
+                        ));
                     }
                     RelayBatch::Events(events) if !events.is_empty() => {
                         next += events.len() as u64;
@@ -216,15 +232,22 @@ async fn serve(
                             payload.push(b'}');
                             framer.push(&mut out, &payload);
                         }
-                        return Some((Ok(out.freeze()), (server, framer, next)));
+                        return Some((Ok(out.freeze()), (server, framer, next, true, node)));
                     }
                     RelayBatch::Events(_) => {}
                 }
+                // Everything was sent. While draining, a stream that sent something
+                // ends here: the peer's next request says what it applied.
+                if sent && *server.draining.borrow() {
+                    return None;
+                }
                 let woke = {
                     let mut shutdown = server.shutdown.clone();
+                    let mut draining = server.draining.clone();
                     tokio::select! {
                         biased;
                         _ = shutdown.wait_for(|s| *s) => return None,
+                        _ = draining.wait_for(|d| *d), if sent => Woke::Event,
                         _ = server.broker.relay_wait(next) => Woke::Event,
                         _ = ping.tick() => Woke::Ping,
                     }
@@ -232,7 +255,7 @@ async fn serve(
                 if let Woke::Ping = woke {
                     let payload = serde_json::to_vec(&Frame::Ping).unwrap_or_default();
                     framer.push(&mut out, &payload);
-                    return Some((Ok(out.freeze()), (server, framer, next)));
+                    return Some((Ok(out.freeze()), (server, framer, next, sent, node)));
                 }
             }
         },
@@ -265,6 +288,9 @@ pub(crate) struct PeerTarget {
 enum PullEnd {
     /// The peer runs a new generation; this puller is done.
     OriginChanged,
+    /// The peer ended a stream it had opened (it drains before a stop): reconnect
+    /// at once, which tells it how far this node applied its events.
+    Ended,
     Failed(String),
 }
 
@@ -301,6 +327,12 @@ pub(crate) async fn pull<N: Network>(
             PullEnd::OriginChanged => {
                 tracing::info!(peer = %Untrusted(&peer.node_id), "peer restarted with a new generation");
                 return;
+            }
+            PullEnd::Ended => {
+                // Soon, not in a tight loop: a peer that keeps ending streams costs
+                // a request every 10 ms at most.
+                backoff = Duration::from_millis(10);
+                tracing::debug!(peer = %Untrusted(&peer.node_id), next = progress.load(Relaxed), "relay stream ended by the peer; resuming");
             }
             PullEnd::Failed(reason) => {
                 let next = progress.load(Relaxed);
@@ -403,7 +435,7 @@ async fn pull_once<N: Network>(
     loop {
         let frame = match tokio::time::timeout(timeout, body.frame()).await {
             Err(_) => return PullEnd::Failed("peer silent past --http.client.timeout".into()),
-            Ok(None) => return PullEnd::Failed("stream ended".into()),
+            Ok(None) => return PullEnd::Ended,
             Ok(Some(Err(e))) => return failed("read", &e),
             Ok(Some(Ok(frame))) => frame,
         };

@@ -69,6 +69,9 @@ pub struct AppShared {
     pub auth: Arc<Auth>,
     /// Flips to `true` when the node shuts down; open streams end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// Flips to `true` when the node starts draining before it stops (SIGTERM):
+    /// not ready, publishes refused with 503; streams stay open until `shutdown`.
+    pub draining: watch::Receiver<bool>,
 }
 
 /// The router of the public API.

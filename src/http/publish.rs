@@ -29,6 +29,7 @@ pub(super) struct PublishAnswer {
 }
 
 pub(super) async fn publish(
+    _: Accepting,
     State(state): State<AppState>,
     PublishAccess(access): PublishAccess,
     path: Result<Path<String>, PathRejection>,
@@ -49,6 +50,7 @@ pub(super) async fn publish(
 }
 
 pub(super) async fn publish_all(
+    _: Accepting,
     State(state): State<AppState>,
     PublishAccess(access): PublishAccess,
     ContentType(content_type): ContentType,
@@ -66,6 +68,7 @@ pub(super) async fn publish_all(
 }
 
 pub(super) async fn publish_client(
+    _: Accepting,
     State(state): State<AppState>,
     PublishAccess(access): PublishAccess,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -90,6 +93,25 @@ pub(super) async fn publish_client(
         duplicate: outcome.duplicate,
         channels: None,
     }))
+}
+
+/// The node takes publishes: it is not draining before a stop. Checked first, before
+/// the body is read: a refused publisher moves on to another node at once, with the
+/// same `id` (the idempotency key keeps it exactly once).
+pub(super) struct Accepting;
+
+impl FromRequestParts<AppState> for Accepting {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if *state.draining.borrow() {
+            return Err(ApiError::new(
+                ErrorKind::Draining,
+                "this node is stopping and takes no new publishes; publish on another node (with the same id)",
+            ));
+        }
+        Ok(Accepting)
+    }
 }
 
 /// A publish request's body, read as the handler's last extractor (after the auth

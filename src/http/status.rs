@@ -25,7 +25,7 @@ pub(super) async fn healthz() -> impl IntoResponse {
 }
 
 pub(super) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.cluster.ready() && !*state.shutdown.borrow() {
+    if state.cluster.ready() && !*state.shutdown.borrow() && !*state.draining.borrow() {
         (StatusCode::OK, Json(json!({ "status": "ready" })))
     } else {
         (

@@ -1,7 +1,8 @@
 //! Helpers: real `sse-cluster` processes on loopback, an SSE reader, publishing.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -30,6 +31,8 @@ pub(crate) struct NodeProcess {
     pub(crate) gossip: u16,
     child: Option<Child>,
     args: Vec<String>,
+    /// Where its log goes (info level), when the test reads it.
+    log: Option<PathBuf>,
 }
 
 impl NodeProcess {
@@ -61,6 +64,34 @@ impl NodeProcess {
             gossip,
             child: None,
             args,
+            log: None,
+        };
+        node.spawn();
+        node
+    }
+
+    /// Like [`NodeProcess::start_on`] (no seed), with the node's log (info level)
+    /// appended to `log`.
+    pub(crate) fn start_logged(
+        http: u16,
+        gossip: u16,
+        extra: &[&str],
+        log: PathBuf,
+    ) -> NodeProcess {
+        let mut args = vec![
+            "start".to_owned(),
+            format!("--http.server.port={http}"),
+            "--http.server.address=127.0.0.1".to_owned(),
+            format!("--gossip.port={gossip}"),
+            "--http.client.timeout=3s".to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut node = NodeProcess {
+            http,
+            gossip,
+            child: None,
+            args,
+            log: Some(log),
         };
         node.spawn();
         node
@@ -69,10 +100,56 @@ impl NodeProcess {
     fn spawn(&mut self) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sse-cluster"));
         command.args(&self.args);
-        let child = quiet_unless_node_log(&mut command)
-            .spawn()
-            .expect("start sse-cluster");
-        self.child = Some(child);
+        match &self.log {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("open the node's log file");
+                command
+                    .env("RUST_LOG", "info")
+                    .env("LOG_FORMAT", "text")
+                    .stdout(Stdio::null())
+                    .stderr(file);
+            }
+            None => {
+                quiet_unless_node_log(&mut command);
+            }
+        }
+        self.child = Some(command.spawn().expect("start sse-cluster"));
+    }
+
+    /// Sends `signal` to the running process (through rustix, not an external `kill`).
+    pub(crate) fn signal(&self, signal: rustix::process::Signal) {
+        let child = self.child.as_ref().expect("running");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a positive pid");
+        rustix::process::kill_process(pid, signal)
+            .unwrap_or_else(|e| panic!("signal {signal:?} to {}: {e}", child.id()));
+    }
+
+    /// Waits (polling, without blocking the runtime) until the process exits.
+    pub(crate) async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + within;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node on port {} did not exit within {within:?}",
+                self.http
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Starts the same node again after it exited (same ports and flags).
+    pub(crate) fn start_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
     }
 
     /// `kill -9`: no goodbye, no flush.
@@ -202,13 +279,23 @@ pub(crate) async fn subscribe(
     url: String,
     last_event_id: Option<String>,
 ) -> mpsc::UnboundedReceiver<Option<SseEvent>> {
+    try_subscribe(url, last_event_id).await.expect("subscribe")
+}
+
+/// Like [`subscribe`], but a refused or failed subscribe is an error, not a panic.
+pub(crate) async fn try_subscribe(
+    url: String,
+    last_event_id: Option<String>,
+) -> Result<mpsc::UnboundedReceiver<Option<SseEvent>>, String> {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut request = reqwest::Client::new().get(url);
     if let Some(id) = last_event_id {
         request = request.header("Last-Event-ID", id);
     }
-    let response = request.send().await.expect("subscribe");
-    assert_eq!(response.status(), 200);
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    if response.status() != 200 {
+        return Err(format!("status {}", response.status()));
+    }
     tokio::spawn(async move {
         let mut body = response.bytes_stream();
         let mut buf = String::new();
@@ -224,7 +311,7 @@ pub(crate) async fn subscribe(
         }
         let _ = tx.send(None);
     });
-    rx
+    Ok(rx)
 }
 
 /// Collects events until `count` data events with no `event:` name arrived, the

@@ -1,0 +1,195 @@
+//! The drain before a planned stop (SIGTERM): the node takes no new publishes, waits
+//! until every live peer has pulled its outbox to the end (bounded by
+//! `--shutdown.drainTimeout`), then says in gossip that it is leaving, so peers stop
+//! pulling from it at once instead of waiting out the failure detector.
+//!
+//! How far a peer has pulled is what the peer itself says: every relay request
+//! carries `from=<seq>`, the next sequence the peer asks for, and a puller asks for
+//! `from` only after it applied everything before it (see `relay::pull`). That is the
+//! one acknowledgement that survives the peer's own buffers: bytes written to our
+//! socket, or even read by the peer's kernel, may still be lost if the peer stops
+//! before applying them, and a stream that flushed past the last event proves only
+//! the first. So while draining, a relay stream that has sent events ends once it
+//! reaches the end of the outbox (`relay::serve`); the peer reconnects at once with
+//! its new `from`, which is recorded here, and its next stream stays open.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chitchat::Chitchat;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{Shared, KEY_SEQ};
+use crate::broker::Broker;
+
+/// The gossip key a node sets when it leaves after a drain: peers stop counting it
+/// as live and retire its puller (nothing is owed: everything was pulled).
+pub(crate) const KEY_LEAVING: &str = "leaving";
+
+/// Entries kept in [`PulledUpTo`]; past it the map starts over (peers re-announce
+/// their position with every relay request).
+const MAX_PEERS: usize = 4096;
+
+/// How far each peer (by node id) has pulled this node's outbox.
+#[derive(Debug, Default)]
+pub(crate) struct PulledUpTo {
+    peers: Mutex<BTreeMap<String, Progress>>,
+    changed: Notify,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    /// Everything up to and including this sequence was applied there (the peer
+    /// said so by asking for the next one).
+    applied: u64,
+    /// The stream handed events up to here to the peer's connection (written, or
+    /// about to be written, to its socket): only what a timed-out drain reports.
+    sent: u64,
+}
+
+impl PulledUpTo {
+    /// `node` asked for the events from `from` on: it holds everything before.
+    /// The latest request wins (a restarted peer starts over).
+    pub(crate) fn record(&self, node: &str, from: u64) {
+        {
+            let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+            if peers.len() >= MAX_PEERS && !peers.contains_key(node) {
+                peers.clear();
+            }
+            let applied = from.saturating_sub(1);
+            peers.insert(
+                node.to_owned(),
+                Progress {
+                    applied,
+                    sent: applied,
+                },
+            );
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// The stream to `node` handed the events up to `upto` to its connection.
+    pub(crate) fn sent(&self, node: &str, upto: u64) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(progress) = peers.get_mut(node) {
+            progress.sent = progress.sent.max(upto);
+        }
+    }
+
+    fn get(&self, node: &str) -> Option<Progress> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .copied()
+    }
+}
+
+/// Everything the drain needs, taken from a running [`super::Cluster`].
+pub struct Drainer {
+    pub(super) shared: Arc<Shared>,
+    pub(super) chitchat: Arc<tokio::sync::Mutex<Chitchat>>,
+    pub(super) pulled: Arc<PulledUpTo>,
+    pub(super) broker: Broker,
+    pub(super) timeout: Duration,
+    pub(super) gossip_interval: Duration,
+}
+
+/// A live peer that has not pulled everything yet.
+#[derive(Debug)]
+struct Behind {
+    node: String,
+    progress: Option<Progress>,
+}
+
+impl Drainer {
+    /// Waits until every live peer pulled everything this node accepted (or the
+    /// timeout), then announces the departure in gossip and gives it time to spread.
+    /// Returns how long the wait for the peers took.
+    pub async fn run(self) -> Duration {
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        let peers = loop {
+            // Registered before the check, so a record in between is not missed.
+            let changed = self.pulled.changed.notified();
+            let accepted = self.broker.accepted_seq();
+            let live = self.shared.live_peer_ids();
+            let peers = live.len();
+            let behind: Vec<Behind> = live
+                .into_iter()
+                .filter_map(|node| {
+                    let progress = self.pulled.get(&node);
+                    let applied = progress.map_or(0, |p| p.applied);
+                    (applied < accepted).then_some(Behind { node, progress })
+                })
+                .collect();
+            if behind.is_empty() {
+                tracing::info!(
+                    peers,
+                    accepted,
+                    elapsed = ?started.elapsed(),
+                    "drained: every live peer holds every event this node accepted"
+                );
+                break peers;
+            }
+            if Instant::now() >= deadline {
+                for peer in &behind {
+                    let applied = peer.progress.map_or(0, |p| p.applied);
+                    tracing::warn!(
+                        peer = %crate::log::Untrusted(&peer.node),
+                        applied_upto = applied,
+                        sent_upto = peer.progress.map_or(0, |p| p.sent),
+                        accepted,
+                        left = accepted.saturating_sub(applied),
+                        "drain timed out (--shutdown.drainTimeout): this peer had not pulled every event; leaving anyway"
+                    );
+                }
+                break peers;
+            }
+            // The live-peer list changes without a record (a peer leaves or dies):
+            // look again at least every 50 ms.
+            let wake = (Instant::now() + Duration::from_millis(50)).min(deadline);
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        };
+        let waited = started.elapsed();
+        if peers > 0 {
+            {
+                let mut chitchat = self.chitchat.lock().await;
+                let state = chitchat.self_node_state();
+                state.set(KEY_SEQ, format!("{:x}", self.broker.accepted_seq()));
+                state.set(KEY_LEAVING, "1");
+            }
+            // One gossip round reaches every peer of a small cluster; two leave room
+            // for a lost datagram.
+            tokio::time::sleep(self.gossip_interval * 2).await;
+        }
+        waited
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_holds_everything_before_the_sequence_it_asks_for() {
+        let pulled = PulledUpTo::default();
+        let applied = |node| pulled.get(node).map(|p| p.applied);
+        assert_eq!(applied("a"), None);
+        pulled.record("a", 8);
+        assert_eq!(applied("a"), Some(7));
+        pulled.sent("a", 12);
+        assert_eq!(pulled.get("a").map(|p| p.sent), Some(12));
+        assert_eq!(applied("a"), Some(7), "sent is not applied");
+        // A restarted peer starts over: the latest request wins.
+        pulled.record("a", 1);
+        assert_eq!(applied("a"), Some(0));
+        pulled.record("b", 0);
+        assert_eq!(applied("b"), Some(0));
+    }
+}
