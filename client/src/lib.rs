@@ -19,27 +19,32 @@
 //! ```no_run
 //! use sse_cluster_client::{Publish, Publisher, Signal, Subscriber};
 //!
-//! # async fn example() -> Result<(), sse_cluster_client::Error> {
-//! let nodes = ["http://10.0.0.1:8080", "http://10.0.0.2:8080"];
+//! #[tokio::main]
+//! async fn main() -> Result<(), sse_cluster_client::Error> {
+//!     let nodes = ["http://10.0.0.1:8080", "http://10.0.0.2:8080"];
 //!
-//! let mut subscriber = Subscriber::builder(nodes, "orders").build()?;
-//! subscriber.connect().await?;
+//!     // Reads from the first node; when its stream breaks, resumes on the next one
+//!     // with its Last-Event-ID, so nothing is missed and nothing comes twice.
+//!     let mut subscriber = Subscriber::builder(nodes, "orders").build()?;
+//!     subscriber.connect().await?;
 //!
-//! let publisher = Publisher::builder(nodes).build()?;
-//! let answer = publisher
-//!     .publish("orders", &Publish::new(serde_json::json!({"order": 42})).event("created"))
-//!     .await?;
-//! assert!(!answer.duplicate);
+//!     // Retries on the next node keep the event's id (made for you if you give
+//!     // none), so a retried publish is delivered once.
+//!     let publisher = Publisher::builder(nodes).build()?;
+//!     let data = serde_json::json!({"order": 42});
+//!     publisher
+//!         .publish("orders", &Publish::new(data).event("created"))
+//!         .await?;
 //!
-//! loop {
-//!     match subscriber.next().await? {
-//!         Signal::Message { event, data, .. } => println!("{event}: {data}"),
-//!         Signal::Reset { .. } => println!("events may be missing: reload state"),
-//!         Signal::Gap { origin, upto, .. } => println!("lost {origin} up to {upto}"),
-//!         other => println!("{other:?}"),
+//!     loop {
+//!         match subscriber.next().await? {
+//!             Signal::Message { event, data, id } => println!("{event} {data} (cursor {id})"),
+//!             Signal::Reset { .. } => println!("events may be missing: reload your state"),
+//!             Signal::Gap { origin, upto, .. } => println!("lost {origin} up to {upto}"),
+//!             other => println!("{other:?}"),
+//!         }
 //!     }
 //! }
-//! # }
 //! ```
 
 mod http;
@@ -53,3 +58,23 @@ pub use parse::{Event, EventRef, Parser};
 pub use publisher::{Publish, Published, Publisher, PublisherBuilder};
 pub use signal::Signal;
 pub use subscriber::{Subscriber, SubscriberBuilder};
+
+#[cfg(test)]
+mod readme {
+    /// The README's example is this crate's doc example, which is compiled.
+    #[test]
+    fn the_readme_example_is_the_compiled_one() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```rust\n").expect("a Rust example") + 8;
+        let example = &readme[start..];
+        let example = &example[..example.find("```").expect("its end")];
+        let doc: String = include_str!("lib.rs")
+            .lines()
+            .skip_while(|line| !line.starts_with("//! ```no_run"))
+            .skip(1)
+            .take_while(|line| *line != "//! ```")
+            .map(|line| format!("{}\n", line.strip_prefix("//! ").unwrap_or("")))
+            .collect();
+        assert_eq!(example, doc);
+    }
+}
