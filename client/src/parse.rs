@@ -9,6 +9,8 @@
 //! Events are handed to a callback as a borrowed [`EventRef`]: no allocation per event
 //! once the buffers have grown to the stream's event size.
 
+use std::borrow::Cow;
+
 /// The UTF-8 byte order mark, stripped once from the start of a stream.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -77,9 +79,11 @@ pub struct Parser {
     /// The data buffer: each `data` value followed by LF, as the algorithm keeps it.
     data: String,
     event: String,
-    /// The last event ID buffer: set by `id:`, copied to `last_event_id` at each
-    /// blank line, never cleared by a dispatch.
+    /// The last event ID buffer when it differs from `last_event_id` (an `id:` since
+    /// the last blank line, `id_pending`); otherwise the buffer is `last_event_id`
+    /// itself, and this string is spare room, swapped in at the next blank line.
     id_buffer: String,
+    id_pending: bool,
     last_event_id: String,
     retry: Option<u64>,
     /// Bytes of a BOM matched so far at the start of the stream.
@@ -99,7 +103,6 @@ impl Parser {
     /// A parser whose last event id is `id`, as after a reconnect with `Last-Event-ID`.
     pub fn with_last_event_id(id: &str) -> Parser {
         Parser {
-            id_buffer: id.to_owned(),
             last_event_id: id.to_owned(),
             ..Parser::default()
         }
@@ -118,7 +121,12 @@ impl Parser {
     /// Bytes held for an event or line not yet complete: a caller that reads from an
     /// untrusted server can bound it.
     pub fn buffered(&self) -> usize {
-        self.line.len() + self.data.len() + self.event.len() + self.id_buffer.len()
+        let id = if self.id_pending {
+            self.id_buffer.len()
+        } else {
+            0
+        };
+        self.line.len() + self.data.len() + self.event.len() + id
     }
 
     /// Ends the current stream (its connection closed): an event not yet dispatched is
@@ -128,7 +136,7 @@ impl Parser {
         self.line.clear();
         self.data.clear();
         self.event.clear();
-        self.id_buffer.clone_from(&self.last_event_id);
+        self.id_pending = false;
         self.bom_matched = 0;
         self.started = false;
         self.after_cr = false;
@@ -215,16 +223,17 @@ impl Parser {
         };
         match field {
             b"data" => {
-                self.data.push_str(&String::from_utf8_lossy(value));
+                self.data.push_str(&decode(value));
                 self.data.push('\n');
             }
             b"event" => {
                 self.event.clear();
-                self.event.push_str(&String::from_utf8_lossy(value));
+                self.event.push_str(&decode(value));
             }
             b"id" if !value.contains(&0) => {
                 self.id_buffer.clear();
-                self.id_buffer.push_str(&String::from_utf8_lossy(value));
+                self.id_buffer.push_str(&decode(value));
+                self.id_pending = true;
             }
             b"retry" => {
                 // Digits only; a number past u64 is ignored like any other bad value.
@@ -237,8 +246,9 @@ impl Parser {
     }
 
     fn dispatch(&mut self, on_event: &mut impl FnMut(EventRef<'_>)) {
-        if self.last_event_id != self.id_buffer {
-            self.last_event_id.clone_from(&self.id_buffer);
+        if self.id_pending {
+            std::mem::swap(&mut self.last_event_id, &mut self.id_buffer);
+            self.id_pending = false;
         }
         if !self.data.is_empty() {
             on_event(EventRef {
@@ -249,6 +259,15 @@ impl Parser {
         }
         self.data.clear();
         self.event.clear();
+    }
+}
+
+/// UTF-8 decoding with replacement: the validator's fast path for the common case
+/// of valid text (`from_utf8_lossy` walks it byte by byte).
+fn decode(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 

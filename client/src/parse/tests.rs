@@ -237,7 +237,7 @@ fn an_unfinished_event_is_dropped_at_the_end_of_a_stream() {
     assert_eq!(parser.last_event_id(), "5");
     assert_eq!(
         parser.buffered(),
-        1,
+        0,
         "the id buffer is the last event id again"
     );
     let got = parser.feed_to_vec(b"\xEF\xBB\xBFdata: next\n\n");
