@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use sse_cluster::event::Cursor;
+use sse_cluster_client::Parser;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use crate::http;
@@ -106,7 +107,7 @@ async fn stream_once(
     }
     trace.record(&spec.name, What::Opened { node });
     let mut body = response.into_body();
-    let mut parser = SseParser::default();
+    let mut parser = Parser::with_last_event_id(resume.as_deref().unwrap_or(""));
     loop {
         let frame = match timeout(READ_TIMEOUT, body.frame()).await {
             Err(_) => return "read timed out".into(),
@@ -117,76 +118,22 @@ async fn stream_once(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        for event in parser.feed(&data) {
-            if let Some(id) = &event.id {
-                *last_event_id = Some(id.clone());
-            }
-            if let Some(data) = event.data {
-                trace.record(
-                    &spec.name,
-                    What::Event {
-                        id: last_event_id.clone(),
-                        event: event.event,
-                        data,
-                    },
-                );
-            }
+        parser.feed(&data, |event| {
+            trace.record(
+                &spec.name,
+                What::Event {
+                    id: Some(event.id().to_owned()).filter(|id| !id.is_empty()),
+                    event: (!event.is_message()).then(|| event.event().to_owned()),
+                    data: event.data().to_owned(),
+                },
+            );
+        });
+        if !parser.last_event_id().is_empty() {
+            *last_event_id = Some(parser.last_event_id().to_owned());
         }
         if !spec.read_delay.is_zero() {
             sleep(spec.read_delay).await;
         }
-    }
-}
-
-/// A parsed SSE block: `data` is `None` for blocks that dispatch nothing (an `id:`
-/// alone, `retry:`, comments).
-#[derive(Debug, Default, PartialEq)]
-pub struct SseBlock {
-    pub id: Option<String>,
-    pub event: Option<String>,
-    pub data: Option<String>,
-}
-
-/// Incremental `text/event-stream` parser (the subset the broker emits: one
-/// `data:` line per event; LF line ends).
-#[derive(Debug, Default)]
-pub struct SseParser {
-    buf: Vec<u8>,
-    block: SseBlock,
-}
-
-impl SseParser {
-    pub fn feed(&mut self, bytes: &[u8]) -> Vec<SseBlock> {
-        self.buf.extend_from_slice(bytes);
-        let mut out = Vec::new();
-        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-            if line.is_empty() {
-                let block = std::mem::take(&mut self.block);
-                if block.id.is_some() || block.data.is_some() {
-                    out.push(block);
-                }
-                continue;
-            }
-            let (field, value) = match line.split_once(':') {
-                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-                None => (line.as_str(), ""),
-            };
-            match field {
-                "id" => self.block.id = Some(value.to_owned()),
-                "event" => self.block.event = Some(value.to_owned()),
-                "data" => {
-                    let data = self.block.data.get_or_insert_with(String::new);
-                    if !data.is_empty() {
-                        data.push('\n');
-                    }
-                    data.push_str(value);
-                }
-                _ => {}
-            }
-        }
-        out
     }
 }
 
@@ -302,36 +249,4 @@ fn gauge(metrics: &str, name: &str) -> u64 {
         .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .find_map(|value| value.trim().parse().ok())
         .unwrap_or(u64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parser_splits_blocks_across_chunks() {
-        let mut parser = SseParser::default();
-        assert!(
-            parser
-                .feed(b"retry: 500\n\nid: 1~a.1\n\nid: 1~a.2\nda")
-                .len()
-                == 1
-        );
-        let blocks = parser.feed(b"ta: {\"p\":1}\n\nevent: gap\ndata: x\n\n");
-        assert_eq!(
-            blocks,
-            vec![
-                SseBlock {
-                    id: Some("1~a.2".into()),
-                    event: None,
-                    data: Some("{\"p\":1}".into())
-                },
-                SseBlock {
-                    id: None,
-                    event: Some("gap".into()),
-                    data: Some("x".into())
-                },
-            ]
-        );
-    }
 }

@@ -11,8 +11,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::http::{parse_response_head, ChunkedDecoder, ResponseHead};
-use super::sse::{encode_payload, payload_sent_ns, SseParser};
+use super::sse::{encode_payload, payload_sent_ns};
 use super::PubFormat;
+use sse_cluster_client::Parser;
 
 /// Counters shared by every task of a run.
 #[derive(Debug)]
@@ -104,7 +105,7 @@ pub(crate) async fn run_subscriber(
     mut stop: watch::Receiver<bool>,
 ) -> Vec<u64> {
     let mut latencies = Vec::new();
-    let mut parser = SseParser::default();
+    let mut parser = Parser::new();
     let mut chunked = head.chunked.then(ChunkedDecoder::default);
     let mut decoded = Vec::new();
     let mut buf = vec![0u8; SUB_READ_BUF];
@@ -125,12 +126,14 @@ pub(crate) async fn run_subscriber(
             };
             let mut count = 0;
             let mut foreign = 0;
-            parser.feed(body, |event| match payload_sent_ns(event.data) {
-                Some(sent) => {
-                    latencies.push(now.saturating_sub(sent));
-                    count += 1;
+            parser.feed(body, |event| {
+                match payload_sent_ns(event.data().as_bytes()) {
+                    Some(sent) => {
+                        latencies.push(now.saturating_sub(sent));
+                        count += 1;
+                    }
+                    None => foreign += 1,
                 }
-                None => foreign += 1,
             });
             if count > 0 {
                 shared.delivered.fetch_add(count, Relaxed);
