@@ -283,17 +283,10 @@ async fn while_draining_a_node_is_not_ready_refuses_publishes_and_logs_what_was_
             .is_some_and(|e| e.contains("stopping")),
         "{body}"
     );
-    let metrics = client
-        .get(a.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("sse_request_errors_total{kind=\"draining\"} 1"),
-        "{metrics}"
+    let metrics = crate::metrics::scrape_text(&client, &a.url("/metrics")).await;
+    assert_eq!(
+        crate::metrics::metric_value(&metrics, "sse_request_errors_total{kind=\"draining\"}"),
+        1
     );
 
     let status = a.wait_exit(Duration::from_secs(10)).await;
