@@ -73,7 +73,8 @@ impl Broker {
             return;
         }
         if log.newest_stamp != 0 && log.newest_ms >= self.replay_cutoff(now_ms) {
-            state.dropped_ms = state.dropped_ms.max(now_ms);
+            // A cursor issued earlier in this same millisecond predates the loss too.
+            state.dropped_ms = state.dropped_ms.max(now_ms + 1);
         }
         log.forget(&mut state.ledger);
         state.channels.remove(&channel.name);
@@ -168,6 +169,7 @@ pub(super) fn live_channels(state: &State) -> Vec<Arc<Channel>> {
 /// subscribers (if any) by.
 pub(super) fn pass_by_dormant(state: &mut State, now: u64) {
     if state.ledger.dormant_count() > 0 {
-        state.broadcast_skipped = (state.ledger.next_stamp(), now);
+        // A cursor issued earlier in this same millisecond predates the event too.
+        state.broadcast_skipped = (state.ledger.next_stamp(), now + 1);
     }
 }

@@ -101,15 +101,17 @@ struct State {
     outbox: Outbox,
     /// Replay bytes and eviction order across channels.
     ledger: Ledger,
-    /// Wall time (ms) of the last time this node gave up events still inside the
+    /// Wall time (ms) just after the last time this node gave up events still inside the
     /// replay window together with their channel state (a channel evicted for
     /// `max_channels`, a relayed event dropped, a channel whose history was evicted
     /// for `replay_max_bytes` and then removed). A channel state created later cannot
-    /// vouch for anything before it.
+    /// vouch for a cursor taken before it (one taken in the same millisecond as the
+    /// loss may predate it, hence "just after").
     dropped_ms: u64,
     /// The last publish to every channel that passed channels without subscribers by
-    /// (their history does not get it): its ledger stamp and time. A channel that was
-    /// dormant before that stamp cannot vouch for its history before that time.
+    /// (their history does not get it): its ledger stamp and the millisecond after it.
+    /// A channel that was dormant before that stamp cannot vouch for its history
+    /// before that time.
     broadcast_skipped: (u64, u64),
     /// Highest sequence seen from each other origin (relayed or announced as a gap):
     /// a cursor far beyond it was not issued by this cluster.

@@ -205,7 +205,7 @@ impl Broker {
                 Err(ChannelsFull { .. }) => {
                     // No local subscriber can miss it (the channel has no state
                     // here), but resumes here must not trust the time before now.
-                    state.dropped_ms = state.dropped_ms.max(now);
+                    state.dropped_ms = state.dropped_ms.max(now + 1);
                     return 0;
                 }
             },

@@ -340,6 +340,37 @@ async fn a_resume_across_a_publish_to_every_channel_that_passed_the_channel_by_g
     );
 }
 
+/// Within one millisecond (the paused clock never moves): a cursor taken just before
+/// a loss carries the loss's own time, and must still get `reset`. CI once ran the
+/// real-socket version of this in under a millisecond and resumed silently.
+#[tokio::test(start_paused = true)]
+async fn a_loss_in_the_same_millisecond_as_the_cursor_still_resets_it() {
+    let cost = one_event_cost();
+    let broker = broker_from(BrokerSettings {
+        replay_max_bytes: 2 * cost + states(&["old", "busy"]),
+        ..settings(100, 50)
+    });
+    let published = broker.publish("old", &event("o1"), None).unwrap();
+    let cursor = Cursor::parse(&published.id.unwrap()).unwrap();
+    for n in 1..=3 {
+        broker
+            .publish("busy", &event(&format!("b{n}")), None)
+            .unwrap();
+    }
+    assert!(
+        !has_channel(&broker, "old"),
+        "o1 was evicted with its channel"
+    );
+    assert_eq!(resume(&broker, "old", &cursor), (true, vec![]));
+
+    // The same for a publish to every channel that passes a dormant channel by.
+    let fresh = broker_with(100, 50);
+    fresh.publish("d", &event("1"), None).unwrap();
+    let cursor = opening_cursor(&fresh, "d");
+    fresh.publish_all(&event("to everyone"));
+    assert_eq!(resume(&fresh, "d", &cursor), (true, vec![]));
+}
+
 /// Reading the counts for `/metrics` and publishing to every channel wait for no
 /// channel's lock: with a dormant channel's log held elsewhere, both still return.
 #[test]
