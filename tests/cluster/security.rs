@@ -6,17 +6,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::common::*;
 
 async fn metric(node: &NodeProcess, name: &str) -> u64 {
-    let text = client()
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing"))
+    crate::metrics::scrape(&client(), &node.url("/metrics"), name).await
 }
 
 async fn member_ids(node: &NodeProcess) -> Vec<String> {
