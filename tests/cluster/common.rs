@@ -192,8 +192,13 @@ pub(crate) async fn wait_for_members(node: &NodeProcess, members: usize) {
 /// Waits until the node at `base` (`http://host:port`) sees `members` live members
 /// and answers `/readyz`.
 pub(crate) async fn wait_for_members_at(base: &str, members: usize) {
+    wait_for_members_within(base, members, Duration::from_secs(30)).await
+}
+
+/// Waits until the node at `base` is ready and sees `members` live members.
+pub(crate) async fn wait_for_members_within(base: &str, members: usize, within: Duration) {
     let client = client();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         if let Ok(response) = client.get(format!("{base}/status")).send().await {
             if let Ok(status) = response.json::<Value>().await {

@@ -2,6 +2,7 @@
 
 mod common;
 mod delivery;
+mod dns;
 mod drain;
 mod half_open;
 #[path = "../support/metrics.rs"]

@@ -89,12 +89,22 @@ impl Hosts {
     pub(crate) fn addr(&self, i: usize) -> String {
         format!("{}.{i}", self.subnet)
     }
+    /// The host's own address on the bridge (every namespace reaches it).
+    pub(crate) fn host_addr(&self) -> String {
+        format!("{}.254", self.subnet)
+    }
     pub(crate) fn url(&self, i: usize, path: &str) -> String {
         format!("http://{}:8080{path}", self.addr(i))
     }
 
-    /// Runs a node inside namespace `i`; every node uses the same ports.
+    /// Runs a node inside namespace `i`; every node uses the same ports, and finds
+    /// the others through node 1.
     pub(crate) fn node(&self, i: usize, extra: &[&str]) -> KillOnDrop {
+        self.node_seeded(i, &format!("{}:42000", self.addr(1)), extra)
+    }
+
+    /// Runs a node inside namespace `i` with `seeds` as its `--gossip.hosts`.
+    pub(crate) fn node_seeded(&self, i: usize, seeds: &str, extra: &[&str]) -> KillOnDrop {
         let mut command = Command::new("ip");
         command
             .args([
@@ -110,7 +120,7 @@ impl Hosts {
                 "--gossip.port=42000",
                 "--http.client.timeout=2s",
             ])
-            .arg(format!("--gossip.hosts={}:42000", self.addr(1)))
+            .arg(format!("--gossip.hosts={seeds}"))
             .args(extra);
         quiet_unless_node_log(&mut command);
         KillOnDrop(command.spawn().expect("start node in namespace"))
