@@ -59,6 +59,7 @@ let
     "--http.server.maxHeaderBytes=${toString cfg.maxHeaderBytes}"
     "--http.client.timeout=${cfg.clientTimeout}"
     "--shutdown.drainTimeout=${cfg.drainTimeout}"
+    "--gossip.readyTimeout=${cfg.readyTimeout}"
     "--gossip.port=${toString cfg.gossipPort}"
     "--replay.events=${toString cfg.replay.events}"
     "--replay.age=${cfg.replay.age}"
@@ -226,6 +227,9 @@ in
 
     drainTimeout =
       durationOption "10s" "On stop (SIGTERM), how long the node waits for its live peers to pull every event it accepted before it leaves anyway (`--shutdown.drainTimeout`); keep it below the unit's stop timeout.";
+
+    readyTimeout =
+      durationOption "30s" "With hosts, the node reports ready once it has seen a live peer, or after this long without one (`--gossip.readyTimeout`).";
 
     headerTimeout =
       durationOption "10s" "Time a client has to send its whole request head (`--http.server.headerTimeout`).";

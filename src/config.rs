@@ -17,6 +17,8 @@ pub struct Config {
     pub gossip_port: u16,
     /// Seed hosts (`host:port`) used to join a cluster.
     pub gossip_hosts: Vec<String>,
+    /// With seeds: ready once a live peer is seen, or after this long without one.
+    pub gossip_ready_timeout: Duration,
     /// Address other nodes use to reach this one (gossip and HTTP/relay); `None`
     /// picks the local address that routes to the first seed, or loopback.
     pub gossip_advertise: Option<IpAddr>,
@@ -93,6 +95,7 @@ impl Default for Config {
             http_port: 8080,
             gossip_port: 42000,
             gossip_hosts: Vec::new(),
+            gossip_ready_timeout: Duration::from_secs(30),
             gossip_secret_key: None,
             gossip_advertise: None,
             node_id: None,

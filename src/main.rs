@@ -49,6 +49,10 @@ struct StartArgs {
     /// Nodes to join through (host:port of their gossip port), comma-separated.
     #[arg(long = "gossip.hosts", env = "GOSSIP_HOSTS", value_delimiter = ',')]
     gossip_hosts: Vec<String>,
+    /// With --gossip.hosts, a node is ready once it has seen a live peer, or after
+    /// this long without one (it then serves as a cluster of one until a peer comes).
+    #[arg(long = "gossip.readyTimeout", env = "GOSSIP_READY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    gossip_ready_timeout: Duration,
     /// Shared secret that encrypts and authenticates cluster traffic.
     #[arg(
         long = "gossip.secretKey",
@@ -250,6 +254,7 @@ impl StartArgs {
             auth_publish: self.auth_publish.unwrap_or(has_key),
             auth_subscribe: self.auth_subscribe,
             shutdown_drain_timeout: self.shutdown_drain_timeout,
+            gossip_ready_timeout: self.gossip_ready_timeout,
             faults: Default::default(),
         })
     }

@@ -159,6 +159,7 @@ impl Node {
             gossip_advertise: SocketAddr::new(advertise, self.config.gossip_port),
             http_advertise: SocketAddr::new(advertise, http_port),
             seeds: self.config.gossip_hosts.clone(),
+            ready_timeout: self.config.gossip_ready_timeout,
             gossip_interval: Duration::from_millis(500),
             client_timeout: self.config.http_client_timeout,
             secret: secret.clone(),

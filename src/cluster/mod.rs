@@ -50,6 +50,9 @@ pub struct ClusterSettings {
     pub gossip_advertise: SocketAddr,
     pub http_advertise: SocketAddr,
     pub seeds: Vec<String>,
+    /// With seeds, ready once a live peer is seen or after this long without one: a
+    /// single replica seeded by its own headless service must not stay unready.
+    pub ready_timeout: Duration,
     pub gossip_interval: Duration,
     /// Bound on relay connects and on a silent relay stream.
     pub client_timeout: Duration,
@@ -257,6 +260,7 @@ async fn sync_loop<N: Network>(
     // The last sequence each origin announced in gossip.
     let mut announced: HashMap<Origin, u64> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let started = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         if *shutdown.borrow() {
@@ -341,6 +345,13 @@ async fn sync_loop<N: Network>(
             .map(|(_, peer)| peer.node_id.clone())
             .collect();
         if !live_peers.is_empty() {
+            shared.ready.store(true, Relaxed);
+        } else if !shared.ready.load(Relaxed) && started.elapsed() >= settings.ready_timeout {
+            tracing::warn!(
+                seeds = ?settings.seeds,
+                after = ?settings.ready_timeout,
+                "no peer seen through the seeds: ready as a cluster of one until one appears"
+            );
             shared.ready.store(true, Relaxed);
         }
         *shared.members.lock().unwrap_or_else(|p| p.into_inner()) = members;

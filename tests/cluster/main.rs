@@ -13,4 +13,5 @@ mod metrics;
 mod net;
 mod netns;
 mod partition;
+mod ready;
 mod security;
