@@ -9,7 +9,9 @@
 # by tens of percent within minutes, and drift then moves every server alike.
 #
 # Knobs (environment): SUBS CHANNELS RATE DURATION (per round) ROUNDS SIZE PUBLISHERS
-# IDLE_SUBS HOLD_SUBS HOLD_RATE SERVER_CPUS CLIENT_CPUS PORT_BASE CLUSTER (auto|0).
+# IDLE_SUBS HOLD_SUBS HOLD_RATE SERVER_CPUS CLIENT_CPUS PORT_BASE CLUSTER (auto|0)
+# CLUSTER_SIZES (node counts of the cluster runs, default "3 5"; every node of a
+# cluster shares the server cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -28,6 +30,7 @@ SERVER_CPUS=${SERVER_CPUS:-0}
 CLIENT_CPUS=${CLIENT_CPUS:-1}
 PORT_BASE=${PORT_BASE:-18400}
 CLUSTER=${CLUSTER:-auto}
+CLUSTER_SIZES=${CLUSTER_SIZES:-3 5}
 
 say() { echo "== $*" >&2; }
 started=$SECONDS
@@ -168,13 +171,12 @@ HOLD=$(bench sse-cluster-hold -n "$HOLD_SUBS" -c "$CHANNELS" -p "$PUBLISHERS" -r
     -d 10s -s "$SIZE")
 stop_servers
 
-# --- three nodes ------------------------------------------------------------------
-# HOOK (clustering): starts three nodes joined with --gossip.hosts, subscribers spread
-# over all three, publishes through all three. Runs once /status reports three
-# members (i.e. once clustering has landed); until then it is skipped with a message.
+# --- clusters ---------------------------------------------------------------------
+# start_cluster N: N nodes joined with --gossip.hosts through the first, all on the
+# server cores; subscribers spread over all of them, publishes through all of them.
 start_cluster() {
-    local first_gossip="" ports=() urls="" pids="" i
-    for i in 1 2 3; do
+    local size=$1 first_gossip="" ports=() urls="" pids="" i
+    for ((i = 1; i <= size; i++)); do
         port
         ports+=("$PORT")
         local gossip=$((PORT + 1000))
@@ -193,15 +195,15 @@ start_cluster() {
     PUB_URL=$urls
     PIDS=$pids
     FORMAT=sse-cluster
-    # Formed when every node counts three members and takes all of them for alive:
+    # Formed when every node counts all members and takes all of them for alive:
     # a node pulls events only from peers it takes for alive, and a load started
     # before that would time the catch-up of the first events.
-    local deadline=$((SECONDS + 10)) formed status
+    local deadline=$((SECONDS + 10 + 2 * size)) formed status
     while [ $SECONDS -lt $deadline ]; do
         formed=1
         for i in "${ports[@]}"; do
             status=$(curl -s "http://127.0.0.1:$i/status" || true)
-            if ! grep -q '"member_count":3' <<<"$status" || grep -q '"alive":false' <<<"$status"; then
+            if ! grep -q "\"member_count\":$size" <<<"$status" || grep -q '"alive":false' <<<"$status"; then
                 formed=0
             fi
         done
@@ -213,22 +215,26 @@ start_cluster() {
 
 CLUSTER_NOTE=""
 LOADED=(sse-cluster nchan ceiling)
+CLUSTERS=()
 if [ "$CLUSTER" != 0 ]; then
-    if start_cluster; then
-        IDLE[cluster-3]=$(idle_run sse-cluster-3)
-        LOADED+=(cluster-3)
-    else
-        CLUSTER_NOTE="three-node run skipped: the nodes did not form a 3-member cluster within 10s (clustering not merged yet?)"
-        say "$CLUSTER_NOTE"
-    fi
-    stop_servers
+    for size in $CLUSTER_SIZES; do
+        if start_cluster "$size"; then
+            IDLE[cluster-$size]=$(idle_run "sse-cluster-$size")
+            LOADED+=("cluster-$size")
+            CLUSTERS+=("$size")
+        else
+            CLUSTER_NOTE="$CLUSTER_NOTE${CLUSTER_NOTE:+; }$size-node run skipped: the nodes did not form a $size-member cluster in time"
+            say "$size-node run skipped: no $size-member cluster"
+        fi
+        stop_servers
+    done
 fi
 
 # --- the load, in interleaved rounds ------------------------------------------------
 # LOAD[server] collects one JSON line per round.
 start_server() {
     case $1 in
-    cluster-3) start_cluster || say "cluster-3: the nodes did not re-form within 10s" ;;
+    cluster-*) start_cluster "${1#cluster-}" || say "$1: the nodes did not re-form in time" ;;
     *) "start_${1//-/_}" ;;
     esac
 }
@@ -237,7 +243,7 @@ for ((round = 0; round < ROUNDS; round++)); do
     for ((i = 0; i < count; i++)); do
         server=${LOADED[$(((i + round) % count))]}
         label=$server
-        [ "$server" = cluster-3 ] && label=sse-cluster-3
+        [[ $server = cluster-* ]] && label=sse-$server
         start_server "$server"
         line=$(load_run "$label round $((round + 1))/$ROUNDS")
         stop_servers
@@ -272,7 +278,7 @@ num() {
 
 echo
 echo "# raw JSON, one line per run"
-for server in sse-cluster nchan ceiling cluster-3; do
+for server in sse-cluster nchan ceiling "${CLUSTERS[@]/#/cluster-}"; do
     [ -n "${IDLE[$server]:-}" ] && echo "${IDLE[$server]}"
     [ -n "${LOAD[$server]:-}" ] && printf '%s' "${LOAD[$server]}"
 done
@@ -284,14 +290,21 @@ table() { # table TITLE ARRAY-NAME FIELDS...
     local -n runs=$name
     echo
     echo "# $title"
-    printf '%-28s %14s %14s %14s %14s %14s %14s\n' metric sse-cluster nchan ceiling "sse/nchan" "sse/ceiling" "3-node"
-    local f s n c
+    local header size
+    header=$(printf '%-28s %14s %14s %14s %14s %14s' metric sse-cluster nchan ceiling "sse/nchan" "sse/ceiling")
+    for size in "${CLUSTERS[@]}"; do header="$header $(printf '%14s' "$size-node")"; done
+    echo "$header"
+    local f s n c line
     for f in "$@"; do
         s=$(field "${runs[sse-cluster]:-}" "$f")
         n=$(field "${runs[nchan]:-}" "$f")
         c=$(field "${runs[ceiling]:-}" "$f")
-        printf '%-28s %14s %14s %14s %14s %14s %14s\n' "$f" "$(num "$s")" "$(num "$n")" "$(num "$c")" \
-            "$(ratio "$s" "$n")" "$(ratio "$s" "$c")" "$(num "$(field "${runs[cluster-3]:-}" "$f")")"
+        line=$(printf '%-28s %14s %14s %14s %14s %14s' "$f" "$(num "$s")" "$(num "$n")" "$(num "$c")" \
+            "$(ratio "$s" "$n")" "$(ratio "$s" "$c")")
+        for size in "${CLUSTERS[@]}"; do
+            line="$line $(printf '%14s' "$(num "$(field "${runs[cluster-$size]:-}" "$f")")")"
+        done
+        echo "$line"
     done
 }
 
@@ -308,7 +321,10 @@ echo "# each round's ratio (the load table shows their medians)"
 for f in deliveries_per_core_s server_cpu_us_per_delivery latency_p99_us; do
     printf '%-28s %-9s %s\n' "$f" "sse/nchan" "$(per_round "$f" sse-cluster nchan)"
     printf '%-28s %-9s %s\n' "" "sse/ceil" "$(per_round "$f" sse-cluster ceiling)"
-    [ -n "${LOAD[cluster-3]:-}" ] && printf '%-28s %-9s %s\n' "" "3-node/1" "$(per_round "$f" cluster-3 sse-cluster)"
+    for size in "${CLUSTERS[@]}"; do
+        [ -n "${LOAD[cluster-$size]:-}" ] &&
+            printf '%-28s %-9s %s\n' "" "$size-node/1" "$(per_round "$f" "cluster-$size" sse-cluster)"
+    done
 done
 echo
 echo "# hold: one sse-cluster node, $HOLD_SUBS subscribers on $CHANNELS channels, $HOLD_RATE deliveries/s target, 10s"
