@@ -48,6 +48,7 @@ let
     "--http.server.address=${cfg.address}"
     "--http.server.port=${toString cfg.port}"
     "--http.server.cors.enabled=${lib.boolToString cfg.cors.enable}"
+    "--ui.enabled=${lib.boolToString cfg.ui.enable}"
     "--http.server.keepAlive=${cfg.keepAlive}"
     "--http.server.retry=${cfg.retry}"
     "--http.server.maxBodyBytes=${toString cfg.maxBodyBytes}"
@@ -192,6 +193,12 @@ in
     };
 
     cors.enable = mkEnableOption "CORS headers and preflight answers on every route (`--http.server.cors.enabled`)";
+
+    ui.enable = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Serve the page at `GET /` to watch the cluster and try publishing and subscribing (`--ui.enabled`); it uses only the public API and is safe to turn off.";
+    };
 
     advertiseAddress = mkOption {
       type = types.nullOr types.str;

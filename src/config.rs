@@ -33,6 +33,8 @@ pub struct Config {
     pub http_client_timeout: Duration,
     /// Answer CORS preflights and add `Access-Control-Allow-Origin` everywhere.
     pub cors_enabled: bool,
+    /// Serve the page at `GET /`.
+    pub ui_enabled: bool,
     /// Interval between keep-alive comments on idle streams; over real TCP also the
     /// idle time before keep-alive probes.
     pub keep_alive: Duration,
@@ -103,6 +105,7 @@ impl Default for Config {
             relay_queue_bytes: 32 * 1024 * 1024,
             http_client_timeout: Duration::from_secs(10),
             cors_enabled: false,
+            ui_enabled: true,
             keep_alive: Duration::from_secs(15),
             retry: Duration::from_secs(3),
             replay_events: 1000,

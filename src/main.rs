@@ -101,6 +101,10 @@ struct StartArgs {
     /// Allow cross-origin requests (answers preflight OPTIONS on every route).
     #[arg(long = "http.server.cors.enabled", env = "HTTP_SERVER_ENABLE_CORS", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     cors_enabled: bool,
+    /// Serve a page at `GET /` to watch the cluster and try publishing and
+    /// subscribing (it uses only the public API; safe to turn off in production).
+    #[arg(long = "ui.enabled", env = "UI_ENABLED", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    ui_enabled: bool,
     /// Interval between keep-alive comments on idle streams; also the idle time before
     /// TCP keep-alive probes (then one every third of it, at least 1s).
     #[arg(long = "http.server.keepAlive", env = "HTTP_SERVER_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]
@@ -235,6 +239,7 @@ impl StartArgs {
             relay_queue_bytes: self.relay_queue_bytes,
             http_client_timeout: self.http_client_timeout,
             cors_enabled: self.cors_enabled,
+            ui_enabled: self.ui_enabled,
             keep_alive: self.keep_alive,
             retry: self.retry,
             replay_events: self.replay_events,

@@ -244,6 +244,7 @@ impl Node {
                 body_timeout: self.config.body_read_timeout,
                 max_connections: self.config.max_connections,
                 cors_enabled: self.config.cors_enabled,
+                ui_enabled: self.config.ui_enabled,
             }),
             auth: Arc::new(http::Auth::new(&self.config, self.clock)),
             shutdown: stop_rx.clone(),

@@ -24,6 +24,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};
 
+#[path = "browser/ui.rs"]
+mod ui;
+
 const CHANNEL: &str = "browser-news";
 /// Every wait ends after this long, so a hang fails the test instead of blocking CI.
 const WAIT: Duration = Duration::from_secs(10);

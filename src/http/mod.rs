@@ -8,6 +8,7 @@ mod publish;
 mod server;
 mod status;
 mod subscribe;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,8 @@ pub struct HttpSettings {
     pub body_timeout: Duration,
     pub max_connections: usize,
     pub cors_enabled: bool,
+    /// Serve the page at `GET /`.
+    pub ui_enabled: bool,
 }
 
 /// Shared state of every route. Extractors and middleware clone it for every
@@ -91,8 +94,11 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             connection_limit,
         ));
-    let router = Router::new()
-        .merge(channel_routes)
+    let mut router = Router::new().merge(channel_routes);
+    if state.settings.ui_enabled {
+        router = router.route("/", get(ui::page));
+    }
+    let router = router
         .route("/status", get(status::status))
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))

@@ -21,3 +21,4 @@ mod slow;
 mod snapshots;
 mod stream;
 mod targeting;
+mod ui;
