@@ -12,6 +12,13 @@
 //! the first. So while draining, a relay stream that has sent events ends once it
 //! reaches the end of the outbox (`relay::serve`); the peer reconnects at once with
 //! its new `from`, which is recorded here, and its next stream stays open.
+//!
+//! The departure is confirmed the same way: a peer that reads `leaving` in gossip
+//! retires its puller, which closes its relay stream and does not open another. So
+//! the node counts each peer's open relay streams and leaves once no live peer holds
+//! one (at least one gossip round after the announcement, at most a few): a peer
+//! that missed the announcement would otherwise count the node as live until its
+//! failure detector gave up on it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +35,9 @@ use crate::broker::Broker;
 /// as live and retire its puller (nothing is owed: everything was pulled).
 pub(crate) const KEY_LEAVING: &str = "leaving";
 
+/// At most this many gossip rounds are waited for the peers to read the departure.
+const CONFIRM_ROUNDS: u32 = 6;
+
 /// Entries kept in [`PulledUpTo`]; past it the map starts over (peers re-announce
 /// their position with every relay request).
 const MAX_PEERS: usize = 4096;
@@ -41,6 +51,8 @@ pub(crate) struct PulledUpTo {
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Progress {
+    /// Relay streams open to this peer now.
+    streams: u32,
     /// Everything up to and including this sequence was applied there (the peer
     /// said so by asking for the next one).
     applied: u64,
@@ -59,15 +71,36 @@ impl PulledUpTo {
                 peers.clear();
             }
             let applied = from.saturating_sub(1);
-            peers.insert(
-                node.to_owned(),
-                Progress {
-                    applied,
-                    sent: applied,
-                },
-            );
+            let progress = peers.entry(node.to_owned()).or_default();
+            progress.applied = applied;
+            progress.sent = applied;
         }
         self.changed.notify_waiters();
+    }
+
+    /// A relay stream to `node` opened; it counts as open until the guard drops.
+    pub(crate) fn stream_opened(self: &Arc<Self>, node: &str) -> OpenStream {
+        {
+            let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+            if peers.len() >= MAX_PEERS && !peers.contains_key(node) {
+                peers.clear();
+            }
+            peers.entry(node.to_owned()).or_default().streams += 1;
+        }
+        OpenStream {
+            pulled: self.clone(),
+            node: node.to_owned(),
+        }
+    }
+
+    /// The nodes among `nodes` that hold a relay stream open.
+    fn pulling<'a>(&self, nodes: &'a [String]) -> Vec<&'a str> {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        nodes
+            .iter()
+            .filter(|node| peers.get(*node).is_some_and(|p| p.streams > 0))
+            .map(String::as_str)
+            .collect()
     }
 
     /// The stream to `node` handed the events up to `upto` to its connection.
@@ -84,6 +117,25 @@ impl PulledUpTo {
             .unwrap_or_else(|p| p.into_inner())
             .get(node)
             .copied()
+    }
+}
+
+/// An open relay stream to one peer (see [`PulledUpTo::stream_opened`]).
+#[derive(Debug)]
+pub(crate) struct OpenStream {
+    pulled: Arc<PulledUpTo>,
+    pub(crate) node: String,
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        {
+            let mut peers = self.pulled.peers.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(progress) = peers.get_mut(&self.node) {
+                progress.streams = progress.streams.saturating_sub(1);
+            }
+        }
+        self.pulled.changed.notify_waiters();
     }
 }
 
@@ -106,7 +158,8 @@ struct Behind {
 
 impl Drainer {
     /// Waits until every live peer pulled everything this node accepted (or the
-    /// timeout), then announces the departure in gossip and gives it time to spread.
+    /// timeout), then announces the departure in gossip and waits until the peers
+    /// closed their relay streams (they read it), a few gossip rounds at most.
     /// Returns how long the wait for the peers took.
     pub async fn run(self) -> Duration {
         let started = Instant::now();
@@ -164,11 +217,42 @@ impl Drainer {
                 state.set(KEY_SEQ, format!("{:x}", self.broker.accepted_seq()));
                 state.set(KEY_LEAVING, "1");
             }
-            // One gossip round reaches every peer of a small cluster; two leave room
-            // for a lost datagram.
-            tokio::time::sleep(self.gossip_interval * 2).await;
+            self.confirm_departure().await;
         }
         waited
+    }
+
+    /// After the announcement: at least one gossip round, then until no live peer
+    /// holds a relay stream open (each closed its own on reading the departure), for
+    /// at most [`CONFIRM_ROUNDS`] rounds.
+    async fn confirm_departure(&self) {
+        let announced = Instant::now();
+        let deadline = announced + self.gossip_interval * CONFIRM_ROUNDS;
+        tokio::time::sleep(self.gossip_interval).await;
+        loop {
+            let changed = self.pulled.changed.notified();
+            let live = self.shared.live_peer_ids();
+            let pulling = self.pulled.pulling(&live);
+            if pulling.is_empty() {
+                tracing::info!(
+                    elapsed = ?announced.elapsed(),
+                    "every live peer read the departure"
+                );
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::info!(
+                    peers = ?pulling.iter().map(|p| crate::log::Untrusted(p)).collect::<Vec<_>>(),
+                    "leaving without these peers' confirmation of the departure (their failure detectors will tell them)"
+                );
+                return;
+            }
+            let wake = (Instant::now() + Duration::from_millis(50)).min(deadline);
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
     }
 }
 
@@ -191,5 +275,22 @@ mod tests {
         assert_eq!(applied("a"), Some(0));
         pulled.record("b", 0);
         assert_eq!(applied("b"), Some(0));
+    }
+
+    #[test]
+    fn a_peer_counts_as_pulling_while_one_of_its_streams_is_open() {
+        let pulled = Arc::new(PulledUpTo::default());
+        let nodes = ["a".to_owned(), "b".to_owned()];
+        assert!(pulled.pulling(&nodes).is_empty());
+        let first = pulled.stream_opened("a");
+        let second = pulled.stream_opened("a");
+        // A new request keeps the count (it is the stream's, not the position's).
+        pulled.record("a", 5);
+        assert_eq!(pulled.pulling(&nodes), ["a"]);
+        drop(first);
+        assert_eq!(pulled.pulling(&nodes), ["a"], "one stream is still open");
+        drop(second);
+        assert!(pulled.pulling(&nodes).is_empty());
+        assert_eq!(pulled.get("a").map(|p| p.applied), Some(4));
     }
 }

@@ -200,13 +200,14 @@ async fn serve(
     };
     // The peer asks for `from` on: it applied everything before (see `drain`).
     server.pulled.record(&query.node, from);
-    let node = query.node;
+    // Counted open until hyper drops the body (the peer closed the connection).
+    let open = server.pulled.stream_opened(&query.node);
     let stream = futures_util::stream::unfold(
-        (server, framer, from, false, node),
-        |(server, mut framer, mut next, sent, node)| async move {
+        (server, framer, from, false, open),
+        |(server, mut framer, mut next, sent, open)| async move {
             // Polled again: the connection took the previous chunk.
             if sent {
-                server.pulled.sent(&node, next.saturating_sub(1));
+                server.pulled.sent(&open.node, next.saturating_sub(1));
             }
             let mut ping =
                 tokio::time::interval_at(tokio::time::Instant::now() + server.ping, server.ping);
@@ -219,7 +220,7 @@ async fn serve(
                         framer.push(&mut out, &payload);
                         return Some((
                             Ok::<_, Infallible>(out.freeze()),
-                            (server, framer, next, true, node),
+                            (server, framer, next, true, open),
                         ));
                     }
                     RelayBatch::Events(events) if !events.is_empty() => {
@@ -232,7 +233,7 @@ async fn serve(
                             payload.push(b'}');
                             framer.push(&mut out, &payload);
                         }
-                        return Some((Ok(out.freeze()), (server, framer, next, true, node)));
+                        return Some((Ok(out.freeze()), (server, framer, next, true, open)));
                     }
                     RelayBatch::Events(_) => {}
                 }
@@ -255,7 +256,7 @@ async fn serve(
                 if let Woke::Ping = woke {
                     let payload = serde_json::to_vec(&Frame::Ping).unwrap_or_default();
                     framer.push(&mut out, &payload);
-                    return Some((Ok(out.freeze()), (server, framer, next, sent, node)));
+                    return Some((Ok(out.freeze()), (server, framer, next, sent, open)));
                 }
             }
         },

@@ -310,3 +310,44 @@ async fn while_draining_a_node_is_not_ready_refuses_publishes_and_logs_what_was_
         "{line}"
     );
 }
+
+/// A drained node leaves once its peers read its departure (each closes its relay
+/// stream on reading it): at its exit they already count it as gone, without waiting
+/// for their failure detectors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_exits_once_its_peers_read_its_departure() {
+    let (a_http, a_gossip) = free_ports();
+    let log = std::env::temp_dir().join(format!("sse-leave-{}-{a_http}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let mut a = NodeProcess::start_logged(a_http, a_gossip, &[], log.clone());
+    let b = NodeProcess::start(Some(a_gossip), &[]);
+    let c = NodeProcess::start(Some(a_gossip), &[]);
+    for node in [&a, &b, &c] {
+        wait_for_members(node, 3).await;
+    }
+    publish(&a, "leave", json!({"data": 1})).await;
+    a.signal(Signal::TERM);
+    let status = a.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}");
+    for peer in [&b, &c] {
+        let status: Value = client()
+            .get(peer.url("/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            status["gossip"]["member_count"],
+            2,
+            "right after a's exit, {} still counts it: {status}",
+            peer.url("")
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("every live peer read the departure"),
+        "a did not see its peers confirm: {text}"
+    );
+}
