@@ -243,6 +243,7 @@ impl Node {
                 body_timeout: self.config.body_read_timeout,
                 max_connections: self.config.max_connections,
                 cors_enabled: self.config.cors_enabled,
+                max_channels_per_stream: self.config.subscriber_max_channels,
             }),
             auth: Arc::new(http::Auth::new(&self.config, self.clock)),
             shutdown: stop_rx.clone(),

@@ -38,6 +38,8 @@ pub struct HttpSettings {
     pub body_timeout: Duration,
     pub max_connections: usize,
     pub cors_enabled: bool,
+    /// Most channels one stream may follow (`GET /channel/a,b,...`).
+    pub max_channels_per_stream: usize,
 }
 
 /// Shared state of every route. Extractors and middleware clone it for every
@@ -79,6 +81,7 @@ pub fn app(state: AppState) -> Router {
     let cors = state.settings.cors_enabled;
     let channel_routes = Router::new()
         .route("/channel", post(publish::publish_all))
+        .route("/channel/", get(subscribe::subscribe_none))
         .route(
             "/channel/{channel}",
             get(subscribe::subscribe).post(publish::publish),
