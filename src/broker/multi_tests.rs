@@ -177,14 +177,38 @@ fn record(got: &mut BTreeMap<String, Vec<u64>>, blocks: &[Block]) {
 /// model, per channel, as a set with no repeats, each origin's events in order.
 fn check_resume(pair: &mut Pair, channels: &[&str], seen: &[Block], cut: usize, on: usize) {
     let mut got = BTreeMap::new();
-    let mut id = seen.first().and_then(|b| b.id.clone()).expect("opening id");
+    let id = seen.first().and_then(|b| b.id.clone()).expect("opening id");
+    let id = cut_at(&mut got, seen, cut, id);
+    resume_and_check(pair, channels, got, &id, on);
+}
+
+/// Adds the first `cut` events of `seen` to `got`; returns the id the client holds
+/// after them (`id` if none).
+fn cut_at(
+    got: &mut BTreeMap<String, Vec<u64>>,
+    seen: &[Block],
+    cut: usize,
+    mut id: String,
+) -> String {
     let events: Vec<&Block> = seen.iter().filter(|b| b.data.is_some()).collect();
     for block in events.iter().take(cut) {
-        record(&mut got, std::slice::from_ref(*block));
+        record(got, std::slice::from_ref(*block));
         id = block.id.clone().expect("every event has an id");
     }
+    id
+}
+
+/// Resumes from `id` on node `on` a client that has had `got`, then checks (see
+/// [`check_resume`]).
+fn resume_and_check(
+    pair: &mut Pair,
+    channels: &[&str],
+    mut got: BTreeMap<String, Vec<u64>>,
+    id: &str,
+    on: usize,
+) {
     let mut resumed = pair.nodes[on]
-        .subscribe_many(channels, None, Some(&id))
+        .subscribe_many(channels, None, Some(id))
         .expect("resume");
     let mut after = drain(&mut resumed);
     // An event of the resuming node itself, before the relay has caught it up with
@@ -266,6 +290,36 @@ fn a_cursor_cut_anywhere_resumes_exactly_on_either_node() {
             check_resume(&mut pair, &channels, &seen, cut, on);
         }
     }
+}
+
+/// A resume on node 1, cut inside its replay (node 1 replays its own events while
+/// node 0's, which the client had, are still on their way), then resumed on node
+/// 0: the ids of replayed events also cover what the client had.
+#[test]
+fn a_cut_inside_a_replay_resumes_exactly() {
+    let channels = ["x", "y", "z"];
+    let (_, seen) = scenario(&channels);
+    let events = seen.iter().filter(|b| b.data.is_some()).count();
+    let mut replays = 0;
+    for cut in 0..=events {
+        let (pair, seen) = scenario(&channels);
+        let mut got = BTreeMap::new();
+        let opening = seen[0].id.clone().expect("opening id");
+        let id = cut_at(&mut got, &seen, cut, opening);
+        let mut resumed = pair.nodes[1]
+            .subscribe_many(&channels, None, Some(&id))
+            .unwrap();
+        let replay = drain(&mut resumed);
+        let replayed = replay.iter().filter(|b| b.data.is_some()).count();
+        replays += replayed;
+        for cut2 in 0..=replayed {
+            let (mut pair, _) = scenario(&channels);
+            let mut got = got.clone();
+            let id = cut_at(&mut got, &replay, cut2, id.clone());
+            resume_and_check(&mut pair, &channels, got, &id, 0);
+        }
+    }
+    assert!(replays > 0, "no case replayed anything");
 }
 
 #[test]

@@ -398,3 +398,25 @@ async fn falling_behind_on_one_channel_ends_the_stream_with_its_overflow() {
     let rest = read.numbers.get("s1").cloned().unwrap_or_default();
     assert_eq!(rest, (seen.len() as u64..events as u64).collect::<Vec<_>>());
 }
+
+/// Each channel of a stream has its own keep-alive clock; the stream still sends one
+/// comment per interval, not one per channel.
+#[tokio::test]
+async fn an_idle_stream_of_several_channels_gets_one_keep_alive_per_interval() {
+    let interval = std::time::Duration::from_millis(300);
+    let server = Server::start(Config {
+        keep_alive: interval,
+        ..config()
+    })
+    .await;
+    let mut stream = open_stream(server.addr, "/channel/k1,k2,k3", &[]).await;
+    stream.next_block().await.expect("cursor");
+    let mut at = Vec::new();
+    while at.len() < 6 {
+        let frame = Frame::parse(&stream.next_block().await.expect("keep-alive"));
+        assert_eq!(frame.comments, ["keep-alive"], "{frame:?}");
+        at.push(tokio::time::Instant::now());
+    }
+    let spread = at[5] - at[0];
+    assert!(spread >= interval * 4, "six comments within {spread:?}");
+}
