@@ -187,11 +187,6 @@ impl MultiSubscription {
         self.preamble.take()
     }
 
-    /// The cursor the stream holds now (the `id:` of its last block).
-    pub fn cursor(&self) -> String {
-        multi_cursor::encode(self.set, &self.cursors)
-    }
-
     /// Waits for the next events of any channel.
     pub async fn next(&mut self) -> Next {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
