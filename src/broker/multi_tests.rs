@@ -2,6 +2,7 @@
 //! node that issued them or on another, against a model of what was published.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -341,6 +342,60 @@ fn a_stream_is_one_subscriber_of_each_channel_with_one_client_id() {
     assert_eq!(node.channels()["a"].len(), 1);
     drop(stream);
     assert_eq!(node.channels().len(), 1);
+}
+
+/// A part of a stream cursor this cluster could not have issued (a sequence of the
+/// node's own origin it never assigned) resets that channel alone, counted as a
+/// refused cursor; the other channels resume, and the reset channel carries on live.
+#[test]
+fn a_forged_part_resets_its_channel_alone() {
+    let node = broker(0xa1);
+    let _keep = node.subscribe_many(&["p", "q"], None, None).unwrap();
+    let mut stream = node.subscribe_many(&["p", "q"], None, None).unwrap();
+    let opening = drain(&mut stream)[0].id.clone().unwrap();
+    drop(stream);
+    node.publish("p", &number(1), None).unwrap();
+    node.publish("q", &number(2), None).unwrap();
+    let set = multi_cursor::set_digest(&["p", "q"]);
+    let mut cursors = multi_cursor::parse(&opening, set, 2).unwrap();
+    cursors[1].frontier.advance(0xa1, u64::MAX);
+    let forged = multi_cursor::encode(set, &cursors);
+    let mut resumed = node
+        .subscribe_many(&["q", "p"], None, Some(&forged))
+        .unwrap();
+    node.publish("q", &number(3), None).unwrap();
+    let blocks = drain(&mut resumed);
+    let resets: Vec<_> = blocks
+        .iter()
+        .filter(|b| b.event.as_deref() == Some("reset"))
+        .map(|b| b.channel.clone().unwrap())
+        .collect();
+    assert_eq!(resets, ["q"]);
+    let events: Vec<_> = blocks
+        .iter()
+        .filter(|b| b.event.is_none() && b.data.is_some())
+        .map(|b| (b.channel.clone().unwrap(), b.data.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        events,
+        [("p".to_owned(), 1.into()), ("q".to_owned(), 3.into())],
+        "{blocks:?}"
+    );
+    assert_eq!(node.metrics().forged_cursors.load(Relaxed), 1);
+}
+
+proptest! {
+    /// Any id, in the cursor's alphabet or not, opens the stream without a panic:
+    /// with every channel resumed, or reset where its part cannot be trusted.
+    #[test]
+    fn any_last_event_id_opens_a_stream(text in "(m[0-9a-f]{0,9}_?[0-9._a-f]{0,40})|\\PC{0,40}") {
+        let node = broker(0xa1);
+        node.publish("r", &number(1), None).unwrap();
+        let mut stream = node.subscribe_many(&["r", "s"], None, Some(&text)).unwrap();
+        let blocks = drain(&mut stream);
+        let last = blocks.last().expect("an id block");
+        prop_assert!(last.id.as_ref().is_some_and(|id| id.starts_with('m')));
+    }
 }
 
 #[derive(Debug, Clone)]
