@@ -67,6 +67,7 @@ let
     "--replay.maxBytes=${toString cfg.replay.maxBytes}"
     "--channels.max=${toString cfg.channels.max}"
     "--subscriber.buffer=${toString cfg.subscriberBuffer}"
+    "--subscriber.maxChannels=${toString cfg.subscriberMaxChannels}"
     "--relay.queueEvents=${toString cfg.relay.queueEvents}"
     "--relay.queueBytes=${toString cfg.relay.queueBytes}"
     "--log.format=${cfg.logFormat}"
@@ -336,6 +337,15 @@ in
       description = ''
         Events a subscriber may fall behind before it is disconnected
         (`--subscriber.buffer`); at most `replay.events`.
+      '';
+    };
+
+    subscriberMaxChannels = mkOption {
+      type = types.ints.positive;
+      default = 32;
+      description = ''
+        Most channels one stream may follow, as in `GET /channel/news,sport`
+        (`--subscriber.maxChannels`); more is answered `400`.
       '';
     };
 

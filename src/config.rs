@@ -51,6 +51,8 @@ pub struct Config {
     pub channels_max: usize,
     /// How many events a subscriber may fall behind before it is disconnected.
     pub subscriber_buffer: usize,
+    /// Most channels one stream may follow (`GET /channel/news,sport,...`).
+    pub subscriber_max_channels: usize,
     /// Largest accepted publish body, in bytes.
     pub max_body_bytes: usize,
     /// Open HTTP connections above which requests are refused with 503.
@@ -113,6 +115,7 @@ impl Default for Config {
             replay_max_bytes: 256 * 1024 * 1024,
             channels_max: 100_000,
             subscriber_buffer: 512,
+            subscriber_max_channels: 32,
             max_body_bytes: 64 * 1024,
             max_connections: 10_000,
             max_connections_per_address: 1000,
@@ -201,6 +204,9 @@ impl Config {
                     self.replay_events, self.subscriber_buffer
                 ),
             );
+        }
+        if self.subscriber_max_channels == 0 {
+            return err("subscriber.maxChannels", "must be at least 1");
         }
         if self.max_body_bytes < 16 {
             return err("http.server.maxBodyBytes", "must be at least 16 bytes");

@@ -177,6 +177,13 @@ struct StartArgs {
         default_value_t = 512
     )]
     subscriber_buffer: usize,
+    /// Most channels one stream may follow (GET /channel/news,sport,...).
+    #[arg(
+        long = "subscriber.maxChannels",
+        env = "SUBSCRIBER_MAX_CHANNELS",
+        default_value_t = 32
+    )]
+    subscriber_max_channels: usize,
     /// Shared secret for HS256 tokens; a key turns authorization on (see --auth.publish).
     #[arg(
         long = "auth.jwtSecret",
@@ -247,6 +254,7 @@ impl StartArgs {
             replay_max_bytes: self.replay_max_bytes,
             channels_max: self.channels_max,
             subscriber_buffer: self.subscriber_buffer,
+            subscriber_max_channels: self.subscriber_max_channels,
             max_body_bytes: self.max_body_bytes,
             max_connections: self.max_connections,
             max_connections_per_address: self.max_connections_per_address,

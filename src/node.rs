@@ -245,6 +245,7 @@ impl Node {
                 max_connections: self.config.max_connections,
                 cors_enabled: self.config.cors_enabled,
                 ui_enabled: self.config.ui_enabled,
+                max_channels_per_stream: self.config.subscriber_max_channels,
             }),
             auth: Arc::new(http::Auth::new(&self.config, self.clock)),
             shutdown: stop_rx.clone(),

@@ -9,6 +9,8 @@
 //! - `subscribe`: opening a subscription (client ids, resume, `reset`) and the visits
 //!   of every subscriber (keep-alives, the end of every stream).
 //! - `stream`: a subscriber's side, what it gets next ([`Subscription`], [`Next`]).
+//! - `multi`: a stream of several channels, one subscription per channel
+//!   ([`MultiSubscription`]); `multi_cursor`: its cursor, one per channel.
 //! - `lifecycle`: channel states made and removed, `--channels.max`, expiry, and the
 //!   counts `/status` and `/metrics` read.
 //! - `history`: appends and the node-wide byte bound (`--replay.maxBytes`).
@@ -22,6 +24,8 @@ mod channel;
 mod history;
 mod ledger;
 mod lifecycle;
+mod multi;
+mod multi_cursor;
 mod outbox;
 mod publish;
 mod relay;
@@ -43,6 +47,8 @@ use broadcast::BroadcastIds;
 use channel::{Channel, Fanout};
 pub use channel::{Entry, Sink};
 use ledger::Ledger;
+pub use multi::{wrap_data, ManySubscribeError, MultiSubscription};
+pub use multi_cursor::MAX_STREAM_CURSOR_LEN;
 use outbox::Outbox;
 pub use outbox::{RelayBatch, RelayEvent, Route};
 pub use stream::{Next, Subscription};
@@ -277,5 +283,7 @@ impl Broker {
     }
 }
 
+#[cfg(test)]
+mod multi_tests;
 #[cfg(test)]
 mod tests;

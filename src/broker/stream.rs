@@ -7,9 +7,9 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::event::KEEP_ALIVE;
+use crate::event::{Frontier, KEEP_ALIVE};
 
-use super::channel::{Channel, Mode};
+use super::channel::{Channel, Entry, Mode};
 use super::{Broker, Sink};
 
 /// What a subscriber gets next.
@@ -18,6 +18,19 @@ pub enum Next {
     /// Bytes to write: one frame, or several coalesced into one buffer.
     Data(Bytes),
     /// The subscriber fell further behind than its buffer; end the stream.
+    Overflow { behind: u64 },
+    /// The node is closing its streams.
+    Closed,
+}
+
+/// What [`Subscription::poll_entries`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Polled {
+    /// Entries for the subscriber.
+    Entries,
+    /// Nothing to send, and the stream has been silent for the keep-alive interval.
+    KeepAlive,
+    /// The subscriber fell further behind than its buffer.
     Overflow { behind: u64 },
     /// The node is closing its streams.
     Closed,
@@ -34,7 +47,7 @@ pub struct Subscription {
 }
 
 /// Most bytes coalesced into one write for a subscriber that has several frames waiting.
-const MAX_BATCH_BYTES: usize = 64 * 1024;
+pub(super) const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 impl Subscription {
     pub fn client_id(&self) -> &str {
@@ -141,6 +154,68 @@ impl Subscription {
         if std::mem::take(&mut me.keep_alive_due) {
             me.last_sent_ms = shared.clock.now_ms();
             return Poll::Ready(Next::Data(Bytes::from_static(KEEP_ALIVE)));
+        }
+        me.mode = Mode::Parked(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Like [`Subscription::poll_next`], for a stream of several channels that
+    /// frames events itself: the entries for this subscriber (up to about
+    /// `max_bytes` of frames) are added to `out`, and `seen` is set to what their
+    /// ids must also cover while the subscriber is ahead of this node. Never writes
+    /// to a sink (a stream of several channels attaches none).
+    pub(super) fn poll_entries(
+        &mut self,
+        cx: &mut Context<'_>,
+        max_bytes: usize,
+        out: &mut Vec<Arc<Entry>>,
+        seen: &mut Option<Frontier>,
+    ) -> Poll<Polled> {
+        let shared = &self.broker.shared;
+        let buffer = shared.settings.subscriber_buffer as u64;
+        let mut guard = self.channel.log();
+        let log = &mut *guard;
+        let head = log.head();
+        let Some(me) = log.subscribers.get_mut(&self.id) else {
+            return Poll::Ready(Polled::Closed);
+        };
+        me.mode = Mode::Running;
+        if shared.closing.load(Relaxed) {
+            return Poll::Ready(Polled::Closed);
+        }
+        if me.next < log.base || head - me.next > buffer {
+            // Counted by the caller, which may send what it has first.
+            return Poll::Ready(Polled::Overflow {
+                behind: head - me.next,
+            });
+        }
+        *seen = me.seen.as_deref().cloned();
+        let start = (me.next - log.base) as usize;
+        let (mut count, mut bytes) = (0, 0);
+        for entry in log.entries.range(start..) {
+            me.next += 1;
+            if !me.wants(entry) {
+                continue;
+            }
+            count += 1;
+            bytes += entry.frame.len();
+            out.push(entry.clone());
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        if me.next == head && me.seen.as_ref().is_some_and(|s| log.frontier.covers(s)) {
+            me.seen = None;
+        }
+        if count > 0 {
+            me.keep_alive_due = false;
+            me.last_sent_ms = shared.clock.now_ms();
+            shared.metrics.events_delivered.fetch_add(count, Relaxed);
+            return Poll::Ready(Polled::Entries);
+        }
+        if std::mem::take(&mut me.keep_alive_due) {
+            me.last_sent_ms = shared.clock.now_ms();
+            return Poll::Ready(Polled::KeepAlive);
         }
         me.mode = Mode::Parked(cx.waker().clone());
         Poll::Pending

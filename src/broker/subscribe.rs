@@ -12,7 +12,7 @@ use bytes::BytesMut;
 
 use crate::event::{encode_event, encode_id_only, Cursor};
 
-use super::channel::{Channel, Fanout, Log, Subscriber};
+use super::channel::{Channel, Entry, Fanout, Log, Subscriber};
 use super::lifecycle::live_channels;
 use super::{Broker, Resume, State, SubscribeError, Subscription};
 
@@ -26,6 +26,30 @@ impl Broker {
         client: Option<&str>,
         resume: Resume<'_>,
     ) -> Result<Subscription, SubscribeError> {
+        let mut preamble = BytesMut::new();
+        let opened = self.open(channel, client, resume, &mut |opening| match opening {
+            Opening::Reset => {
+                preamble.extend_from_slice(&encode_event(None, Some("reset"), None, RESET_DATA))
+            }
+            Opening::Replay(entry) => preamble.extend_from_slice(&entry.frame),
+        })?;
+        preamble.extend_from_slice(&encode_id_only(&opened.cursor.encode()));
+        let mut subscription = opened.subscription;
+        subscription.preamble = Some(preamble.freeze());
+        Ok(subscription)
+    }
+
+    /// Opens a subscription to one channel, for [`Broker::subscribe`] and for each
+    /// channel of a stream of several: tells `opening` first whether the stream
+    /// starts with a reset, then each event to replay, in order, and returns the
+    /// subscription (without a preamble) and the cursor it starts from.
+    pub(super) fn open(
+        &self,
+        channel: &str,
+        client: Option<&str>,
+        resume: Resume<'_>,
+        opening: &mut dyn FnMut(Opening<'_>),
+    ) -> Result<Opened, SubscribeError> {
         let now = self.shared.clock.now_ms();
         let id = self.shared.next_subscriber.fetch_add(1, Relaxed);
         let mut guard = self.state();
@@ -49,7 +73,6 @@ impl Broker {
             // A publish to every channel passed this one by while it had no subscriber.
             log.known_from_ms = log.known_from_ms.max(state.broadcast_skipped.1);
         }
-        let mut preamble = BytesMut::new();
         let resume = match resume {
             Resume::From(cursor) if !self.could_have_issued(state, cursor, now) => {
                 self.shared.metrics.forged_cursors.fetch_add(1, Relaxed);
@@ -64,19 +87,14 @@ impl Broker {
         };
         if reset {
             self.shared.metrics.resets_sent.fetch_add(1, Relaxed);
-            preamble.extend_from_slice(&encode_event(
-                None,
-                Some("reset"),
-                None,
-                r#"{"reason":"events after your Last-Event-ID may be missing; reload state"}"#,
-            ));
+            opening(Opening::Reset);
         }
         if let Resume::From(cursor) = resume {
             self.shared.metrics.replays_served.fetch_add(1, Relaxed);
             let mut replayed = 0;
             for entry in log.entries.iter() {
                 if entry.seq > cursor.frontier.get(entry.origin) && entry.is_for(&client) {
-                    preamble.extend_from_slice(&entry.frame);
+                    opening(Opening::Replay(entry));
                     replayed += 1;
                 }
             }
@@ -101,7 +119,6 @@ impl Broker {
                 seen = Some(Box::new(cursor.frontier.clone()));
             }
         }
-        preamble.extend_from_slice(&encode_id_only(&frontier.encode()));
         let next = log.head();
         let mut subscriber = Subscriber::new(client.clone(), next, now);
         subscriber.seen = seen;
@@ -109,12 +126,15 @@ impl Broker {
         drop(log);
         drop(guard);
         self.shared.metrics.subscribers.fetch_add(1, Relaxed);
-        Ok(Subscription {
-            broker: self.clone(),
-            channel,
-            id,
-            client,
-            preamble: Some(preamble.freeze()),
+        Ok(Opened {
+            subscription: Subscription {
+                broker: self.clone(),
+                channel,
+                id,
+                client,
+                preamble: None,
+            },
+            cursor: frontier,
         })
     }
 
@@ -196,6 +216,25 @@ impl Broker {
         self.finish(fanout);
     }
 }
+
+/// What a resumed stream hears first, in this order (see [`Broker::open`]).
+pub(super) enum Opening<'a> {
+    /// The history cannot prove it holds every event after the cursor.
+    Reset,
+    /// An event after the cursor, from the history.
+    Replay(&'a Arc<Entry>),
+}
+
+/// A subscription just opened, and the cursor the client holds once its replay is
+/// done: the channel's frontier now, raised by the resume cursor where that is ahead.
+pub(super) struct Opened {
+    pub(super) subscription: Subscription,
+    pub(super) cursor: Cursor,
+}
+
+/// The data of the `reset` signal.
+pub(super) const RESET_DATA: &str =
+    r#"{"reason":"events after your Last-Event-ID may be missing; reload state"}"#;
 
 /// How far ahead of this node's clock a cursor's time may be (another node's clock
 /// may run ahead by this much).

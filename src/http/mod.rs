@@ -41,6 +41,8 @@ pub struct HttpSettings {
     pub cors_enabled: bool,
     /// Serve the page at `GET /`.
     pub ui_enabled: bool,
+    /// Most channels one stream may follow (`GET /channel/a,b,...`).
+    pub max_channels_per_stream: usize,
 }
 
 /// Shared state of every route. Extractors and middleware clone it for every
@@ -82,6 +84,7 @@ pub fn app(state: AppState) -> Router {
     let cors = state.settings.cors_enabled;
     let channel_routes = Router::new()
         .route("/channel", post(publish::publish_all))
+        .route("/channel/", get(subscribe::subscribe_none))
         .route(
             "/channel/{channel}",
             get(subscribe::subscribe).post(publish::publish),

@@ -19,7 +19,10 @@ use tokio::time::{sleep_until, Instant, Sleep};
 
 use super::auth::SubscribeAccess;
 use super::{ApiError, AppState};
-use crate::broker::{Next, Resume, Sink, SubscribeError, Subscription};
+use crate::broker::{
+    wrap_data, ManySubscribeError, MultiSubscription, Next, Resume, Sink, SubscribeError,
+    Subscription,
+};
 use crate::event::{encode_event, encode_retry, validate_name, Cursor};
 use crate::metrics::ErrorKind;
 
@@ -72,39 +75,27 @@ fn open(
     direct: Option<Extension<WantDirect>>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    validate_name("channel", channel).map_err(|e| ApiError::bad_request(e.0))?;
-    access.access.subscribe(channel, client)?;
+    let set = channel_set(channel, state.settings.max_channels_per_stream)?;
+    for channel in &set {
+        access.access.subscribe(channel, client)?;
+    }
     // The header wins over the query parameter: browsers send the header on their
     // own reconnects, while the query keeps the id the page was first opened with.
     let last_event_id = headers
         .get("last-event-id")
         .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned())
         .or_else(|| query.ok().and_then(|Query(q)| q.last_event_id));
-    let cursor = last_event_id
-        .as_deref()
-        .filter(|id| !id.is_empty())
-        .map(Cursor::parse);
-    let resume = match &cursor {
-        None => Resume::Live,
-        Some(Ok(cursor)) => Resume::From(cursor),
-        // An id this broker did not issue: say so, then carry on live.
-        Some(Err(_)) => Resume::Unknown,
+    let last_event_id = last_event_id.as_deref().filter(|id| !id.is_empty());
+    let source = match &set[..] {
+        [_] => Source::One(subscribe_one(&state, channel, client, last_event_id)?),
+        _ => Source::Many(Box::new(subscribe_many(
+            &state,
+            &set,
+            client,
+            last_event_id,
+        )?)),
     };
-    let subscription =
-        state
-            .broker
-            .subscribe(channel, client, resume)
-            .map_err(|error| match error {
-                SubscribeError::ClientTaken => ApiError::new(
-                    ErrorKind::Conflict,
-                    format!(
-                        "client id {:?} is already subscribed to channel {channel:?}",
-                        client.unwrap_or("")
-                    ),
-                ),
-                SubscribeError::ChannelsFull(full) => full.into(),
-            })?;
-    let stream = EventStream::new(subscription, &state.settings, access.deadline);
+    let stream = EventStream::new(source, &state.settings, access.deadline);
     let mut response = match direct {
         // The server writes the stream on the socket itself.
         Some(_) => {
@@ -126,6 +117,92 @@ fn open(
     // Tells nginx-style proxies not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// The channels of a subscribe path: one name, or several joined with `,` (a
+/// comma cannot appear in a name), distinct and at most `max` of them.
+fn channel_set(path: &str, max: usize) -> Result<Vec<&str>, ApiError> {
+    let bad = |message: String| Err(ApiError::bad_request(message));
+    if !path.contains(',') {
+        validate_name("channel", path).map_err(|e| ApiError::bad_request(e.0))?;
+        return Ok(vec![path]);
+    }
+    let count = path.split(',').count();
+    if count > max {
+        return bad(format!(
+            "a stream may follow at most {max} channels (--subscriber.maxChannels), got {count}"
+        ));
+    }
+    let mut set: Vec<&str> = Vec::with_capacity(count);
+    for name in path.split(',') {
+        if name.is_empty() {
+            return bad(
+                "empty channel name in the list: name channels between the commas, \
+                 as in /channel/news,sport"
+                    .into(),
+            );
+        }
+        validate_name("channel", name).map_err(|e| ApiError::bad_request(e.0))?;
+        if set.contains(&name) {
+            return bad(format!("channel {name:?} appears twice in the list"));
+        }
+        set.push(name);
+    }
+    Ok(set)
+}
+
+/// `GET /channel/`: no channel named.
+pub(super) async fn subscribe_none() -> ApiError {
+    ApiError::bad_request(
+        "no channel named: subscribe to /channel/{channel}, or to several as /channel/{a},{b}",
+    )
+}
+
+fn client_taken(client: Option<&str>, channel: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::Conflict,
+        format!(
+            "client id {:?} is already subscribed to channel {channel:?}",
+            client.unwrap_or("")
+        ),
+    )
+}
+
+fn subscribe_one(
+    state: &AppState,
+    channel: &str,
+    client: Option<&str>,
+    last_event_id: Option<&str>,
+) -> Result<Subscription, ApiError> {
+    let cursor = last_event_id.map(Cursor::parse);
+    let resume = match &cursor {
+        None => Resume::Live,
+        Some(Ok(cursor)) => Resume::From(cursor),
+        // An id this broker did not issue: say so, then carry on live.
+        Some(Err(_)) => Resume::Unknown,
+    };
+    state
+        .broker
+        .subscribe(channel, client, resume)
+        .map_err(|error| match error {
+            SubscribeError::ClientTaken => client_taken(client, channel),
+            SubscribeError::ChannelsFull(full) => full.into(),
+        })
+}
+
+fn subscribe_many(
+    state: &AppState,
+    channels: &[&str],
+    client: Option<&str>,
+    last_event_id: Option<&str>,
+) -> Result<MultiSubscription, ApiError> {
+    state
+        .broker
+        .subscribe_many(channels, client, last_event_id)
+        .map_err(|ManySubscribeError { channel, error }| match error {
+            SubscribeError::ClientTaken => client_taken(client, &channel),
+            SubscribeError::ChannelsFull(full) => full.into(),
+        })
 }
 
 /// Marks a request the server answers on the socket itself (see `http::server`):
@@ -150,7 +227,7 @@ impl DirectStream {
 /// overflows or its token expires. Polled by hand rather than built from
 /// combinators: it is woken once per event per subscriber, the hottest path there is.
 pub(crate) struct EventStream {
-    subscription: Subscription,
+    source: Source,
     /// The subscriber's token expires then: the stream ends with `event: expired`.
     expires: Option<Pin<Box<Sleep>>>,
     expired: bool,
@@ -158,20 +235,27 @@ pub(crate) struct EventStream {
     done: bool,
 }
 
+/// What a stream reads: one channel, or several (see `broker::multi`).
+enum Source {
+    One(Subscription),
+    /// Boxed: streams of one channel, the many, stay as small as before.
+    Many(Box<MultiSubscription>),
+}
+
 impl EventStream {
-    fn new(
-        mut subscription: Subscription,
-        settings: &super::HttpSettings,
-        expires: Option<Instant>,
-    ) -> Self {
+    fn new(mut source: Source, settings: &super::HttpSettings, expires: Option<Instant>) -> Self {
         // The first chunk goes out at once: `retry:` (so `onopen` fires), then any
         // reset and replayed events, then the cursor.
         let mut first = BytesMut::from(&encode_retry(settings.retry.as_millis() as u64)[..]);
-        if let Some(preamble) = subscription.take_preamble() {
+        let preamble = match &mut source {
+            Source::One(subscription) => subscription.take_preamble(),
+            Source::Many(subscription) => subscription.take_preamble(),
+        };
+        if let Some(preamble) = preamble {
             first.extend_from_slice(&preamble);
         }
         EventStream {
-            subscription,
+            source,
             expires: expires.map(|at| Box::pin(sleep_until(at))),
             expired: false,
             first: Some(first.freeze()),
@@ -188,7 +272,10 @@ impl EventStream {
     /// [`Subscription::attach`]); the stream's writer must then write exactly the
     /// chunks this stream yields, and nothing else.
     pub(crate) fn attach(&mut self, sink: Arc<dyn Sink>) {
-        self.subscription.attach(sink);
+        // A stream of several channels frames its events itself: no direct writes.
+        if let Source::One(subscription) = &mut self.source {
+            subscription.attach(sink);
+        }
     }
 
     fn end_with(&mut self, frame: Bytes) -> Poll<Option<Bytes>> {
@@ -209,7 +296,10 @@ impl EventStream {
         }
         if self.expired {
             // The last bytes are ours: take the socket back from publishers first.
-            let carry = ready!(self.subscription.poll_release(cx));
+            let carry = match &mut self.source {
+                Source::One(subscription) => ready!(subscription.poll_release(cx)),
+                Source::Many(_) => None,
+            };
             let expired = encode_event(
                 None,
                 Some("expired"),
@@ -221,23 +311,30 @@ impl EventStream {
                 None => expired,
             });
         }
-        match ready!(self.subscription.poll_next(cx)) {
+        let next = match &mut self.source {
+            Source::One(subscription) => ready!(subscription.poll_next(cx)),
+            Source::Many(subscription) => ready!(subscription.poll_next(cx)),
+        };
+        match next {
             Next::Data(bytes) => Poll::Ready(Some(bytes)),
             Next::Overflow { behind } => {
+                let (channel, client) = match &self.source {
+                    Source::One(s) => (Some(s.channel()), s.client_id()),
+                    Source::Many(s) => (s.overflowed_channel(), s.client_id()),
+                };
                 tracing::info!(
-                    channel = self.subscription.channel(),
-                    client = self.subscription.client_id(),
+                    channel,
+                    client,
                     behind,
                     "disconnecting a subscriber that fell behind"
                 );
-                self.end_with(encode_event(
-                    None,
-                    Some("overflow"),
-                    None,
-                    &format!(
-                        r#"{{"reason":"subscriber fell behind its buffer; reconnect with Last-Event-ID","behind":{behind}}}"#
-                    ),
-                ))
+                let mut data = format!(
+                    r#"{{"reason":"subscriber fell behind its buffer; reconnect with Last-Event-ID","behind":{behind}}}"#
+                );
+                if let (Source::Many(_), Some(channel)) = (&self.source, channel) {
+                    data = wrap_data(channel, &data);
+                }
+                self.end_with(encode_event(None, Some("overflow"), None, &data))
             }
             Next::Closed => {
                 self.done = true;

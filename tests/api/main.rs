@@ -13,6 +13,7 @@ mod limits;
 #[allow(dead_code)]
 mod metrics;
 mod metrics_doc;
+mod multi;
 #[path = "../support/net.rs"]
 #[allow(dead_code)]
 mod net;

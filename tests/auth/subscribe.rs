@@ -112,6 +112,45 @@ async fn a_token_without_the_channel_is_403() {
     );
 }
 
+/// A stream of several channels needs every one of them in the token: `403` names
+/// the first it lacks, and nothing is subscribed.
+#[tokio::test]
+async fn a_stream_of_several_channels_needs_each_of_them_in_the_token() {
+    let server = Server::start(hs_config()).await;
+    let bearer = format!("Bearer {}", hs256(grants(&[], &["news", "weather"])));
+    let auth = [("authorization", bearer.as_str())];
+    for path in [
+        "/channel/news,sport,weather",
+        "/channel/weather,sport",
+        "/channel/news,sport/client/c1",
+    ] {
+        let (status, answer) = get(&server, path, &auth).await;
+        assert_eq!(status, 403, "{path}: {answer:?}");
+        let answer = answer.expect("a reason");
+        let error = answer["error"].as_str().expect("message");
+        assert!(error.contains("channel \"sport\""), "{path}: {error}");
+    }
+    let status: Value = server
+        .http
+        .get(server.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["channels"], json!({}), "{status}");
+    assert_eq!(get(&server, "/channel/weather,news", &auth).await.0, 200);
+    let star = format!("Bearer {}", hs256(grants(&[], &["*"])));
+    let (status, _) = get(
+        &server,
+        "/channel/news,sport,weather",
+        &[("authorization", &star)],
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
 /// `sse.clients` says which client ids a token may claim: a stream cannot take over
 /// another user's id (and be replayed the events targeted at it).
 #[tokio::test]

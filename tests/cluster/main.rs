@@ -8,6 +8,7 @@ mod half_open;
 #[path = "../support/metrics.rs"]
 #[allow(dead_code)]
 mod metrics;
+mod multi;
 #[path = "../support/net.rs"]
 #[allow(dead_code)]
 mod net;

@@ -1,0 +1,315 @@
+//! A stream of several channels (`GET /channel/news,sport,weather`).
+//!
+//! It is one ordinary subscription per channel, each registered in its channel's
+//! log like any other subscriber (so lifecycle, `/status`, client targeting and the
+//! slow-subscriber bound work unchanged), polled in turn by one task. Each event is
+//! framed again for the stream: its data wrapped as `{"channel":..,"data":..}` (its
+//! `event:` and `retry:` kept), and its `id:` the stream's cursor.
+//!
+//! The cursor keeps one [`Cursor`] per channel (see `multi_cursor` for the design and
+//! the text form): after an event of channel `c`, `c`'s part is exactly the id a
+//! stream of `c` alone would have given that event, and the other parts are what
+//! the stream delivered of their channels so far. A resume opens each channel from
+//! its own part through [`Broker::open`], the single-channel resume, so it is exact
+//! on any node for the same reasons, every part passes the forged-cursor checks, and
+//! a channel whose history cannot vouch for its part gets a `reset` of its own.
+//!
+//! Cost: the frames are made per event per subscriber (the id differs for each), a
+//! copy of the event and a cursor of all the channels; a stream of several channels
+//! is woken for each event rather than written to by the publisher. Streams of one
+//! channel are untouched.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::event::{encode_event, encode_id_only, Cursor, KEEP_ALIVE};
+
+use super::channel::Entry;
+use super::multi_cursor;
+use super::stream::{Polled, MAX_BATCH_BYTES};
+use super::subscribe::{Opening, RESET_DATA};
+use super::{Broker, Next, Resume, SubscribeError, Subscription};
+
+/// A stream of several channels. Dropping it unsubscribes from each.
+#[derive(Debug)]
+pub struct MultiSubscription {
+    /// One subscription per channel, in the order of their names.
+    parts: Vec<Subscription>,
+    /// Each channel's cursor: what this stream delivered of it.
+    cursors: Vec<Cursor>,
+    /// The digest of the set of channels (see `multi_cursor`).
+    set: u32,
+    /// The channel polled first next time, for fairness.
+    start: usize,
+    preamble: Option<Bytes>,
+    /// The channel the stream fell behind on, once it has.
+    overflowed: Option<usize>,
+    /// Entries taken from a channel, to frame after its lock is released.
+    scratch: Vec<Arc<Entry>>,
+}
+
+/// Why a stream of several channels could not open, and on which channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManySubscribeError {
+    pub channel: String,
+    pub error: SubscribeError,
+}
+
+/// How often a stream retries with another assigned client id that another
+/// connection holds on one of its channels (practically never needed).
+const ASSIGN_ATTEMPTS: usize = 4;
+
+impl Broker {
+    /// Opens one stream of several `channels` (distinct, validated names), resuming
+    /// each from its part of `last_event_id` when that is a cursor of a stream of
+    /// the same set. Every channel gets the same client id: `client`, or one
+    /// assigned here.
+    pub fn subscribe_many(
+        &self,
+        channels: &[&str],
+        client: Option<&str>,
+        last_event_id: Option<&str>,
+    ) -> Result<MultiSubscription, ManySubscribeError> {
+        let mut names: Vec<&str> = channels.to_vec();
+        names.sort_unstable();
+        let set = multi_cursor::set_digest(&names);
+        // An id that is not this set's cursor resumes nothing: every channel resets.
+        let resume: Option<Vec<Cursor>> = last_event_id
+            .map(|text| multi_cursor::parse(text, set, names.len()).unwrap_or_default());
+        let mut attempt = 0;
+        loop {
+            match self.open_many(&names, client, resume.as_deref(), set) {
+                Err(ManySubscribeError {
+                    error: SubscribeError::ClientTaken,
+                    ..
+                }) if client.is_none() && attempt + 1 < ASSIGN_ATTEMPTS => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt of [`Broker::subscribe_many`]; `resume` is `None` for a new
+    /// stream, empty for an id that is not this set's cursor.
+    fn open_many(
+        &self,
+        names: &[&str],
+        client: Option<&str>,
+        resume: Option<&[Cursor]>,
+        set: u32,
+    ) -> Result<MultiSubscription, ManySubscribeError> {
+        let mut parts = Vec::with_capacity(names.len());
+        let mut openings = Vec::with_capacity(names.len());
+        let mut client: Option<Arc<str>> = client.map(Arc::from);
+        for (i, name) in names.iter().enumerate() {
+            let from = resume.map(|cursors| match cursors.get(i) {
+                Some(cursor) => Resume::From(cursor),
+                None => Resume::Unknown,
+            });
+            let mut reset = false;
+            let mut replay = Vec::new();
+            let opened = self
+                .open(
+                    name,
+                    client.as_deref(),
+                    from.unwrap_or(Resume::Live),
+                    &mut |opening| match opening {
+                        Opening::Reset => reset = true,
+                        Opening::Replay(entry) => replay.push(entry.clone()),
+                    },
+                )
+                .map_err(|error| ManySubscribeError {
+                    channel: name.to_string(),
+                    error,
+                })?;
+            client.get_or_insert_with(|| opened.subscription.client.clone());
+            let held = match from {
+                Some(Resume::From(cursor)) if !replay.is_empty() => cursor.clone(),
+                _ => opened.cursor.clone(),
+            };
+            openings.push((reset, replay, held, opened.cursor));
+            parts.push(opened.subscription);
+        }
+        let mut stream = MultiSubscription {
+            cursors: openings.iter().map(|o| o.2.clone()).collect(),
+            parts,
+            set,
+            start: 0,
+            preamble: None,
+            overflowed: None,
+            scratch: Vec::new(),
+        };
+        // Each channel's reset and replay in turn; the client's cursor after each
+        // replayed event covers what its resume cursor already had.
+        let mut preamble = BytesMut::new();
+        for (i, (reset, replay, held, opening)) in openings.into_iter().enumerate() {
+            if reset {
+                let data = wrap_data(stream.parts[i].channel(), RESET_DATA);
+                preamble.extend_from_slice(&encode_event(None, Some("reset"), None, &data));
+            }
+            for entry in &replay {
+                let mut cursor = Cursor::parse(&entry.cursor).unwrap_or_default();
+                for (origin, seq) in held.frontier.iter() {
+                    cursor.frontier.advance(origin, seq);
+                }
+                stream.cursors[i] = cursor;
+                stream.frame(&mut preamble, i, entry);
+            }
+            stream.cursors[i] = opening;
+        }
+        let id = multi_cursor::encode(set, &stream.cursors);
+        preamble.extend_from_slice(&encode_id_only(&id));
+        stream.preamble = Some(preamble.freeze());
+        Ok(stream)
+    }
+}
+
+impl MultiSubscription {
+    pub fn client_id(&self) -> &str {
+        self.parts.first().map_or("", Subscription::client_id)
+    }
+
+    /// The channels, in the order of their names.
+    pub fn channels(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().map(Subscription::channel)
+    }
+
+    /// The channel the stream fell too far behind on (after [`Next::Overflow`]).
+    pub fn overflowed_channel(&self) -> Option<&str> {
+        self.overflowed.map(|i| self.parts[i].channel())
+    }
+
+    /// The first bytes of the stream: each channel's reset and replayed events, then
+    /// the cursor.
+    pub fn take_preamble(&mut self) -> Option<Bytes> {
+        self.preamble.take()
+    }
+
+    /// Waits for the next events of any channel.
+    pub async fn next(&mut self) -> Next {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// The next bytes for the stream, from every channel in turn; `Pending` with
+    /// the waker left with each channel.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
+        let count = self.parts.len();
+        let first = self.start;
+        self.start = (self.start + 1) % count.max(1);
+        let mut out = BytesMut::new();
+        let mut keep_alive = false;
+        for k in 0..count {
+            let i = (first + k) % count;
+            let mut seen = None;
+            let room = MAX_BATCH_BYTES.saturating_sub(out.len()).max(1);
+            let mut scratch = std::mem::take(&mut self.scratch);
+            let polled = self.parts[i].poll_entries(cx, room, &mut scratch, &mut seen);
+            match polled {
+                Poll::Pending => {}
+                Poll::Ready(Polled::KeepAlive) => keep_alive = true,
+                Poll::Ready(Polled::Closed) => return Poll::Ready(Next::Closed),
+                // What this poll already took goes out first; the overflow stays
+                // and ends the stream at the next poll.
+                Poll::Ready(Polled::Overflow { .. }) if !out.is_empty() => {
+                    self.scratch = scratch;
+                    break;
+                }
+                Poll::Ready(Polled::Overflow { behind }) => {
+                    let metrics = &self.parts[i].broker.shared.metrics;
+                    metrics.slow_subscriber_disconnects.fetch_add(1, Relaxed);
+                    self.overflowed = Some(i);
+                    return Poll::Ready(Next::Overflow { behind });
+                }
+                Poll::Ready(Polled::Entries) => {
+                    for entry in scratch.drain(..) {
+                        let mut cursor = Cursor::parse(&entry.cursor).unwrap_or_default();
+                        // Ahead of this node: the ids also cover what it saw elsewhere.
+                        for (origin, seq) in seen.iter().flat_map(|s| s.iter()) {
+                            cursor.frontier.advance(origin, seq);
+                        }
+                        self.cursors[i] = cursor;
+                        self.frame(&mut out, i, &entry);
+                    }
+                }
+            }
+            scratch.clear();
+            self.scratch = scratch;
+            if out.len() >= MAX_BATCH_BYTES {
+                break;
+            }
+        }
+        if !out.is_empty() {
+            return Poll::Ready(Next::Data(out.freeze()));
+        }
+        if keep_alive {
+            return Poll::Ready(Next::Data(Bytes::from_static(KEEP_ALIVE)));
+        }
+        Poll::Pending
+    }
+
+    /// Appends `entry` of channel `i`, framed for this stream with its cursor now.
+    fn frame(&self, out: &mut BytesMut, i: usize, entry: &Entry) {
+        let id = multi_cursor::encode(self.set, &self.cursors);
+        wrap_frame(out, &id, self.parts[i].channel(), &entry.frame);
+    }
+}
+
+/// `{"channel":"<channel>","data":<data>}`. Channel names need no JSON escaping
+/// (they are checked: letters, digits and `-_.:~@`).
+pub fn wrap_data(channel: &str, data: &str) -> String {
+    format!(r#"{{"channel":"{channel}","data":{data}}}"#)
+}
+
+/// Appends `frame` (an event as its channel encoded it: `id:`, any `event:` and
+/// `retry:`, then one `data:` line) with the id `id` and its data wrapped with the
+/// channel's name.
+fn wrap_frame(out: &mut BytesMut, id: &str, channel: &str, frame: &[u8]) {
+    out.reserve(frame.len() + id.len() + channel.len() + 32);
+    out.put_slice(b"id: ");
+    out.put_slice(id.as_bytes());
+    out.put_u8(b'\n');
+    for line in frame.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        if line.starts_with(b"id: ") {
+            continue;
+        }
+        match line.strip_prefix(b"data: ") {
+            Some(data) => {
+                out.put_slice(b"data: {\"channel\":\"");
+                out.put_slice(channel.as_bytes());
+                out.put_slice(b"\",\"data\":");
+                out.put_slice(data);
+                out.put_slice(b"}\n");
+            }
+            None => {
+                out.put_slice(line);
+                out.put_u8(b'\n');
+            }
+        }
+    }
+    out.put_u8(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_wrapped_with_their_channel_and_keep_event_and_retry() {
+        let frame = encode_event(Some("5~a.1"), Some("ping"), Some(300), r#"{"t":1}"#);
+        let mut out = BytesMut::new();
+        wrap_frame(&mut out, "m1_5_a_.1", "news", &frame);
+        assert_eq!(
+            &out[..],
+            b"id: m1_5_a_.1\nevent: ping\nretry: 300\ndata: {\"channel\":\"news\",\"data\":{\"t\":1}}\n\n"
+        );
+        let plain = encode_event(Some("5"), None, None, r#""data: x""#);
+        let mut out = BytesMut::new();
+        wrap_frame(&mut out, "i", "a", &plain);
+        assert_eq!(
+            &out[..],
+            b"id: i\ndata: {\"channel\":\"a\",\"data\":\"data: x\"}\n\n"
+        );
+    }
+}
