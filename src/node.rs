@@ -240,11 +240,14 @@ impl Node {
             settings: Arc::new(HttpSettings {
                 retry: self.config.retry,
                 max_body_bytes: self.config.max_body_bytes,
+                max_bulk_bytes: self.config.max_bulk_bytes,
+                max_bulk_events: self.config.max_bulk_events(),
                 body_timeout: self.config.body_read_timeout,
                 max_connections: self.config.max_connections,
                 cors_enabled: self.config.cors_enabled,
             }),
             auth: Arc::new(http::Auth::new(&self.config, self.clock)),
+            bulk_turns: Arc::new(tokio::sync::Semaphore::new(http::BULK_PUBLISHES_AT_ONCE)),
             shutdown: stop_rx.clone(),
             draining: drain_tx.subscribe(),
         });
