@@ -52,6 +52,7 @@ let
     "--http.server.keepAlive=${cfg.keepAlive}"
     "--http.server.retry=${cfg.retry}"
     "--http.server.maxBodyBytes=${toString cfg.maxBodyBytes}"
+    "--http.server.maxBulkBytes=${toString cfg.maxBulkBytes}"
     "--http.server.maxConnections=${toString cfg.maxConnections}"
     "--http.server.maxConnectionsPerAddress=${toString cfg.maxConnectionsPerAddress}"
     "--http.server.writeTimeout=${cfg.writeTimeout}"
@@ -257,6 +258,15 @@ in
       description = "Largest accepted publish body in bytes (`--http.server.maxBodyBytes`).";
     };
 
+    maxBulkBytes = mkOption {
+      type = types.ints.positive;
+      default = 1048576;
+      description = ''
+        Largest accepted bulk publish body (`application/x-ndjson`, one event a line)
+        in bytes (`--http.server.maxBulkBytes`). At most half of `relay.queueBytes`.
+      '';
+    };
+
     maxConnections = mkOption {
       type = types.ints.positive;
       default = 10000;
@@ -381,6 +391,10 @@ in
       {
         assertion = cfg.replay.maxBytes >= cfg.maxBodyBytes;
         message = "services.sse-cluster.replay.maxBytes must be at least services.sse-cluster.maxBodyBytes.";
+      }
+      {
+        assertion = cfg.maxBulkBytes * 2 <= cfg.relay.queueBytes;
+        message = "services.sse-cluster.maxBulkBytes must be at most half of services.sse-cluster.relay.queueBytes.";
       }
       {
         assertion =

@@ -53,8 +53,11 @@ pub struct Config {
     pub subscriber_buffer: usize,
     /// Most channels one stream may follow (`GET /channel/news,sport,...`).
     pub subscriber_max_channels: usize,
-    /// Largest accepted publish body, in bytes.
+    /// Largest accepted publish body, in bytes (and largest line of a bulk publish).
     pub max_body_bytes: usize,
+    /// Largest accepted bulk publish body (`application/x-ndjson`, one event a line),
+    /// in bytes.
+    pub max_bulk_bytes: usize,
     /// Open HTTP connections above which requests are refused with 503.
     pub max_connections: usize,
     /// Open connections from one client IP address above which new ones are answered
@@ -117,6 +120,7 @@ impl Default for Config {
             subscriber_buffer: 512,
             subscriber_max_channels: 32,
             max_body_bytes: 64 * 1024,
+            max_bulk_bytes: 1024 * 1024,
             max_connections: 10_000,
             max_connections_per_address: 1000,
             write_stall_timeout: Duration::from_secs(30),
@@ -149,12 +153,19 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Checks every bound the rest of the crate relies on.
+    /// Most events one bulk publish may carry: a subscriber must be able to take a
+    /// whole request without falling further behind than `--subscriber.buffer`, and
+    /// the relay queue must hold it whole.
+    pub fn max_bulk_events(&self) -> usize {
+        self.subscriber_buffer.min(self.relay_queue_events)
+    }
+
     /// Whether tokens are checked on either side.
     pub fn auth_required(&self) -> bool {
         self.auth_publish || self.auth_subscribe
     }
 
+    /// Checks every bound the rest of the crate relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn err(option: &'static str, message: impl Into<String>) -> Result<(), ConfigError> {
             Err(ConfigError {
@@ -210,6 +221,20 @@ impl Config {
         }
         if self.max_body_bytes < 16 {
             return err("http.server.maxBodyBytes", "must be at least 16 bytes");
+        }
+        if self.max_bulk_bytes < 16 {
+            return err("http.server.maxBulkBytes", "must be at least 16 bytes");
+        }
+        if self.max_bulk_bytes > self.relay_queue_bytes / 2 {
+            // A bulk publish's events go into the relay queue under one lock, before
+            // any peer can pull one: with their relay framing they must fit in it.
+            return err(
+                "http.server.maxBulkBytes",
+                format!(
+                    "must be at most half of --relay.queueBytes ({}), got {}",
+                    self.relay_queue_bytes, self.max_bulk_bytes
+                ),
+            );
         }
         if self.max_connections == 0 {
             return err("http.server.maxConnections", "must be at least 1");
@@ -435,6 +460,14 @@ mod tests {
         assert_eq!(
             config.validate().unwrap_err().option,
             "http.server.bodyTimeout"
+        );
+        let config = Config {
+            relay_queue_bytes: 1024 * 1024,
+            ..Config::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().option,
+            "http.server.maxBulkBytes"
         );
     }
 }

@@ -119,6 +119,14 @@ struct StartArgs {
         default_value_t = 65536
     )]
     max_body_bytes: usize,
+    /// Largest accepted bulk publish body (application/x-ndjson, one event a line), in
+    /// bytes; each line is also held to --http.server.maxBodyBytes.
+    #[arg(
+        long = "http.server.maxBulkBytes",
+        env = "HTTP_SERVER_MAX_BULK_BYTES",
+        default_value_t = 1048576
+    )]
+    max_bulk_bytes: usize,
     /// Open connections above which new requests get 503.
     #[arg(
         long = "http.server.maxConnections",
@@ -256,6 +264,7 @@ impl StartArgs {
             subscriber_buffer: self.subscriber_buffer,
             subscriber_max_channels: self.subscriber_max_channels,
             max_body_bytes: self.max_body_bytes,
+            max_bulk_bytes: self.max_bulk_bytes,
             max_connections: self.max_connections,
             max_connections_per_address: self.max_connections_per_address,
             write_stall_timeout: self.write_timeout,

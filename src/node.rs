@@ -241,6 +241,8 @@ impl Node {
             settings: Arc::new(HttpSettings {
                 retry: self.config.retry,
                 max_body_bytes: self.config.max_body_bytes,
+                max_bulk_bytes: self.config.max_bulk_bytes,
+                max_bulk_events: self.config.max_bulk_events(),
                 body_timeout: self.config.body_read_timeout,
                 max_connections: self.config.max_connections,
                 cors_enabled: self.config.cors_enabled,
@@ -248,6 +250,7 @@ impl Node {
                 max_channels_per_stream: self.config.subscriber_max_channels,
             }),
             auth: Arc::new(http::Auth::new(&self.config, self.clock)),
+            bulk_turns: Arc::new(tokio::sync::Semaphore::new(http::BULK_PUBLISHES_AT_ONCE)),
             shutdown: stop_rx.clone(),
             draining: drain_tx.subscribe(),
         });

@@ -22,6 +22,7 @@ const FIELDS: &[&str] = &[
     "connect_failures",
     "channels",
     "publishers",
+    "batch",
     "payload_bytes",
     "target_rate_per_s",
     "duration_s",
@@ -41,6 +42,7 @@ const FIELDS: &[&str] = &[
     "server_cpu_s",
     "server_cpu_us_per_delivery",
     "deliveries_per_core_s",
+    "events_per_core_s",
     "client_cpu_s",
     "latency_p50_us",
     "latency_p99_us",
@@ -96,6 +98,39 @@ fn bench_against_a_real_node_delivers_everything_and_reports_every_figure() {
     let max = report["latency_max_us"].as_f64().unwrap();
     assert!(p50 > 0.0 && p50 <= max, "{report}");
     assert!(report["idle_pss_after_kib"].as_u64().unwrap() > 0);
+}
+
+/// `--batch`: bulk publishes, each event of each request counted and delivered.
+#[test]
+fn bench_with_batches_publishes_in_bulk_and_delivers_every_event() {
+    let node = Node::start();
+    let url = format!("http://127.0.0.1:{}/channel/{{channel}}", node.http_port);
+    let output = Command::new(BIN)
+        .args(["bench", "--json", "--sub-url", &url, "--pub-url", &url])
+        .args([
+            "-n", "4", "-c", "2", "-p", "1", "-r", "4000", "-d", "1s", "-b", "20",
+        ])
+        .args(["--settle", "100ms", "--drain-timeout", "10s"])
+        .output()
+        .expect("run sse-cluster bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("valid JSON");
+    assert_eq!(report["batch"], 20);
+    assert_eq!(report["publish_errors"], 0, "{report}");
+    let published = report["published"].as_u64().unwrap();
+    assert!(published >= 20 && published.is_multiple_of(20), "{report}");
+    // Two subscribers a channel: every event of every request reaches both.
+    assert_eq!(
+        report["expected_deliveries"].as_u64().unwrap(),
+        published * 2
+    );
+    assert_eq!(report["delivered"], report["expected_deliveries"]);
 }
 
 #[test]

@@ -173,6 +173,8 @@ pub(crate) struct PublisherPlan {
     /// Subscribers connected per channel: the deliveries one publish calls for.
     pub(crate) fanout: Arc<Vec<u64>>,
     pub(crate) format: PubFormat,
+    /// Events per request; more than 1 is a bulk publish.
+    pub(crate) batch: usize,
     pub(crate) payload_bytes: usize,
     /// Time between this publisher's publishes; zero for back-to-back.
     pub(crate) interval: Duration,
@@ -219,8 +221,11 @@ pub(crate) async fn run_publisher(shared: Arc<Shared>, plan: PublisherPlan) {
         match exchange(stream, &request, &mut response).await {
             Ok((status, close)) => {
                 if (200..300).contains(&status) {
-                    shared.published.fetch_add(1, Relaxed);
-                    shared.expected.fetch_add(plan.fanout[channel], Relaxed);
+                    let events = plan.batch as u64;
+                    shared.published.fetch_add(events, Relaxed);
+                    shared
+                        .expected
+                        .fetch_add(events * plan.fanout[channel], Relaxed);
                 } else {
                     report_publish_error(
                         &shared,
@@ -251,9 +256,14 @@ fn report_publish_error(shared: &Shared, error: &str) {
 
 fn build_request(request: &mut Vec<u8>, plan: &PublisherPlan, path: &str, now_ns: u64) {
     let payload = encode_payload(now_ns, plan.payload_bytes);
-    let (content_type, body) = match plan.format {
-        PubFormat::SseCluster => ("application/json", format!("{{\"data\":\"{payload}\"}}")),
-        PubFormat::Raw => ("text/plain", payload),
+    let (content_type, body) = match (plan.format, plan.batch) {
+        (PubFormat::SseCluster, 1) => ("application/json", format!("{{\"data\":\"{payload}\"}}")),
+        // A bulk publish: the same event body on every line (each its own event).
+        (PubFormat::SseCluster, n) => (
+            "application/x-ndjson",
+            format!("{{\"data\":\"{payload}\"}}\n").repeat(n),
+        ),
+        (PubFormat::Raw, _) => ("text/plain", payload),
     };
     request.clear();
     request.extend_from_slice(

@@ -57,6 +57,10 @@ pub(crate) struct BenchArgs {
     /// Publisher connections (each sends one request at a time).
     #[arg(short = 'p', long, default_value_t = 4)]
     publishers: usize,
+    /// Events per publish request: more than 1 sends bulk publishes
+    /// (`application/x-ndjson`, one event a line; sse-cluster format only).
+    #[arg(short = 'b', long, default_value_t = 1)]
+    batch: usize,
     /// Target deliveries per second over all subscribers (0: publish back-to-back).
     #[arg(short = 'r', long, default_value_t = 100_000)]
     rate: u64,
@@ -121,8 +125,13 @@ pub(crate) fn run(args: BenchArgs) -> ExitCode {
 }
 
 async fn bench(args: &BenchArgs) -> Result<Report, String> {
-    if args.subscribers == 0 || args.channels == 0 || args.publishers == 0 {
-        return Err("--subscribers, --channels and --publishers must be at least 1".into());
+    if args.subscribers == 0 || args.channels == 0 || args.publishers == 0 || args.batch == 0 {
+        return Err(
+            "--subscribers, --channels, --publishers and --batch must be at least 1".into(),
+        );
+    }
+    if args.batch > 1 && args.pub_format != PubFormat::SseCluster {
+        return Err("--batch above 1 needs --pub-format sse-cluster (bulk publishes)".into());
     }
     let sub_urls = parse_urls(&args.sub_url)?;
     let pub_urls = parse_urls(&args.pub_url)?;
@@ -214,6 +223,7 @@ async fn bench(args: &BenchArgs) -> Result<Report, String> {
         connect_failures: failures,
         channels: args.channels,
         publishers: args.publishers,
+        batch: args.batch,
         payload_bytes: args.size,
         target_rate_per_s: args.rate,
         duration_s: args.duration.as_secs_f64(),
@@ -238,6 +248,7 @@ async fn bench(args: &BenchArgs) -> Result<Report, String> {
         server_cpu_s: None,
         server_cpu_us_per_delivery: None,
         deliveries_per_core_s: None,
+        events_per_core_s: None,
         client_cpu_s: None,
         latency_p50_us: None,
         latency_p99_us: None,
@@ -285,7 +296,7 @@ async fn publish_phase(
         Duration::ZERO
     } else {
         let publishes_per_s = args.rate as f64 / per_publish.max(1e-9);
-        Duration::from_secs_f64(args.publishers as f64 / publishes_per_s)
+        Duration::from_secs_f64(args.publishers as f64 * args.batch as f64 / publishes_per_s)
     };
     let fanout = Arc::new(fanout);
     let cpu_before = measure(pids, procfs::cpu_seconds)?;
@@ -308,6 +319,7 @@ async fn publish_phase(
             paths,
             fanout: fanout.clone(),
             format: args.pub_format,
+            batch: args.batch,
             payload_bytes: args.size,
             interval,
             // Stagger the publishers evenly inside one interval.
@@ -404,6 +416,9 @@ async fn publish_phase(
         if delivered > 0 && cpu > 0.0 {
             report.server_cpu_us_per_delivery = Some(cpu * 1e6 / delivered as f64);
             report.deliveries_per_core_s = Some(delivered as f64 / cpu);
+        }
+        if published > 0 && cpu > 0.0 {
+            report.events_per_core_s = Some(published as f64 / cpu);
         }
     }
     Ok(())

@@ -16,6 +16,8 @@ pub(crate) struct Report {
     pub(crate) connect_failures: usize,
     pub(crate) channels: usize,
     pub(crate) publishers: usize,
+    /// Events per publish request (more than 1: bulk publishes).
+    pub(crate) batch: usize,
     pub(crate) payload_bytes: usize,
     pub(crate) target_rate_per_s: u64,
     pub(crate) duration_s: f64,
@@ -37,6 +39,9 @@ pub(crate) struct Report {
     pub(crate) server_cpu_s: Option<f64>,
     pub(crate) server_cpu_us_per_delivery: Option<f64>,
     pub(crate) deliveries_per_core_s: Option<f64>,
+    /// Events accepted per second of server CPU: the publish path's own cost, next
+    /// to the fan-out's.
+    pub(crate) events_per_core_s: Option<f64>,
     /// CPU the load generator itself used while publishing: near one core-second
     /// per second on one core means the client, not the server, set the pace.
     pub(crate) client_cpu_s: Option<f64>,
@@ -84,11 +89,16 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{}: {} subscribers on {} channels, {} publishers, {}-byte payloads, {:.1}s at {} deliveries/s",
+            "{}: {} subscribers on {} channels, {} publishers{}, {}-byte payloads, {:.1}s at {} deliveries/s",
             self.label,
             self.subscribers,
             self.channels,
             self.publishers,
+            if self.batch > 1 {
+                format!(" ({} events a request)", self.batch)
+            } else {
+                String::new()
+            },
             self.payload_bytes,
             self.duration_s,
             if self.target_rate_per_s == 0 {
@@ -158,8 +168,9 @@ impl Report {
                     self.deliveries_per_core_s,
                 ) {
                     (Some(cpu), Some(per), Some(rate)) => format!(
-                        "{cpu:.2} s, {per:.3} us/delivery, {} deliveries/core-s",
-                        group(rate)
+                        "{cpu:.2} s, {per:.3} us/delivery, {} deliveries/core-s, {} events/core-s",
+                        group(rate),
+                        group(self.events_per_core_s.unwrap_or(0.0))
                     ),
                     (Some(cpu), _, _) => format!("{cpu:.2} s"),
                     _ => "n/a (no --server-pid)".to_owned(),

@@ -22,54 +22,94 @@ impl Broker {
         publish: &Publish,
         target: Option<&str>,
     ) -> Result<Published, ChannelsFull> {
+        let mut answer = None;
+        self.publish_each(channel, std::slice::from_ref(publish), target, |a| {
+            answer = Some(a)
+        })?;
+        Ok(answer.unwrap_or_else(|| unreachable!("one answer per event")))
+    }
+
+    /// Publishes several events to one channel (or one client of it), in order, as
+    /// that many [`Broker::publish`] calls in a row would, but under one acquisition
+    /// of the locks and with one round of wakes and writes: the events get
+    /// consecutive sequences, each publisher id is checked against the channel's
+    /// history and the events before it in the batch, and a subscriber that was
+    /// waiting gets the batch in one go. Returns one answer per event; refused as a
+    /// whole (nothing accepted) when the channel cannot be made.
+    pub fn publish_batch(
+        &self,
+        channel: &str,
+        publishes: &[Publish],
+        target: Option<&str>,
+    ) -> Result<Vec<Published>, ChannelsFull> {
+        let mut answers = Vec::with_capacity(publishes.len());
+        self.publish_each(channel, publishes, target, |a| answers.push(a))?;
+        Ok(answers)
+    }
+
+    /// What [`Broker::publish`] and [`Broker::publish_batch`] do: each event in turn
+    /// under the locks, its answer handed to `answer`; then the wakes and writes.
+    fn publish_each(
+        &self,
+        channel: &str,
+        publishes: &[Publish],
+        target: Option<&str>,
+        mut answer: impl FnMut(Published),
+    ) -> Result<(), ChannelsFull> {
         let now = self.shared.clock.now_ms();
         let mut guard = self.state();
         let state = &mut *guard;
         let chan = self.channel(state, channel, now)?;
         let mut log = chan.log();
         log.expire(self.replay_cutoff(now), &mut state.ledger);
-        if let Some(cursor) = publish.id.as_ref().and_then(|id| log.publisher_ids.get(id)) {
-            self.shared.metrics.events_duplicate.fetch_add(1, Relaxed);
-            return Ok(Published {
-                id: Some(cursor.clone()),
-                delivered: 0,
-                duplicate: true,
-                channels: 1,
-            });
-        }
-        let seq = self.accept(
-            state,
-            match target {
+        let target: Option<Arc<str>> = target.map(Arc::from);
+        let mut fanout = Fanout::default();
+        let mut accepted = false;
+        for publish in publishes {
+            if let Some(cursor) = publish.id.as_ref().and_then(|id| log.publisher_ids.get(id)) {
+                self.shared.metrics.events_duplicate.fetch_add(1, Relaxed);
+                answer(Published {
+                    id: Some(cursor.clone()),
+                    delivered: 0,
+                    duplicate: true,
+                    channels: 1,
+                });
+                continue;
+            }
+            let route = match &target {
                 None => Route::Channel(channel.to_owned()),
                 Some(client) => Route::Client {
                     channel: channel.to_owned(),
-                    client: client.to_owned(),
+                    client: client.to_string(),
                 },
-            },
-            publish,
-        );
-        let arrival = Arrival {
-            origin: self.shared.origin,
-            seq,
-            now_ms: now,
-            publish,
-            target: target.map(Arc::from),
-        };
-        let entry = self.append(state, &mut log, &arrival);
-        let mut fanout = Fanout::default();
-        let delivered = log.deliver(&chan, &entry, &mut fanout);
+            };
+            let seq = self.accept(state, route, publish);
+            let arrival = Arrival {
+                origin: self.shared.origin,
+                seq,
+                now_ms: now,
+                publish,
+                target: target.clone(),
+            };
+            let entry = self.append(state, &mut log, &arrival);
+            let delivered = log.deliver(&chan, &entry, &mut fanout);
+            accepted = true;
+            answer(Published {
+                id: Some(entry.cursor.clone()),
+                delivered,
+                duplicate: false,
+                channels: 1,
+            });
+        }
         drop(log);
         drop(guard);
-        // Peers first: their relay streams can be on their way (on another worker
-        // thread) while this one writes to the local subscribers.
-        self.shared.outbox_notify.notify_waiters();
+        if accepted {
+            // Peers first: their relay streams can be on their way (on another worker
+            // thread) while this one writes to the local subscribers.
+            self.shared.outbox_notify.notify_waiters();
+        }
         self.finish(fanout);
-        Ok(Published {
-            id: Some(entry.cursor.clone()),
-            delivered,
-            duplicate: false,
-            channels: 1,
-        })
+        Ok(())
     }
 
     /// Assigns the next sequence and queues the event for peers.
@@ -96,54 +136,77 @@ impl Broker {
     /// published to, and such a channel's history stops vouching for resumes from
     /// before it (they get `reset`).
     pub fn publish_all(&self, publish: &Publish) -> Published {
+        let mut answer = None;
+        self.publish_all_each(std::slice::from_ref(publish), |a| answer = Some(a));
+        answer.unwrap_or_else(|| unreachable!("one answer per event"))
+    }
+
+    /// Publishes several events to every channel that has subscribers, in order, as
+    /// that many [`Broker::publish_all`] calls in a row would, under one acquisition
+    /// of the locks (see [`Broker::publish_batch`]). Returns one answer per event.
+    pub fn publish_all_batch(&self, publishes: &[Publish]) -> Vec<Published> {
+        let mut answers = Vec::with_capacity(publishes.len());
+        self.publish_all_each(publishes, |a| answers.push(a));
+        answers
+    }
+
+    /// What [`Broker::publish_all`] and [`Broker::publish_all_batch`] do.
+    fn publish_all_each(&self, publishes: &[Publish], mut answer: impl FnMut(Published)) {
         let now = self.shared.clock.now_ms();
         let mut guard = self.state();
         let state = &mut *guard;
         let cutoff = self.replay_cutoff(now);
         state.broadcast_ids.expire(cutoff);
         let channels = live_channels(state);
-        // A retry of an earlier publish to every channel, or an id one of these
-        // channels already holds, is a duplicate.
-        let duplicate = publish.id.as_ref().is_some_and(|id| {
-            state.broadcast_ids.contains(id)
-                || channels.iter().any(|c| {
-                    let mut log = c.log();
-                    log.expire(cutoff, &mut state.ledger);
-                    log.publisher_ids.contains_key(id)
-                })
-        });
-        if duplicate {
-            self.shared.metrics.events_duplicate.fetch_add(1, Relaxed);
-            return Published {
-                id: None,
-                delivered: 0,
-                duplicate: true,
-                channels: 0,
-            };
-        }
-        if let Some(id) = &publish.id {
-            state.broadcast_ids.insert(id.clone(), now);
-        }
-        let seq = self.accept(state, Route::All, publish);
-        pass_by_dormant(state, now);
         let mut fanout = Fanout::default();
-        let arrival = Arrival {
-            origin: self.shared.origin,
-            seq,
-            now_ms: now,
-            publish,
-            target: None,
-        };
-        let delivered = self.append_everywhere(state, &channels, &arrival, &mut fanout);
-        drop(guard);
-        self.shared.outbox_notify.notify_waiters();
-        self.finish(fanout);
-        Published {
-            id: None,
-            delivered,
-            duplicate: false,
-            channels: channels.len(),
+        let mut accepted = false;
+        for publish in publishes {
+            // A retry of an earlier publish to every channel, or an id one of these
+            // channels already holds, is a duplicate.
+            let duplicate = publish.id.as_ref().is_some_and(|id| {
+                state.broadcast_ids.contains(id)
+                    || channels.iter().any(|c| {
+                        let mut log = c.log();
+                        log.expire(cutoff, &mut state.ledger);
+                        log.publisher_ids.contains_key(id)
+                    })
+            });
+            if duplicate {
+                self.shared.metrics.events_duplicate.fetch_add(1, Relaxed);
+                answer(Published {
+                    id: None,
+                    delivered: 0,
+                    duplicate: true,
+                    channels: 0,
+                });
+                continue;
+            }
+            if let Some(id) = &publish.id {
+                state.broadcast_ids.insert(id.clone(), now);
+            }
+            let seq = self.accept(state, Route::All, publish);
+            pass_by_dormant(state, now);
+            let arrival = Arrival {
+                origin: self.shared.origin,
+                seq,
+                now_ms: now,
+                publish,
+                target: None,
+            };
+            let delivered = self.append_everywhere(state, &channels, &arrival, &mut fanout);
+            accepted = true;
+            answer(Published {
+                id: None,
+                delivered,
+                duplicate: false,
+                channels: channels.len(),
+            });
         }
+        drop(guard);
+        if accepted {
+            self.shared.outbox_notify.notify_waiters();
+        }
+        self.finish(fanout);
     }
 
     /// Appends one event to each of `channels` that does not have it yet (by the

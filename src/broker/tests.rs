@@ -1334,3 +1334,5 @@ async fn a_resume_ahead_of_this_node_skips_the_events_it_saw_elsewhere_when_they
     b.publish("c", &event("b1"), None).unwrap();
     assert_eq!(read_data(&mut moved).await, ["b1"]);
 }
+
+mod batch;

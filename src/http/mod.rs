@@ -2,6 +2,7 @@
 //! from shared state, so tests can drive it with or without a socket.
 
 mod auth;
+mod bulk;
 mod error;
 mod headers;
 mod publish;
@@ -24,6 +25,7 @@ use tokio::sync::watch;
 use crate::broker::Broker;
 use crate::metrics::{ErrorKind, Metrics};
 pub use auth::Auth;
+pub use bulk::parse_ndjson;
 pub use error::ApiError;
 pub use server::{serve, ServeSettings};
 
@@ -34,6 +36,9 @@ pub use crate::membership::{ClusterView, MemberInfo};
 pub struct HttpSettings {
     pub retry: Duration,
     pub max_body_bytes: usize,
+    /// Largest bulk publish body (`application/x-ndjson`), and most events in one.
+    pub max_bulk_bytes: usize,
+    pub max_bulk_events: usize,
     /// Time a client has to send a whole request body, from when the route starts
     /// reading it (right after the head).
     pub body_timeout: Duration,
@@ -44,6 +49,11 @@ pub struct HttpSettings {
     /// Most channels one stream may follow (`GET /channel/a,b,...`).
     pub max_channels_per_stream: usize,
 }
+
+/// Bulk publishes a node reads and applies at once; more wait for a turn (within
+/// `--http.server.bodyTimeout`, then 503). Bounds the memory their bodies hold to
+/// this many times `--http.server.maxBulkBytes` (and their parsed events).
+pub const BULK_PUBLISHES_AT_ONCE: usize = 64;
 
 /// Shared state of every route. Extractors and middleware clone it for every
 /// request, so it is one reference count to bump, not one per field.
@@ -74,6 +84,8 @@ pub struct AppShared {
     pub auth: Arc<Auth>,
     /// Flips to `true` when the node shuts down; open streams end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// Turns of the bulk publishes in progress (see [`BULK_PUBLISHES_AT_ONCE`]).
+    pub bulk_turns: Arc<tokio::sync::Semaphore>,
     /// Flips to `true` when the node starts draining before it stops (SIGTERM):
     /// not ready, publishes refused with 503; streams stay open until `shutdown`.
     pub draining: watch::Receiver<bool>,

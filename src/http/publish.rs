@@ -6,12 +6,15 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::auth::PublishAccess;
-use super::{ApiError, AppState};
+use super::{bulk, ApiError, AppState};
+use crate::broker::Published;
 use crate::event::{validate_name, Publish};
 use crate::metrics::ErrorKind;
 
@@ -28,25 +31,49 @@ pub(super) struct PublishAnswer {
     channels: Option<usize>,
 }
 
+impl PublishAnswer {
+    /// The answer to one event; `all` for a publish to every channel, which says how
+    /// many channels it reached.
+    fn new(outcome: Published, all: bool) -> Self {
+        PublishAnswer {
+            id: outcome.id,
+            delivered: outcome.delivered,
+            duplicate: outcome.duplicate,
+            channels: all.then_some(outcome.channels),
+        }
+    }
+}
+
+/// A checked publish body: one event (`application/json`) or many (a bulk publish,
+/// `application/x-ndjson`).
+enum Events {
+    One(Publish),
+    Many(Vec<Publish>),
+}
+
 pub(super) async fn publish(
     _: Accepting,
     State(state): State<AppState>,
     PublishAccess(access): PublishAccess,
     path: Result<Path<String>, PathRejection>,
     ContentType(content_type): ContentType,
-    PublishBody(body): PublishBody,
-) -> Result<Json<PublishAnswer>, ApiError> {
+    PublishBody(body, _turn): PublishBody,
+) -> Result<Response, ApiError> {
     let Path(channel) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     validate_name("channel", &channel).map_err(|e| ApiError::bad_request(e.0))?;
     access.publish(&channel)?;
-    let publish = read_publish(content_type.as_ref(), body)?;
-    let outcome = state.broker.publish(&channel, &publish, None)?;
-    Ok(Json(PublishAnswer {
-        id: outcome.id,
-        delivered: outcome.delivered,
-        duplicate: outcome.duplicate,
-        channels: None,
-    }))
+    match read_events(&state, content_type.as_ref(), body)? {
+        Events::One(publish) => {
+            let outcome = state.broker.publish(&channel, &publish, None)?;
+            Ok(Json(PublishAnswer::new(outcome, false)).into_response())
+        }
+        Events::Many(events) => {
+            let outcomes = state.broker.publish_batch(&channel, &events, None)?;
+            Ok(bulk::answer(
+                outcomes.into_iter().map(|o| PublishAnswer::new(o, false)),
+            ))
+        }
+    }
 }
 
 pub(super) async fn publish_all(
@@ -54,17 +81,21 @@ pub(super) async fn publish_all(
     State(state): State<AppState>,
     PublishAccess(access): PublishAccess,
     ContentType(content_type): ContentType,
-    PublishBody(body): PublishBody,
-) -> Result<Json<PublishAnswer>, ApiError> {
+    PublishBody(body, _turn): PublishBody,
+) -> Result<Response, ApiError> {
     access.publish_all()?;
-    let publish = read_publish(content_type.as_ref(), body)?;
-    let outcome = state.broker.publish_all(&publish);
-    Ok(Json(PublishAnswer {
-        id: None,
-        delivered: outcome.delivered,
-        duplicate: outcome.duplicate,
-        channels: Some(outcome.channels),
-    }))
+    match read_events(&state, content_type.as_ref(), body)? {
+        Events::One(publish) => {
+            let outcome = state.broker.publish_all(&publish);
+            Ok(Json(PublishAnswer::new(outcome, true)).into_response())
+        }
+        Events::Many(events) => {
+            let outcomes = state.broker.publish_all_batch(&events);
+            Ok(bulk::answer(
+                outcomes.into_iter().map(|o| PublishAnswer::new(o, true)),
+            ))
+        }
+    }
 }
 
 pub(super) async fn publish_client(
@@ -73,26 +104,33 @@ pub(super) async fn publish_client(
     PublishAccess(access): PublishAccess,
     path: Result<Path<(String, String)>, PathRejection>,
     ContentType(content_type): ContentType,
-    PublishBody(body): PublishBody,
-) -> Result<Json<PublishAnswer>, ApiError> {
+    PublishBody(body, _turn): PublishBody,
+) -> Result<Response, ApiError> {
     let Path((channel, client)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     validate_name("channel", &channel).map_err(|e| ApiError::bad_request(e.0))?;
     validate_name("client", &client).map_err(|e| ApiError::bad_request(e.0))?;
     access.publish(&channel)?;
-    let publish = read_publish(content_type.as_ref(), body)?;
+    let events = read_events(&state, content_type.as_ref(), body)?;
     if !state.broker.has_client(&channel, &client) && !state.cluster.has_peers() {
         return Err(ApiError::new(
             ErrorKind::NotFound,
             format!("client {client:?} is not subscribed to channel {channel:?}"),
         ));
     }
-    let outcome = state.broker.publish(&channel, &publish, Some(&client))?;
-    Ok(Json(PublishAnswer {
-        id: outcome.id,
-        delivered: outcome.delivered,
-        duplicate: outcome.duplicate,
-        channels: None,
-    }))
+    match events {
+        Events::One(publish) => {
+            let outcome = state.broker.publish(&channel, &publish, Some(&client))?;
+            Ok(Json(PublishAnswer::new(outcome, false)).into_response())
+        }
+        Events::Many(events) => {
+            let outcomes = state
+                .broker
+                .publish_batch(&channel, &events, Some(&client))?;
+            Ok(bulk::answer(
+                outcomes.into_iter().map(|o| PublishAnswer::new(o, false)),
+            ))
+        }
+    }
 }
 
 /// The node takes publishes: it is not draining before a stop. Checked first, before
@@ -116,35 +154,65 @@ impl FromRequestParts<AppState> for Accepting {
 
 /// A publish request's body, read as the handler's last extractor (after the auth
 /// check, right after the head): at most `--http.server.maxBodyBytes` (413 past
-/// it), all of it within `--http.server.bodyTimeout`. A body not all received by
+/// it; `--http.server.maxBulkBytes` for a bulk publish), all of it within
+/// `--http.server.bodyTimeout`. A body not all received by
 /// then is refused at once with 408 (and the connection closed, see `ApiError`): a
 /// client that sent a head cannot hold its connection by trickling or withholding
 /// the body. Other failures are kept for the handler, which answers its own checks
 /// (names, content type) first.
-pub(super) struct PublishBody(Result<Bytes, ApiError>);
+///
+/// A bulk body waits first for a turn among the bulk publishes in progress
+/// ([`super::BULK_PUBLISHES_AT_ONCE`], held until the handler is done), so that the
+/// memory bulk bodies hold stays bounded however many clients send one; no turn
+/// within the body timeout is 503.
+pub(super) struct PublishBody(Result<Bytes, ApiError>, Option<OwnedSemaphorePermit>);
 
 impl FromRequest<AppState> for PublishBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let within = state.settings.body_timeout;
-        let limited = Limited::new(request.into_body(), state.settings.max_body_bytes);
+        let is_bulk = bulk::is_bulk(request.headers().get(header::CONTENT_TYPE));
+        let (limit, option) = if is_bulk {
+            (state.settings.max_bulk_bytes, "--http.server.maxBulkBytes")
+        } else {
+            (state.settings.max_body_bytes, "--http.server.maxBodyBytes")
+        };
+        let turn = if is_bulk {
+            let turn = tokio::time::timeout(within, state.bulk_turns.clone().acquire_owned());
+            match turn.await {
+                Ok(Ok(permit)) => Some(permit),
+                _ => {
+                    return Err(ApiError::new(
+                        ErrorKind::Overloaded,
+                        format!(
+                            "{} bulk publishes are in progress on this node, the most it reads at once; retry later or elsewhere",
+                            super::BULK_PUBLISHES_AT_ONCE
+                        ),
+                    ))
+                }
+            }
+        } else {
+            None
+        };
+        let limited = Limited::new(request.into_body(), limit);
         let Ok(read) = tokio::time::timeout(within, limited.collect()).await else {
             let message = format!(
                 "the request body did not all arrive within --http.server.bodyTimeout ({within:?})"
             );
             return Err(ApiError::new(ErrorKind::BodyTimeout, message));
         };
-        Ok(PublishBody(match read {
+        let body = match read {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(error) if error.is::<LengthLimitError>() => Err(ApiError::new(
                 ErrorKind::PayloadTooLarge,
-                "request body is larger than --http.server.maxBodyBytes",
+                format!("request body is larger than {option}"),
             )),
             Err(error) => Err(ApiError::bad_request(format!(
                 "cannot read the request body: {error}"
             ))),
-        }))
+        };
+        Ok(PublishBody(body, turn))
     }
 }
 
@@ -162,19 +230,30 @@ impl<S: Send + Sync> FromRequestParts<S> for ContentType {
     }
 }
 
-/// Checks the content type and parses the body. `application/json` may carry
-/// parameters (`; charset=utf-8`); anything else is 415.
-fn read_publish(
+/// Checks the content type and parses the body. `application/json` (one event) and
+/// `application/x-ndjson` (a bulk publish, one event a line) may carry parameters
+/// (`; charset=utf-8`); anything else is 415.
+fn read_events(
+    state: &AppState,
     content_type: Option<&HeaderValue>,
     body: Result<Bytes, ApiError>,
-) -> Result<Publish, ApiError> {
+) -> Result<Events, ApiError> {
     let content_type = content_type.and_then(|v| v.to_str().ok()).unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
-        return Err(ApiError::new(
-            ErrorKind::UnsupportedMediaType,
-            format!("Content-Type must be application/json, got {content_type:?}"),
-        ));
+    let essence = bulk::essence(content_type);
+    if essence.eq_ignore_ascii_case("application/json") {
+        return Publish::from_json(&body?)
+            .map(Events::One)
+            .map_err(|e| ApiError::bad_request(e.0));
     }
-    Publish::from_json(&body?).map_err(|e| ApiError::bad_request(e.0))
+    if essence.eq_ignore_ascii_case(bulk::NDJSON) {
+        let settings = &state.settings;
+        return bulk::parse_ndjson(&body?, settings.max_body_bytes, settings.max_bulk_events)
+            .map(Events::Many);
+    }
+    Err(ApiError::new(
+        ErrorKind::UnsupportedMediaType,
+        format!(
+            "Content-Type must be application/json (or application/x-ndjson, one event a line), got {content_type:?}"
+        ),
+    ))
 }

@@ -3,6 +3,7 @@
 //! signals. Helpers are in `common`.
 
 mod binary;
+mod bulk;
 mod common;
 mod cors;
 mod errors;

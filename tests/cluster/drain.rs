@@ -283,10 +283,22 @@ async fn while_draining_a_node_is_not_ready_refuses_publishes_and_logs_what_was_
             .is_some_and(|e| e.contains("stopping")),
         "{body}"
     );
+    // Bulk publishes, to one channel and to every channel, are refused alike.
+    for path in ["/channel/held", "/channel"] {
+        let refused = client
+            .post(a.url(path))
+            .header("content-type", "application/x-ndjson")
+            .body("{\"id\":\"y\",\"data\":4}\n{\"data\":5}\n")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 503, "bulk publish to {path}");
+        assert!(refused.headers().get("retry-after").is_some());
+    }
     let metrics = crate::metrics::scrape_text(&client, &a.url("/metrics")).await;
     assert_eq!(
         crate::metrics::metric_value(&metrics, "sse_request_errors_total{kind=\"draining\"}"),
-        1
+        3
     );
 
     let status = a.wait_exit(Duration::from_secs(10)).await;

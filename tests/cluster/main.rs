@@ -1,5 +1,6 @@
 //! Several real `sse-cluster` processes on loopback.
 
+mod bulk;
 mod common;
 mod delivery;
 mod dns;
