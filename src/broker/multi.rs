@@ -117,7 +117,8 @@ impl Broker {
                     from.unwrap_or(Resume::Live),
                     &mut |opening| match opening {
                         Opening::Reset => reset = true,
-                        Opening::Replay(entry) => replay.push(entry.clone()),
+                        // The stream's own cursors cover the resume cursor (below).
+                        Opening::Replay(entry, _) => replay.push(entry.clone()),
                     },
                 )
                 .map_err(|error| ManySubscribeError {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use crate::event::{encode_event, encode_id_only, Cursor};
+use crate::event::{encode_event, encode_id_only, Cursor, Frontier};
 
 use super::channel::{Channel, Entry, Fanout, Log, Subscriber};
 use super::lifecycle::live_channels;
@@ -31,7 +31,10 @@ impl Broker {
             Opening::Reset => {
                 preamble.extend_from_slice(&encode_event(None, Some("reset"), None, RESET_DATA))
             }
-            Opening::Replay(entry) => preamble.extend_from_slice(&entry.frame),
+            Opening::Replay(entry, None) => preamble.extend_from_slice(&entry.frame),
+            Opening::Replay(entry, Some(seen)) => {
+                preamble.extend_from_slice(&entry.frame_covering(seen))
+            }
         })?;
         preamble.extend_from_slice(&encode_id_only(&opened.cursor.encode()));
         let mut subscription = opened.subscription;
@@ -91,10 +94,14 @@ impl Broker {
         }
         if let Resume::From(cursor) = resume {
             self.shared.metrics.replays_served.fetch_add(1, Relaxed);
+            // A client that saw more through another node than this node holds keeps
+            // that in the id of every replayed event too, not only in the last one: a
+            // stream cut off mid-replay must not be sent those events again elsewhere.
+            let seen = (!log.frontier.covers(&cursor.frontier)).then_some(&cursor.frontier);
             let mut replayed = 0;
             for entry in log.entries.iter() {
                 if entry.seq > cursor.frontier.get(entry.origin) && entry.is_for(&client) {
-                    opening(Opening::Replay(entry));
+                    opening(Opening::Replay(entry, seen));
                     replayed += 1;
                 }
             }
@@ -221,8 +228,9 @@ impl Broker {
 pub(super) enum Opening<'a> {
     /// The history cannot prove it holds every event after the cursor.
     Reset,
-    /// An event after the cursor, from the history.
-    Replay(&'a Arc<Entry>),
+    /// An event after the cursor, from the history, and the resume cursor's frontier
+    /// when it is ahead of this node's (the replayed id must cover it as well).
+    Replay(&'a Arc<Entry>, Option<&'a Frontier>),
 }
 
 /// A subscription just opened, and the cursor the client holds once its replay is

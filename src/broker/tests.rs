@@ -1336,3 +1336,35 @@ async fn a_resume_ahead_of_this_node_skips_the_events_it_saw_elsewhere_when_they
 }
 
 mod batch;
+
+#[tokio::test]
+async fn events_replayed_to_a_resume_ahead_of_this_node_carry_ids_covering_what_it_saw() {
+    let settings = settings(100, 50);
+    let clock = Clock::starting_at(1_000_000);
+    let metrics = || Arc::new(Metrics::default());
+    let a = Broker::new(0xa, clock, settings.clone(), metrics());
+    let b = Broker::new(0xb, clock, settings, metrics());
+    let _keep = a.subscribe("c", None, Resume::Live).unwrap();
+    let _keep_b = b.subscribe("c", None, Resume::Live).unwrap();
+    for n in 1..=3 {
+        a.publish("c", &event(&format!("a{n}")), None).unwrap();
+    }
+    // A subscriber read a1..a3 on node a; node b has a1 and its own b1, b2.
+    let cursor = opening_cursor(&a, "c");
+    b.apply_remote(0xa, 1, &Route::Channel("c".into()), &event("a1"));
+    b.publish("c", &event("b1"), None).unwrap();
+    b.publish("c", &event("b2"), None).unwrap();
+    let mut moved = b.subscribe("c", None, Resume::From(&cursor)).unwrap();
+    let preamble = String::from_utf8(moved.take_preamble().unwrap().to_vec()).unwrap();
+    assert_eq!(data_lines(preamble.as_bytes()), ["b1", "b2"]);
+    // Every replayed event's id keeps a3: a client cut off after b1 and resuming
+    // elsewhere with b1's id must not be sent a2 and a3 again.
+    for block in preamble.split_terminator("\n\n") {
+        let id = block
+            .lines()
+            .find_map(|line| line.strip_prefix("id: "))
+            .expect("an id");
+        let cursor = Cursor::parse(id).unwrap();
+        assert_eq!(cursor.frontier.get(0xa), 3, "{block:?}");
+    }
+}
