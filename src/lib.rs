@@ -16,7 +16,8 @@
 //! - [`cluster`]: gossip membership (chitchat) and the relay between nodes, with the
 //!   cluster secret's cryptography.
 //! - [`transport`]: the network seam; the tokio implementation lives here, the
-//!   turmoil one in the `sim` crate.
+//!   turmoil one in the `sim` crate, and (with `testing`) the conformance suite both
+//!   must pass.
 //! - [`node`]: wires the parts over a given transport and runs until shutdown.
 //! - [`membership`]: what the API shows of the cluster (members, readiness), which
 //!   `cluster` provides and `http` reads.

@@ -3,6 +3,8 @@
 //! accounting and write-stall protection. The tokio implementation is in
 //! [`tcp`]; the simulation crate provides a turmoil one.
 
+#[cfg(feature = "testing")]
+pub mod conformance;
 pub mod tcp;
 
 /// The client IP address of an accepted connection, for per-address limits; `None`
