@@ -55,8 +55,8 @@ impl Broker {
             publish,
             target: target.map(Arc::from),
         };
-        let entry = self.append(state, &mut log, &arrival);
         let mut fanout = Fanout::default();
+        let entry = self.append(state, &mut log, &arrival, &mut fanout);
         let delivered = log.deliver(&chan, &entry, &mut fanout);
         drop(log);
         drop(guard);
@@ -169,7 +169,7 @@ impl Broker {
             if log.frontier.get(origin) >= seq && !self.dedup_disabled() {
                 continue;
             }
-            let entry = self.append(state, &mut log, arrival);
+            let entry = self.append(state, &mut log, arrival, fanout);
             delivered += log.deliver(channel, &entry, fanout);
         }
         delivered
@@ -255,7 +255,7 @@ impl Broker {
                 publish: &gap,
                 target: None,
             };
-            let entry = self.append(state, &mut log, &arrival);
+            let entry = self.append(state, &mut log, &arrival, &mut fanout);
             log.deliver(channel, &entry, &mut fanout);
         }
         drop(guard);
