@@ -226,6 +226,8 @@ pub(crate) const WARM_AHEAD: usize = 16;
 pub(crate) struct Fanout {
     wakers: Vec<Waker>,
     writes: Vec<DirectWrites>,
+    /// Pattern subscribers the appends were for (see `pattern`).
+    pub(crate) pattern_readers: usize,
 }
 
 /// One appended frame and the parked subscribers it is written to directly.

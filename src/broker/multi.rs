@@ -349,6 +349,8 @@ impl MultiSubscription {
         }
         cursor.frontier.advance(entry.origin, entry.seq);
         cursor.time_ms = cursor.time_ms.max(entry.arrived_ms);
+        let metrics = &self.broker().shared.metrics;
+        metrics.events_delivered.fetch_add(1, Relaxed);
         let id = multi_cursor::encode(self.set, &self.cursors);
         wrap_frame(out, &id, channel, &entry.frame);
     }

@@ -150,6 +150,7 @@ impl Broker {
             }
             for reader in log.readers.values_mut() {
                 if entry.is_for(&reader.client) {
+                    out.pattern_readers += 1;
                     if let Some(waker) = reader.waker.take() {
                         out.wake(waker);
                     }

@@ -57,7 +57,7 @@ impl Broker {
         };
         let mut fanout = Fanout::default();
         let entry = self.append(state, &mut log, &arrival, &mut fanout);
-        let delivered = log.deliver(&chan, &entry, &mut fanout);
+        let delivered = log.deliver(&chan, &entry, &mut fanout) + fanout.pattern_readers;
         drop(log);
         drop(guard);
         // Peers first: their relay streams can be on their way (on another worker
@@ -134,7 +134,8 @@ impl Broker {
             publish,
             target: None,
         };
-        let delivered = self.append_everywhere(state, &channels, &arrival, &mut fanout);
+        let delivered = self.append_everywhere(state, &channels, &arrival, &mut fanout)
+            + fanout.pattern_readers;
         drop(guard);
         self.shared.outbox_notify.notify_waiters();
         self.finish(fanout);
@@ -218,7 +219,8 @@ impl Broker {
             publish,
             target,
         };
-        let delivered = self.append_everywhere(state, &channels, &arrival, &mut fanout);
+        let delivered = self.append_everywhere(state, &channels, &arrival, &mut fanout)
+            + fanout.pattern_readers;
         drop(guard);
         self.finish(fanout);
         delivered
