@@ -26,9 +26,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use crate::event::Cursor;
+use crate::event::{encode_event, Cursor};
 
-use super::channel::{Entry, Fanout};
+use super::channel::{Arrival, Entry, Fanout};
 use super::stream::Polled;
 use super::{Broker, Resume, State, SubscribeError};
 
@@ -157,6 +157,34 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// Queues an event of `channel`, which this node has no room to keep (see
+    /// `--channels.max`), in the feeds of the patterns that match it: their live
+    /// subscribers still get it, though no history keeps it for a resume.
+    pub(super) fn feed_without_channel(
+        &self,
+        state: &mut State,
+        channel: &str,
+        arrival: &Arrival<'_>,
+        out: &mut Fanout,
+    ) {
+        if !prefixes(channel).any(|prefix| state.patterns.contains_key(prefix)) {
+            return;
+        }
+        let publish = arrival.publish;
+        let entry = Arc::new(Entry {
+            origin: arrival.origin,
+            seq: arrival.seq,
+            arrived_ms: arrival.now_ms,
+            target: arrival.target.clone(),
+            publisher_id: publish.id.clone(),
+            cursor: String::new(),
+            // A pattern's stream gives the event its own id.
+            frame: encode_event(None, publish.event.as_deref(), publish.retry, &publish.data),
+            stamp: state.ledger.next_stamp(),
+        });
+        self.feed_patterns(state, &Arc::from(channel), &entry, out);
     }
 
     /// Opens a subscription to the pattern with prefix `prefix` as `client` (one is

@@ -204,10 +204,23 @@ impl Broker {
             Some(name) => match self.channel(state, name, now) {
                 Ok(channel) => vec![channel],
                 Err(ChannelsFull { .. }) => {
-                    // No local subscriber can miss it (the channel has no state
+                    // No subscriber of the channel can miss it (it has no state
                     // here), but resumes here must not trust the time before now.
                     state.dropped_ms = state.dropped_ms.max(now + 1);
-                    return 0;
+                    // A pattern's subscribers can: they get it all the same.
+                    let mut fanout = Fanout::default();
+                    let arrival = Arrival {
+                        origin,
+                        seq,
+                        now_ms: now,
+                        publish,
+                        target,
+                    };
+                    self.feed_without_channel(state, name, &arrival, &mut fanout);
+                    drop(guard);
+                    let delivered = fanout.pattern_readers;
+                    self.finish(fanout);
+                    return delivered;
                 }
             },
         };
