@@ -14,6 +14,10 @@
 //! on any node for the same reasons, every part passes the forged-cursor checks, and
 //! a channel whose history cannot vouch for its part gets a `reset` of its own.
 //!
+//! A pattern in the set (`orders.*`) is a part of its own, read from the pattern's
+//! feed rather than from a channel, with one cursor across its channels (see
+//! `pattern`).
+//!
 //! Cost: the frames are made per event per subscriber (the id differs for each), a
 //! copy of the event and a cursor of all the channels; a stream of several channels
 //! is woken for each event rather than written to by the publisher. Streams of one
