@@ -226,6 +226,8 @@ pub(crate) const WARM_AHEAD: usize = 16;
 pub(crate) struct Fanout {
     wakers: Vec<Waker>,
     writes: Vec<DirectWrites>,
+    /// Pattern subscribers the appends were for (see `pattern`).
+    pub(crate) pattern_readers: usize,
 }
 
 /// One appended frame and the parked subscribers it is written to directly.
@@ -236,6 +238,11 @@ struct DirectWrites {
 }
 
 impl Fanout {
+    /// Wakes `waker` once the locks are released.
+    pub(crate) fn wake(&mut self, waker: Waker) {
+        self.wakers.push(waker);
+    }
+
     /// Wakes, writes, and then settles each written subscriber (see [`Log::settle`]).
     /// Call with no lock held: this makes system calls.
     pub(crate) fn finish(self, now_ms: u64, closing: bool) -> Handed {
@@ -337,6 +344,10 @@ impl Log {
 
     pub(crate) fn is_idle(&self) -> bool {
         self.subscribers.is_empty() && self.entries.is_empty()
+    }
+
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
     }
 
     pub(crate) fn is_named(&self, name: &str) -> bool {

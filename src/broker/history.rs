@@ -5,21 +5,24 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::channel::{Arrival, Log};
+use super::channel::{Arrival, Fanout, Log};
 use super::{warn_due, Broker, Entry, State};
 
 impl Broker {
     /// Appends to a channel's log (its state lock held), then evicts the node's oldest
     /// events while the history is over `replay_max_bytes`. The event just appended is
-    /// kept, so one event larger than the bound is still delivered.
+    /// kept, so one event larger than the bound is still delivered. The entry also
+    /// goes to the patterns that match the channel (their wakes left in `fanout`).
     pub(super) fn append(
         &self,
         state: &mut State,
         log: &mut Log,
         arrival: &Arrival<'_>,
+        fanout: &mut Fanout,
     ) -> Arc<Entry> {
         let settings = &self.shared.settings;
         let entry = log.append(arrival, settings.replay_events, &mut state.ledger);
+        self.feed_patterns(state, log.name(), &entry, fanout);
         if state.ledger.counted() > settings.replay_max_bytes {
             self.trim_history(state, log, arrival.now_ms);
         }

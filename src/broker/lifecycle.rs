@@ -80,13 +80,15 @@ impl Broker {
         state.channels.remove(&channel.name);
     }
 
-    /// Whether `client` is subscribed to `channel` on this node.
+    /// Whether `client` is subscribed to `channel` on this node, alone or through a
+    /// pattern.
     pub fn has_client(&self, channel: &str, client: &str) -> bool {
         let state = self.state();
         state
             .channels
             .get(channel)
             .is_some_and(|c| c.log().has_client(client))
+            || self.pattern_has_client(&state, channel, client)
     }
 
     /// Drops history past the replay age and channels left with nothing. Run
@@ -127,18 +129,21 @@ impl Broker {
         removed
     }
 
-    /// Channels with subscribers and their client ids, for `/status`.
+    /// Channels with subscribers and their client ids, for `/status`; patterns with
+    /// subscribers are listed under the pattern (`orders.*`).
     pub fn channels(&self) -> BTreeMap<String, Vec<String>> {
         let state = self.state();
         let (ledger, channels) = (&state.ledger, &state.channels);
-        ledger
+        let mut listed: BTreeMap<String, Vec<String>> = ledger
             .live()
             .filter_map(|name| {
                 let log = channels.get(name)?.log();
                 let clients = log.subscribers.values().map(|s| s.client.to_string());
                 Some((name.to_string(), clients.collect()))
             })
-            .collect()
+            .collect();
+        listed.extend(self.pattern_clients(&state));
+        listed
     }
 
     /// Counts kept as they change: reading them costs the same at any number of

@@ -10,7 +10,8 @@
 //!   of every subscriber (keep-alives, the end of every stream).
 //! - `stream`: a subscriber's side, what it gets next ([`Subscription`], [`Next`]).
 //! - `multi`: a stream of several channels, one subscription per channel
-//!   ([`MultiSubscription`]); `multi_cursor`: its cursor, one per channel.
+//!   ([`MultiSubscription`]); `multi_cursor`: its cursor, one per channel;
+//!   `pattern`: a part of such a stream that follows a prefix pattern.
 //! - `lifecycle`: channel states made and removed, `--channels.max`, expiry, and the
 //!   counts `/status` and `/metrics` read.
 //! - `history`: appends and the node-wide byte bound (`--replay.maxBytes`).
@@ -27,6 +28,7 @@ mod lifecycle;
 mod multi;
 mod multi_cursor;
 mod outbox;
+mod pattern;
 mod publish;
 mod relay;
 mod stream;
@@ -51,6 +53,8 @@ pub use multi::{wrap_data, ManySubscribeError, MultiSubscription};
 pub use multi_cursor::MAX_STREAM_CURSOR_LEN;
 use outbox::Outbox;
 pub use outbox::{RelayBatch, RelayEvent, Route};
+pub use pattern::pattern_prefix;
+use pattern::Feed;
 pub use stream::{Next, Subscription};
 
 /// The bounds a broker keeps.
@@ -104,6 +108,8 @@ struct State {
     /// origin's events in sequence order.
     last_seq: u64,
     channels: BTreeMap<Arc<str>, Arc<Channel>>,
+    /// The feeds of the patterns with subscribers here, by prefix (see `pattern`).
+    patterns: BTreeMap<Arc<str>, Arc<Feed>>,
     outbox: Outbox,
     /// Replay bytes and eviction order across channels.
     ledger: Ledger,
@@ -215,6 +221,7 @@ impl Broker {
                 state: Mutex::new(State {
                     last_seq: 0,
                     channels: BTreeMap::new(),
+                    patterns: BTreeMap::new(),
                     outbox: Outbox::new(settings.relay_queue_events, settings.relay_queue_bytes),
                     ledger: Ledger::default(),
                     dropped_ms: 0,
@@ -285,5 +292,7 @@ impl Broker {
 
 #[cfg(test)]
 mod multi_tests;
+#[cfg(test)]
+mod pattern_tests;
 #[cfg(test)]
 mod tests;

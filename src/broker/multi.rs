@@ -14,6 +14,10 @@
 //! on any node for the same reasons, every part passes the forged-cursor checks, and
 //! a channel whose history cannot vouch for its part gets a `reset` of its own.
 //!
+//! A pattern in the set (`orders.*`) is a part of its own, read from the pattern's
+//! feed rather than from a channel, with one cursor across its channels (see
+//! `pattern`).
+//!
 //! Cost: the frames are made per event per subscriber (the id differs for each), a
 //! copy of the event and a cursor of all the channels; a stream of several channels
 //! is woken for each event rather than written to by the publisher. Streams of one
@@ -29,6 +33,7 @@ use crate::event::{encode_event, encode_id_only, Cursor, KEEP_ALIVE};
 
 use super::channel::Entry;
 use super::multi_cursor;
+use super::pattern::{pattern_prefix, PatternReader};
 use super::stream::{Polled, MAX_BATCH_BYTES};
 use super::subscribe::{Opening, RESET_DATA};
 use super::{Broker, Next, Resume, SubscribeError, Subscription};
@@ -36,8 +41,8 @@ use super::{Broker, Next, Resume, SubscribeError, Subscription};
 /// A stream of several channels. Dropping it unsubscribes from each.
 #[derive(Debug)]
 pub struct MultiSubscription {
-    /// One subscription per channel, in the order of their names.
-    parts: Vec<Subscription>,
+    /// One subscription per channel or pattern, in the order of their names.
+    parts: Vec<Part>,
     /// Each channel's cursor: what this stream delivered of it.
     cursors: Vec<Cursor>,
     /// The digest of the set of channels (see `multi_cursor`).
@@ -49,6 +54,40 @@ pub struct MultiSubscription {
     overflowed: Option<usize>,
     /// Entries taken from a channel, to frame after its lock is released.
     scratch: Vec<Arc<Entry>>,
+    /// The same for a pattern, with each entry's channel.
+    pattern_scratch: Vec<(Arc<str>, Arc<Entry>)>,
+}
+
+/// One named part of a stream: a channel, or a pattern (see `pattern`).
+#[derive(Debug)]
+enum Part {
+    Channel(Subscription),
+    Pattern(PatternReader),
+}
+
+impl Part {
+    fn name(&self) -> &str {
+        match self {
+            Part::Channel(subscription) => subscription.channel(),
+            Part::Pattern(reader) => reader.pattern(),
+        }
+    }
+
+    fn client(&self) -> &Arc<str> {
+        match self {
+            Part::Channel(subscription) => &subscription.client,
+            Part::Pattern(reader) => &reader.client,
+        }
+    }
+}
+
+/// How one part of a stream opens: its reset, its replay, the cursor it holds
+/// during the replay and the one after it.
+struct PartOpening {
+    reset: bool,
+    replay: Vec<(Arc<str>, Arc<Entry>)>,
+    held: Cursor,
+    opening: Cursor,
 }
 
 /// Why a stream of several channels could not open, and on which channel.
@@ -63,7 +102,8 @@ pub struct ManySubscribeError {
 const ASSIGN_ATTEMPTS: usize = 4;
 
 impl Broker {
-    /// Opens one stream of several `channels` (distinct, validated names), resuming
+    /// Opens one stream of several `channels` (distinct, validated names; a name may
+    /// be a pattern, see [`pattern_prefix`]), resuming
     /// each from its part of `last_event_id` when that is a cursor of a stream of
     /// the same set. Every channel gets the same client id: `client`, or one
     /// assigned here.
@@ -108,6 +148,28 @@ impl Broker {
                 Some(cursor) => Resume::From(cursor),
                 None => Resume::Unknown,
             });
+            let failed = |error| ManySubscribeError {
+                channel: name.to_string(),
+                error,
+            };
+            if let Some(prefix) = pattern_prefix(name) {
+                let opened = self
+                    .open_pattern(prefix, client.as_deref(), from.unwrap_or(Resume::Live))
+                    .map_err(failed)?;
+                client.get_or_insert_with(|| opened.reader.client.clone());
+                let held = match from {
+                    Some(Resume::From(cursor)) => cursor.clone(),
+                    _ => opened.cursor.clone(),
+                };
+                openings.push(PartOpening {
+                    reset: opened.reset,
+                    replay: opened.replay,
+                    held,
+                    opening: opened.cursor,
+                });
+                parts.push(Part::Pattern(opened.reader));
+                continue;
+            }
             let mut reset = false;
             let mut replay = Vec::new();
             let opened = self
@@ -121,44 +183,52 @@ impl Broker {
                         Opening::Replay(entry, _) => replay.push(entry.clone()),
                     },
                 )
-                .map_err(|error| ManySubscribeError {
-                    channel: name.to_string(),
-                    error,
-                })?;
+                .map_err(failed)?;
             client.get_or_insert_with(|| opened.subscription.client.clone());
             let held = match from {
                 Some(Resume::From(cursor)) if !replay.is_empty() => cursor.clone(),
                 _ => opened.cursor.clone(),
             };
-            openings.push((reset, replay, held, opened.cursor));
-            parts.push(opened.subscription);
+            let channel = opened.subscription.channel.name.clone();
+            openings.push(PartOpening {
+                reset,
+                replay: replay.into_iter().map(|e| (channel.clone(), e)).collect(),
+                held,
+                opening: opened.cursor,
+            });
+            parts.push(Part::Channel(opened.subscription));
         }
         let mut stream = MultiSubscription {
-            cursors: openings.iter().map(|o| o.2.clone()).collect(),
+            cursors: openings.iter().map(|o| o.held.clone()).collect(),
             parts,
             set,
             start: 0,
             preamble: None,
             overflowed: None,
             scratch: Vec::new(),
+            pattern_scratch: Vec::new(),
         };
         // Each channel's reset and replay in turn; the client's cursor after each
         // replayed event covers what its resume cursor already had.
         let mut preamble = BytesMut::new();
-        for (i, (reset, replay, held, opening)) in openings.into_iter().enumerate() {
-            if reset {
-                let data = wrap_data(stream.parts[i].channel(), RESET_DATA);
+        for (i, part) in openings.into_iter().enumerate() {
+            if part.reset {
+                let data = wrap_data(stream.parts[i].name(), RESET_DATA);
                 preamble.extend_from_slice(&encode_event(None, Some("reset"), None, &data));
             }
-            for entry in &replay {
+            for (channel, entry) in &part.replay {
+                if let Part::Pattern(_) = stream.parts[i] {
+                    stream.frame_pattern(&mut preamble, i, channel, entry);
+                    continue;
+                }
                 let mut cursor = Cursor::parse(&entry.cursor).unwrap_or_default();
-                for (origin, seq) in held.frontier.iter() {
+                for (origin, seq) in part.held.frontier.iter() {
                     cursor.frontier.advance(origin, seq);
                 }
                 stream.cursors[i] = cursor;
                 stream.frame(&mut preamble, i, entry);
             }
-            stream.cursors[i] = opening;
+            stream.cursors[i] = part.opening;
         }
         let id = multi_cursor::encode(set, &stream.cursors);
         preamble.extend_from_slice(&encode_id_only(&id));
@@ -169,17 +239,18 @@ impl Broker {
 
 impl MultiSubscription {
     pub fn client_id(&self) -> &str {
-        self.parts.first().map_or("", Subscription::client_id)
+        self.parts.first().map_or("", |part| part.client())
     }
 
-    /// The channels, in the order of their names.
+    /// The channels and patterns, in the order of their names.
     pub fn channels(&self) -> impl Iterator<Item = &str> {
-        self.parts.iter().map(Subscription::channel)
+        self.parts.iter().map(Part::name)
     }
 
-    /// The channel the stream fell too far behind on (after [`Next::Overflow`]).
+    /// The channel or pattern the stream fell too far behind on (after
+    /// [`Next::Overflow`]).
     pub fn overflowed_channel(&self) -> Option<&str> {
-        self.overflowed.map(|i| self.parts[i].channel())
+        self.overflowed.map(|i| self.parts[i].name())
     }
 
     /// The first bytes of the stream: each channel's reset and replayed events, then
@@ -201,12 +272,25 @@ impl MultiSubscription {
         self.start = (self.start + 1) % count.max(1);
         let mut out = BytesMut::new();
         let mut keep_alive = false;
+        let mut skipped = false;
         for k in 0..count {
             let i = (first + k) % count;
             let mut seen = None;
             let room = MAX_BATCH_BYTES.saturating_sub(out.len()).max(1);
             let mut scratch = std::mem::take(&mut self.scratch);
-            let polled = self.parts[i].poll_entries(cx, room, &mut scratch, &mut seen);
+            let mut pattern_scratch = std::mem::take(&mut self.pattern_scratch);
+            let polled = match &mut self.parts[i] {
+                Part::Channel(part) => part.poll_entries(cx, room, &mut scratch, &mut seen),
+                Part::Pattern(part) => part.poll_entries(cx, room, &mut pattern_scratch),
+            };
+            let before = out.len();
+            for (channel, entry) in pattern_scratch.drain(..) {
+                self.frame_pattern(&mut out, i, &channel, &entry);
+            }
+            // Entries the pattern's cursor already covered: the part left no waker,
+            // so look again rather than wait.
+            skipped |= polled == Poll::Ready(Polled::Entries) && out.len() == before;
+            self.pattern_scratch = pattern_scratch;
             match polled {
                 Poll::Pending => {}
                 Poll::Ready(Polled::KeepAlive) => keep_alive = true,
@@ -218,7 +302,7 @@ impl MultiSubscription {
                     break;
                 }
                 Poll::Ready(Polled::Overflow { behind }) => {
-                    let metrics = &self.parts[i].broker.shared.metrics;
+                    let metrics = &self.broker().shared.metrics;
                     metrics.slow_subscriber_disconnects.fetch_add(1, Relaxed);
                     self.overflowed = Some(i);
                     return Poll::Ready(Next::Overflow { behind });
@@ -247,13 +331,40 @@ impl MultiSubscription {
         if keep_alive {
             return Poll::Ready(Next::Data(Bytes::from_static(KEEP_ALIVE)));
         }
+        if skipped {
+            cx.waker().wake_by_ref();
+        }
         Poll::Pending
     }
 
     /// Appends `entry` of channel `i`, framed for this stream with its cursor now.
     fn frame(&self, out: &mut BytesMut, i: usize, entry: &Entry) {
         let id = multi_cursor::encode(self.set, &self.cursors);
-        wrap_frame(out, &id, self.parts[i].channel(), &entry.frame);
+        wrap_frame(out, &id, self.parts[i].name(), &entry.frame);
+    }
+
+    /// Appends `entry` of `channel`, which pattern `i` matches, unless the pattern's
+    /// cursor already covers it (see `pattern`): each origin's events reach a node
+    /// in sequence order, so one at or below the cursor was delivered before, or
+    /// seen through another node.
+    fn frame_pattern(&mut self, out: &mut BytesMut, i: usize, channel: &str, entry: &Entry) {
+        let cursor = &mut self.cursors[i];
+        if entry.seq <= cursor.frontier.get(entry.origin) {
+            return;
+        }
+        cursor.frontier.advance(entry.origin, entry.seq);
+        cursor.time_ms = cursor.time_ms.max(entry.arrived_ms);
+        let metrics = &self.broker().shared.metrics;
+        metrics.events_delivered.fetch_add(1, Relaxed);
+        let id = multi_cursor::encode(self.set, &self.cursors);
+        wrap_frame(out, &id, channel, &entry.frame);
+    }
+
+    fn broker(&self) -> &Broker {
+        match &self.parts[0] {
+            Part::Channel(subscription) => &subscription.broker,
+            Part::Pattern(reader) => &reader.broker,
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::event::Publish;
 
-fn broker(origin: Origin) -> Broker {
+pub(super) fn broker(origin: Origin) -> Broker {
     let settings = BrokerSettings {
         replay_events: 1000,
         replay_age: Duration::from_secs(600),
@@ -31,7 +31,7 @@ fn broker(origin: Origin) -> Broker {
     )
 }
 
-fn number(n: u64) -> Publish {
+pub(super) fn number(n: u64) -> Publish {
     Publish {
         id: None,
         event: None,
@@ -42,15 +42,15 @@ fn number(n: u64) -> Publish {
 
 /// One block of a stream of several channels.
 #[derive(Debug, Clone, PartialEq)]
-struct Block {
-    id: Option<String>,
-    event: Option<String>,
+pub(super) struct Block {
+    pub(super) id: Option<String>,
+    pub(super) event: Option<String>,
     /// The wrapped event's channel and data, if it is an event.
-    channel: Option<String>,
-    data: Option<serde_json::Value>,
+    pub(super) channel: Option<String>,
+    pub(super) data: Option<serde_json::Value>,
 }
 
-fn blocks(bytes: &[u8]) -> Vec<Block> {
+pub(super) fn blocks(bytes: &[u8]) -> Vec<Block> {
     let text = std::str::from_utf8(bytes).expect("UTF-8");
     let mut out = Vec::new();
     for block in text.split("\n\n").filter(|b| !b.is_empty()) {
@@ -79,7 +79,7 @@ fn blocks(bytes: &[u8]) -> Vec<Block> {
 }
 
 /// Everything the stream has now: its preamble, then each poll until it waits.
-fn drain(stream: &mut MultiSubscription) -> Vec<Block> {
+pub(super) fn drain(stream: &mut MultiSubscription) -> Vec<Block> {
     let mut out = stream.take_preamble().map_or_else(Vec::new, |p| blocks(&p));
     let mut cx = Context::from_waker(std::task::Waker::noop());
     loop {

@@ -91,8 +91,11 @@ impl Broker {
                 publish,
                 target: target.clone(),
             };
-            let entry = self.append(state, &mut log, &arrival);
-            let delivered = log.deliver(&chan, &entry, &mut fanout);
+            // The fan-out is shared by the batch: count this event's pattern readers.
+            let readers_before = fanout.pattern_readers;
+            let entry = self.append(state, &mut log, &arrival, &mut fanout);
+            let delivered =
+                log.deliver(&chan, &entry, &mut fanout) + (fanout.pattern_readers - readers_before);
             accepted = true;
             answer(Published {
                 id: Some(entry.cursor.clone()),
@@ -193,7 +196,9 @@ impl Broker {
                 publish,
                 target: None,
             };
-            let delivered = self.append_everywhere(state, &channels, &arrival, &mut fanout);
+            let readers_before = fanout.pattern_readers;
+            let delivered = self.append_everywhere(state, &channels, &arrival, &mut fanout)
+                + (fanout.pattern_readers - readers_before);
             accepted = true;
             answer(Published {
                 id: None,
@@ -232,7 +237,7 @@ impl Broker {
             if log.frontier.get(origin) >= seq && !self.dedup_disabled() {
                 continue;
             }
-            let entry = self.append(state, &mut log, arrival);
+            let entry = self.append(state, &mut log, arrival, fanout);
             delivered += log.deliver(channel, &entry, fanout);
         }
         delivered
@@ -266,10 +271,23 @@ impl Broker {
             Some(name) => match self.channel(state, name, now) {
                 Ok(channel) => vec![channel],
                 Err(ChannelsFull { .. }) => {
-                    // No local subscriber can miss it (the channel has no state
+                    // No subscriber of the channel can miss it (it has no state
                     // here), but resumes here must not trust the time before now.
                     state.dropped_ms = state.dropped_ms.max(now + 1);
-                    return 0;
+                    // A pattern's subscribers can: they get it all the same.
+                    let mut fanout = Fanout::default();
+                    let arrival = Arrival {
+                        origin,
+                        seq,
+                        now_ms: now,
+                        publish,
+                        target,
+                    };
+                    self.feed_without_channel(state, name, &arrival, &mut fanout);
+                    drop(guard);
+                    let delivered = fanout.pattern_readers;
+                    self.finish(fanout);
+                    return delivered;
                 }
             },
         };
@@ -281,7 +299,8 @@ impl Broker {
             publish,
             target,
         };
-        let delivered = self.append_everywhere(state, &channels, &arrival, &mut fanout);
+        let delivered = self.append_everywhere(state, &channels, &arrival, &mut fanout)
+            + fanout.pattern_readers;
         drop(guard);
         self.finish(fanout);
         delivered
@@ -318,7 +337,7 @@ impl Broker {
                 publish: &gap,
                 target: None,
             };
-            let entry = self.append(state, &mut log, &arrival);
+            let entry = self.append(state, &mut log, &arrival, &mut fanout);
             log.deliver(channel, &entry, &mut fanout);
         }
         drop(guard);

@@ -167,7 +167,7 @@ impl Broker {
     /// assigned, none of another origin further past what this node saw of it than a
     /// peer's relay queue holds. A cursor that fails is answered with `reset` rather
     /// than taken as seen (which would drop every later event of that origin).
-    fn could_have_issued(&self, state: &State, cursor: &Cursor, now: u64) -> bool {
+    pub(super) fn could_have_issued(&self, state: &State, cursor: &Cursor, now: u64) -> bool {
         let slack = self.shared.settings.relay_queue_events as u64;
         cursor.time_ms <= now.saturating_add(MAX_CLOCK_AHEAD_MS)
             && cursor.frontier.iter().all(|(origin, seq)| {
@@ -203,6 +203,7 @@ impl Broker {
             .saturating_sub(interval.as_millis() as u64);
         let mut due = 0;
         self.for_each_log(|log, fanout| due += log.keep_alive(silent_since, fanout));
+        self.for_each_pattern_reader(|reader| due += usize::from(reader.keep_alive(silent_since)));
         due
     }
 
@@ -210,6 +211,7 @@ impl Broker {
     pub fn close_streams(&self) {
         self.shared.closing.store(true, Relaxed);
         self.for_each_log(Log::wake_all);
+        self.for_each_pattern_reader(|reader| reader.wake());
     }
 
     /// Runs `f` on the log of every channel with subscribers in turn (not under the

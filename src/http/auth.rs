@@ -8,6 +8,8 @@
 //! ```
 //!
 //! `*` stands for every channel; `POST /channel` (every channel at once) needs it.
+//! A pattern such as `orders.*` grants the pattern itself (`GET /channel/orders.*`),
+//! every channel it matches (`orders.x`) and the narrower patterns (`orders.eu.*`).
 //! `exp` and `nbf` are checked against the node's clock with [`LEEWAY_SECS`] of slack,
 //! and a subscriber's stream ends at its token's `exp`.
 
@@ -22,6 +24,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::{ApiError, AppState};
+use crate::broker::pattern_prefix;
 use crate::clock::Clock;
 use crate::config::{Config, JwtPublicKey};
 use crate::metrics::ErrorKind;
@@ -193,8 +196,15 @@ fn seconds_to_ms(seconds: f64) -> u64 {
     (seconds * 1000.0) as u64
 }
 
-fn grants(list: &[String], channel: &str) -> bool {
-    list.iter().any(|c| c == "*" || c == channel)
+/// Whether `list` grants `name` (a channel, a pattern or a client id): `*`, the
+/// name itself, or a pattern (`orders.*`) whose prefix the name starts with, so a
+/// pattern grants its channels and the narrower patterns (`orders.eu.*`).
+fn grants(list: &[String], name: &str) -> bool {
+    list.iter().any(|granted| {
+        granted == "*"
+            || granted == name
+            || pattern_prefix(granted).is_some_and(|prefix| name.starts_with(prefix))
+    })
 }
 
 impl Access {
@@ -381,6 +391,17 @@ mod tests {
         assert!(claims(&["*"]).publish_all().is_ok());
         assert!(claims(&["*"]).subscribe("news", None).is_err());
         assert!(Access::Open.publish_all().is_ok());
+    }
+
+    #[test]
+    fn patterns_grant_their_channels_and_narrower_patterns() {
+        let list: Vec<String> = vec!["orders.*".into(), "news".into()];
+        for granted in ["orders.*", "orders.x", "orders.eu.*", "orders.eu:x", "news"] {
+            assert!(grants(&list, granted), "{granted}");
+        }
+        for refused in ["orders", "orders:*", "order.x", "*", "news.*", "news.x"] {
+            assert!(!grants(&list, refused), "{refused}");
+        }
     }
 
     #[test]

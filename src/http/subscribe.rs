@@ -20,8 +20,8 @@ use tokio::time::{sleep_until, Instant, Sleep};
 use super::auth::SubscribeAccess;
 use super::{ApiError, AppState};
 use crate::broker::{
-    wrap_data, ManySubscribeError, MultiSubscription, Next, Resume, Sink, SubscribeError,
-    Subscription,
+    pattern_prefix, wrap_data, ManySubscribeError, MultiSubscription, Next, Resume, Sink,
+    SubscribeError, Subscription,
 };
 use crate::event::{encode_event, encode_retry, validate_name, Cursor};
 use crate::metrics::ErrorKind;
@@ -87,7 +87,10 @@ fn open(
         .or_else(|| query.ok().and_then(|Query(q)| q.last_event_id));
     let last_event_id = last_event_id.as_deref().filter(|id| !id.is_empty());
     let source = match &set[..] {
-        [_] => Source::One(subscribe_one(&state, channel, client, last_event_id)?),
+        // A pattern is always wrapped: its events come from several channels.
+        [name] if pattern_prefix(name).is_none() => {
+            Source::One(subscribe_one(&state, channel, client, last_event_id)?)
+        }
         _ => Source::Many(Box::new(subscribe_many(
             &state,
             &set,
@@ -120,11 +123,12 @@ fn open(
 }
 
 /// The channels of a subscribe path: one name, or several joined with `,` (a
-/// comma cannot appear in a name), distinct and at most `max` of them.
+/// comma cannot appear in a name), distinct and at most `max` of them. A name may
+/// be a pattern (`orders.*`); no name of the set may be one a pattern of it covers.
 fn channel_set(path: &str, max: usize) -> Result<Vec<&str>, ApiError> {
     let bad = |message: String| Err(ApiError::bad_request(message));
     if !path.contains(',') {
-        validate_name("channel", path).map_err(|e| ApiError::bad_request(e.0))?;
+        validate_channel_or_pattern(path)?;
         return Ok(vec![path]);
     }
     let count = path.split(',').count();
@@ -142,19 +146,49 @@ fn channel_set(path: &str, max: usize) -> Result<Vec<&str>, ApiError> {
                     .into(),
             );
         }
-        validate_name("channel", name).map_err(|e| ApiError::bad_request(e.0))?;
+        validate_channel_or_pattern(name)?;
         if set.contains(&name) {
             return bad(format!("channel {name:?} appears twice in the list"));
         }
         set.push(name);
     }
+    for pattern in &set {
+        let Some(prefix) = pattern_prefix(pattern) else {
+            continue;
+        };
+        if let Some(covered) = set
+            .iter()
+            .find(|name| *name != pattern && name.starts_with(prefix))
+        {
+            return bad(format!(
+                "{covered:?} is already covered by the pattern {pattern:?} in the list: \
+                 its events would arrive twice"
+            ));
+        }
+    }
     Ok(set)
+}
+
+/// A channel name, or a pattern: a name prefix ending in `.` or `:`, then `*`.
+fn validate_channel_or_pattern(name: &str) -> Result<(), ApiError> {
+    let bad = |message: String| Err(ApiError::bad_request(message));
+    let Some(star) = name.find('*') else {
+        return validate_name("channel", name).map_err(|e| ApiError::bad_request(e.0));
+    };
+    let Some(prefix) = pattern_prefix(name).filter(|_| star + 1 == name.len()) else {
+        return bad(format!(
+            "{name:?} is not a channel pattern: `*` may only end a name, right after \
+             a `.` or `:`, as in orders.* or user:42:*"
+        ));
+    };
+    validate_name("channel pattern", prefix).map_err(|e| ApiError::bad_request(e.0))
 }
 
 /// `GET /channel/`: no channel named.
 pub(super) async fn subscribe_none() -> ApiError {
     ApiError::bad_request(
-        "no channel named: subscribe to /channel/{channel}, or to several as /channel/{a},{b}",
+        "no channel named: subscribe to /channel/{channel}, to several as /channel/{a},{b}, \
+         or to a pattern as /channel/{prefix}.*",
     )
 }
 

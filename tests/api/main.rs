@@ -18,6 +18,7 @@ mod multi;
 #[path = "../support/net.rs"]
 #[allow(dead_code)]
 mod net;
+mod patterns;
 mod resume;
 mod slow;
 mod snapshots;

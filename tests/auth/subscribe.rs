@@ -271,3 +271,30 @@ impl Server {
         assert_eq!(response.status(), 200);
     }
 }
+
+/// A pattern in the token grants the pattern, its channels and narrower patterns;
+/// a plain channel grants no pattern.
+#[tokio::test]
+async fn a_pattern_in_the_token_grants_its_channels_and_patterns() {
+    let server = Server::start(hs_config()).await;
+    let bearer = format!("Bearer {}", hs256(grants(&[], &["orders.*", "news"])));
+    let auth = [("authorization", bearer.as_str())];
+    for path in [
+        "/channel/orders.*",
+        "/channel/orders.eu.*",
+        "/channel/orders.1",
+        "/channel/orders.*,news",
+    ] {
+        assert_eq!(get(&server, path, &auth).await.0, 200, "{path}");
+    }
+    for (path, refused) in [
+        ("/channel/news.*", "news.*"),
+        ("/channel/orders:*", "orders:*"),
+        ("/channel/orders.*,sport.*", "sport.*"),
+    ] {
+        let (status, answer) = get(&server, path, &auth).await;
+        assert_eq!(status, 403, "{path}: {answer:?}");
+        let error = answer.expect("a reason")["error"].to_string();
+        assert!(error.contains(refused), "{path}: {error}");
+    }
+}

@@ -15,5 +15,6 @@ mod multi;
 mod net;
 mod netns;
 mod partition;
+mod patterns;
 mod ready;
 mod security;
