@@ -3,6 +3,7 @@
 
 mod auth;
 mod bulk;
+mod direct;
 mod error;
 mod headers;
 mod publish;
