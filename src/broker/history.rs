@@ -5,7 +5,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::channel::{Arrival, Fanout, Log};
+use super::channel::{Arrival, Log};
+use super::fanout::Fanout;
 use super::{warn_due, Broker, Entry, State};
 
 impl Broker {

@@ -16,12 +16,13 @@
 //!   counts `/status` and `/metrics` read.
 //! - `history`: appends and the node-wide byte bound (`--replay.maxBytes`).
 //! - `relay`: what peers read of this node (its outbox, in sequence order).
-//! - `channel`: one channel's log and subscribers, and the fan-out of an append;
-//!   `ledger`: the node-wide order the limits evict in; `outbox`: the events peers
+//! - `channel`: one channel's log and subscribers, and who an append is for;
+//!   `fanout`: the wakes and direct socket writes an append leaves to do; `ledger`: the node-wide order the limits evict in; `outbox`: the events peers
 //!   have yet to pull; `broadcast`: idempotency keys of publishes to every channel.
 
 mod broadcast;
 mod channel;
+mod fanout;
 mod history;
 mod ledger;
 mod lifecycle;
@@ -46,8 +47,10 @@ use crate::clock::Clock;
 use crate::event::{Cursor, Origin};
 use crate::metrics::Metrics;
 use broadcast::BroadcastIds;
-use channel::{Channel, Fanout};
-pub use channel::{Entry, Sink};
+use channel::Channel;
+pub use channel::Entry;
+use fanout::Fanout;
+pub use fanout::Sink;
 use ledger::Ledger;
 pub use multi::{wrap_data, ManySubscribeError, MultiSubscription};
 pub use multi_cursor::MAX_STREAM_CURSOR_LEN;

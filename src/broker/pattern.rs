@@ -28,7 +28,8 @@ use std::task::{Context, Poll, Waker};
 
 use crate::event::{encode_event, Cursor};
 
-use super::channel::{Arrival, Entry, Fanout};
+use super::channel::{Arrival, Entry};
+use super::fanout::Fanout;
 use super::stream::Polled;
 use super::{Broker, Resume, State, SubscribeError};
 

@@ -9,7 +9,8 @@ use bytes::Bytes;
 
 use crate::event::{Origin, Publish};
 
-use super::channel::{Arrival, Channel, Fanout};
+use super::channel::{Arrival, Channel};
+use super::fanout::Fanout;
 use super::lifecycle::{live_channels, pass_by_dormant};
 use super::{Broker, ChannelsFull, Published, RelayEvent, Route, State};
 

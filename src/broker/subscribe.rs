@@ -12,7 +12,8 @@ use bytes::BytesMut;
 
 use crate::event::{encode_event, encode_id_only, Cursor, Frontier};
 
-use super::channel::{Channel, Entry, Fanout, Log, Subscriber};
+use super::channel::{Channel, Entry, Log, Subscriber};
+use super::fanout::Fanout;
 use super::lifecycle::live_channels;
 use super::{Broker, Resume, State, SubscribeError, Subscription};
 

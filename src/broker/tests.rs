@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::event::{Cursor, Frontier, Publish, KEEP_ALIVE};
-use channel::WARM_AHEAD;
+use fanout::WARM_AHEAD;
 
 fn settings(replay_events: usize, buffer: usize) -> BrokerSettings {
     BrokerSettings {
