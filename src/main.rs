@@ -12,7 +12,7 @@ use sse_cluster::config::{parse_duration, Config, ConfigError};
 use sse_cluster::node::Node;
 use sse_cluster::transport::tcp::{self, TokioNetwork};
 
-mod bench;
+use sse_cluster_bench as bench;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -423,11 +423,6 @@ fn hostname() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "node".to_owned())
-}
-
-/// The multi-threaded runtime both subcommands run on.
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    build_runtime(tokio::runtime::Builder::new_multi_thread())
 }
 
 /// The node's runtime. With one CPU to run on (a `taskset`, a cpuset, a CPU quota

@@ -47,12 +47,14 @@
 //! }
 //! ```
 
+mod duration;
 mod http;
 pub mod parse;
 mod publisher;
 mod signal;
 mod subscriber;
 
+pub use duration::parse_duration;
 pub use http::Error;
 pub use parse::{Event, EventRef, Parser};
 pub use publisher::{Publish, Published, Publisher, PublisherBuilder};

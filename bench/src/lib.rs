@@ -4,7 +4,9 @@
 //! subscriber, delivery rate and completeness, server CPU per delivery and latency.
 //!
 //! It speaks plain HTTP/1.1 with URL templates, so the same run works against this
-//! broker, nchan, or the ceiling server in `bench/`.
+//! broker, nchan, or the ceiling server (`bench/ceiling.c`). A crate of its own: the
+//! `sse-cluster` binary offers it as its `bench` command, and the server library
+//! does not contain it.
 
 mod http;
 mod load;
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use sse_cluster::config::parse_duration;
+use sse_cluster_client::parse_duration;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use http::UrlTemplate;
@@ -36,7 +38,7 @@ pub(crate) enum PubFormat {
 
 /// Options of `sse-cluster bench`.
 #[derive(Debug, Args)]
-pub(crate) struct BenchArgs {
+pub struct BenchArgs {
     /// Subscribe URL; `{channel}` is replaced by each channel's name. Repeat it to
     /// spread subscribers round-robin over several nodes.
     #[arg(long, default_value = "http://127.0.0.1:8080/channel/{channel}")]
@@ -95,10 +97,16 @@ pub(crate) struct BenchArgs {
 
 /// Runs the benchmark. Exit code 1 when deliveries were lost or duplicated or
 /// subscribers failed to connect, 2 on bad options.
-pub(crate) fn run(args: BenchArgs) -> ExitCode {
-    let runtime = match crate::runtime() {
+pub fn run(args: BenchArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
-        Err(code) => return code,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
     };
     match runtime.block_on(bench(&args)) {
         Ok(report) => {
