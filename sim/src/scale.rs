@@ -67,12 +67,12 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// The table's defaults: 300 events, one every 10 ms (100/s over the cluster).
+    /// The table's defaults: 1000 events, one every 10 ms (100/s over the cluster).
     pub fn new(nodes: usize, loss: f64) -> Setup {
         Setup {
             nodes,
             loss,
-            events: 300,
+            events: 1000,
             interval: Duration::from_millis(10),
             seed: 1,
             join_at: Duration::from_secs(5),
@@ -95,6 +95,12 @@ pub struct Measured {
     /// From each POST until a subscriber on every node had it, over the events
     /// every node got.
     pub reach_ms: Vec<u64>,
+    /// From each POST until the subscriber on the accepting node had it: the floor
+    /// of `reach_ms` (the POST and the SSE write, no relay hop).
+    pub own_ms: Vec<u64>,
+    /// Relay connections dialled while the measured events were delivered (a
+    /// stalled or broken stream is dialled again).
+    pub redials: usize,
     /// Publishes answered 200 (the others may or may not have been accepted).
     pub published: u32,
     /// Deliveries owed: published events times subscribers.
@@ -117,10 +123,12 @@ impl Measured {
 
     /// The `p`-th percentile (nearest rank) of `reach_ms`.
     pub fn reach_percentile(&self, p: f64) -> Option<u64> {
-        let mut sorted = self.reach_ms.clone();
-        sorted.sort_unstable();
-        let rank = ((p * sorted.len() as f64).ceil() as usize).max(1);
-        sorted.get(rank - 1).copied()
+        percentile(&self.reach_ms, p)
+    }
+
+    /// The `p`-th percentile (nearest rank) of `own_ms`.
+    pub fn own_percentile(&self, p: f64) -> Option<u64> {
+        percentile(&self.own_ms, p)
     }
 
     pub fn relay_bytes_per_event(&self) -> f64 {
@@ -140,6 +148,13 @@ impl Measured {
     pub fn idle_relay_bytes_per_node_s(&self) -> f64 {
         self.idle.relay_bytes as f64 / IDLE.as_secs_f64() / self.setup.nodes as f64
     }
+}
+
+fn percentile(values: &[u64], p: f64) -> Option<u64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let rank = ((p * sorted.len() as f64).ceil() as usize).max(1);
+    sorted.get(rank - 1).copied()
 }
 
 /// Runs `setup` to the end. Like [`crate::run`]: one simulation at a time, on a
@@ -463,11 +478,17 @@ fn summarise(
     let duplicates = got.values().map(|times| times.len() as u64 - 1).sum();
     let mut missing = 0;
     let mut reach_ms = Vec::new();
+    let mut own_ms = Vec::new();
     let publish_at = millis(setup.publish_at);
     let mut last_delivery = publish_at;
     for &event in &published {
         let posted = millis(setup.publish_at + setup.interval * (event - 1));
         let mut latest = Some(posted);
+        // The publisher posts in turn on every node.
+        let accepting = (event as usize - 1) % n;
+        if let Some(at) = got.get(&(accepting, (1, event))).and_then(|t| t.first()) {
+            own_ms.push(at - posted);
+        }
         for sub in 0..n {
             match got.get(&(sub, (1, event))).and_then(|t| t.first()) {
                 Some(at) => latest = latest.map(|l| l.max(*at)),
@@ -491,6 +512,10 @@ fn summarise(
         .filter(|e| millis(setup.publish_at + setup.interval * (**e - 1)) >= from_ms)
         .count() as u32;
     let during = samples_at(samples, last_delivery).1.since(&from);
+    let redials = dials
+        .iter()
+        .filter(|d| (publish_at..=last_delivery).contains(&d.at_ms))
+        .count();
     let idle = samples_at(samples, publish_at)
         .1
         .since(&samples_at(samples, publish_at - millis(IDLE)).1);
@@ -500,6 +525,8 @@ fn summarise(
         join_seen_ms,
         join_first_event_ms,
         reach_ms,
+        own_ms,
+        redials,
         published: published.len() as u32,
         owed: published.len() as u64 * n as u64,
         missing,
@@ -519,8 +546,8 @@ pub fn table_header(events: u32, interval: Duration) -> String {
     format!(
         "{events} events, one every {} ms in turn on every node; every link 1 ms (turmoil, 1 ms ticks); \
          the loss applies to node-to-node links; times in simulated ms\n\n\
-         | nodes | links | mesh formed | join: seen by all | join: first relayed event | reach all p50 | p99 | max | relay bytes/event | relay segments/event | idle relay B/s/node | gossip B/s/node | exactly once |\n\
-         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+         | nodes | links | mesh formed | join: seen by all | join: first relayed event | own node p50 | reach all p50 | p99 | max | relay bytes/event | relay segments/event | relay redials | idle relay B/s/node | gossip B/s/node | exactly once |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         interval.as_millis()
     )
 }
@@ -543,16 +570,18 @@ pub fn table_row(m: &Measured) -> String {
     let mut row = String::new();
     let _ = writeln!(
         row,
-        "| {} | {links} | {} | {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.0} | {:.0} | {once} |",
+        "| {} | {links} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.1} | {} | {:.0} | {:.0} | {once} |",
         m.setup.nodes,
         ms(m.mesh_formed_ms),
         ms(m.join_seen_ms),
         ms(m.join_first_event_ms),
+        ms(m.own_percentile(0.5)),
         ms(m.reach_percentile(0.5)),
         ms(m.reach_percentile(0.99)),
         ms(m.reach_percentile(1.0)),
         m.relay_bytes_per_event(),
         m.relay_segments_per_event(),
+        m.redials,
         m.idle_relay_bytes_per_node_s(),
         m.gossip_bytes_per_node_s(),
     );
