@@ -44,10 +44,17 @@ fn small_clusters_deliver_once_and_relay_cost_grows_with_size() {
             m.join_first_event_ms.is_some(),
             "{nodes} nodes: newcomer got nothing"
         );
-        // A POST, a relay hop and an SSE write take a 1 ms link each at least.
+        // A POST, a relay hop and an SSE write take a 1 ms link each at least; the
+        // accepting node's own subscriber needs no relay hop.
         assert!(
             m.reach_percentile(0.5).unwrap() >= 3,
             "{nodes} nodes: {m:?}"
+        );
+        assert_eq!(m.own_ms.len(), 20);
+        assert!(m.own_percentile(0.5) < m.reach_percentile(0.5), "{m:?}");
+        assert_eq!(
+            m.redials, 0,
+            "{nodes} nodes: a healthy relay stream was dialled again"
         );
         // Each peer gets every event: a segment and a frame each, at least.
         assert!(m.relay_segments_per_event() >= (nodes - 1) as f64);
