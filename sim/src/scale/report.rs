@@ -297,3 +297,77 @@ pub fn table_row(m: &Measured) -> String {
     );
     row
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(at_ms: u64, actor: &str, what: What) -> Record {
+        Record {
+            at_ms,
+            actor: actor.to_owned(),
+            what,
+        }
+    }
+
+    fn published(n: u32) -> What {
+        What::Published {
+            p: 1,
+            n,
+            node: 0,
+            origin: 1,
+            seq: u64::from(n),
+        }
+    }
+
+    fn event(n: u32) -> What {
+        What::Event {
+            id: None,
+            event: None,
+            data: format!(r#"{{"p":1,"n":{n}}}"#),
+        }
+    }
+
+    #[test]
+    fn an_event_twice_and_one_never_are_not_exactly_once() {
+        let setup = Setup {
+            events: 2,
+            ..Setup::new(2, 0.0)
+        };
+        let at = setup.publish_at.as_millis() as u64;
+        let records = [
+            record(at + 3, "publisher", published(1)),
+            record(at + 3, "s0", event(1)),
+            record(at + 4, "s1", event(1)),
+            record(at + 13, "publisher", published(2)),
+            record(at + 14, "s0", event(2)),
+            record(at + 15, "s0", event(2)),
+        ];
+        let ips = ["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        let m = summarise(&setup, &records, &[], &ips, None, &[]);
+        assert_eq!((m.missing, m.duplicates, m.owed), (1, 1, 4));
+        assert!(!m.exactly_once());
+        assert!(!all_delivered(&records, &setup));
+        // Only the event every node got has a time to reach all; the accepting
+        // node of event 2 is node 1, which never got it.
+        assert_eq!((m.reach_ms, m.own_ms), (vec![4], vec![3]));
+    }
+
+    #[test]
+    fn every_event_once_everywhere_is_exactly_once() {
+        let setup = Setup {
+            events: 1,
+            ..Setup::new(2, 0.0)
+        };
+        let at = setup.publish_at.as_millis() as u64;
+        let records = [
+            record(at + 3, "publisher", published(1)),
+            record(at + 3, "s0", event(1)),
+            record(at + 5, "s1", event(1)),
+        ];
+        let ips = ["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        let m = summarise(&setup, &records, &[], &ips, None, &[]);
+        assert!(m.exactly_once() && all_delivered(&records, &setup));
+        assert_eq!(m.reach_percentile(0.99), Some(5));
+    }
+}
