@@ -17,7 +17,7 @@ use crate::workload::{self, PublisherSpec, SubscriberSpec, HTTP_PORT};
 /// Gossip port of every simulated node.
 pub const GOSSIP_PORT: u16 = 42000;
 /// Wall time at the start of every simulation (cursors carry it).
-const EPOCH_MS: u64 = 1_750_000_000_000;
+pub(crate) const EPOCH_MS: u64 = 1_750_000_000_000;
 
 /// One fault (or repair) of the schedule. Node sets are node indices.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +76,15 @@ impl Origins {
     pub fn current(&self, node: usize) -> u64 {
         self.0.borrow().get(node).copied().unwrap_or(0)
     }
+
+    /// Node `node` now runs with `origin` (for harnesses that start nodes themselves).
+    pub(crate) fn set(&self, node: usize, origin: u64) {
+        let mut all = self.0.borrow_mut();
+        if all.len() <= node {
+            all.resize(node + 1, 0);
+        }
+        all[node] = origin;
+    }
 }
 
 pub fn node_name(i: usize) -> String {
@@ -103,7 +112,7 @@ impl Stoppers {
 }
 
 /// A node's origin for one generation: distinct per (seed, node, generation).
-fn origin_for(seed: u64, node: usize, generation: u64) -> u64 {
+pub(crate) fn origin_for(seed: u64, node: usize, generation: u64) -> u64 {
     let mut x = seed ^ ((node as u64 + 1) << 40) ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     // splitmix64 finaliser
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -111,7 +120,7 @@ fn origin_for(seed: u64, node: usize, generation: u64) -> u64 {
     (x ^ (x >> 31)) | 1
 }
 
-fn node_config(plan: &Plan, me: usize, ips: &[IpAddr]) -> Config {
+pub(crate) fn node_config(plan: &Plan, me: usize, ips: &[IpAddr]) -> Config {
     Config {
         bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         http_port: HTTP_PORT,

@@ -6,6 +6,7 @@
 //! - [`trace`]: what every client saw, and its digest.
 //! - [`check`]: the delivery contract as invariants over a trace.
 //! - [`scenarios`]: named plans shared by the tests and the command.
+//! - [`scale`]: clusters of 3 to 33 nodes, measured (`--scale`).
 //!
 //! Determinism: a run happens on a fresh thread, one at a time per process, after
 //! mad-turmoil's generator (behind `getrandom`, so chitchat's RNG and std's hash
@@ -21,6 +22,7 @@ pub mod check;
 pub mod cluster;
 mod http;
 pub mod net;
+pub mod scale;
 pub mod scenarios;
 pub mod trace;
 pub mod workload;

@@ -16,6 +16,10 @@ fn usage() -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // `--scale [3,5,9,17,33]`: the table of clusters of those sizes.
+    if std::env::args().nth(1).as_deref() == Some("--scale") {
+        return scale(std::env::args().nth(2));
+    }
     let mut seeds = 1..2u64;
     let mut scenario = "random".to_owned();
     let mut print_trace = false;
@@ -101,6 +105,44 @@ fn run_each_in_a_child(runs: &[(u64, &str)], print_trace: bool) -> ExitCode {
         match command.status() {
             Ok(status) if status.success() => {}
             _ => failed = true,
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Prints the scale table, a row as each pair of runs ends; exit status 1 if a run
+/// failed or lost exactly-once delivery.
+fn scale(sizes: Option<String>) -> ExitCode {
+    use sse_cluster_sim::scale::{self, Setup};
+    let sizes: Vec<usize> = match sizes {
+        None => scale::SIZES.to_vec(),
+        Some(list) => match list.split(',').map(str::parse).collect() {
+            Ok(sizes) => sizes,
+            Err(_) => return usage(),
+        },
+    };
+    let defaults = Setup::new(3, 0.0);
+    print!(
+        "{}",
+        scale::table_header(defaults.events, defaults.interval)
+    );
+    let mut failed = false;
+    for nodes in sizes {
+        for loss in [0.0, 0.01] {
+            match scale::measure(&Setup::new(nodes, loss)) {
+                Ok(measured) => {
+                    failed |= !measured.exactly_once();
+                    print!("{}", scale::table_row(&measured));
+                }
+                Err(error) => {
+                    eprintln!("{nodes} nodes, loss {loss}: {error}");
+                    failed = true;
+                }
+            }
         }
     }
     if failed {
