@@ -65,3 +65,31 @@ pub fn gossip_datagram(
 
 /// Most bytes the delta of one gossip datagram may inflate to.
 pub const GOSSIP_MAX_INFLATED: usize = crate::cluster::gossip::MAX_DATAGRAM_INFLATED;
+
+/// A chitchat message head: magic, protocol version 0, message type (2: an Ack).
+pub fn gossip_head(kind: u8) -> Vec<u8> {
+    let mut message = 45_139u16.to_le_bytes().to_vec();
+    message.extend([0, kind]);
+    message
+}
+
+/// Appends one block of a chitchat delta: its kind (1 compressed, 2 raw), its length
+/// and its bytes.
+pub fn push_gossip_block(message: &mut Vec<u8>, kind: u8, bytes: &[u8]) {
+    message.push(kind);
+    message.extend((bytes.len() as u16).to_le_bytes());
+    message.extend(bytes);
+}
+
+/// An Ack whose delta is `blocks` zstd blocks of `inflated` zero bytes each: with
+/// about 2,000 blocks of 64 KiB, the decompression bomb an attack on the gossip
+/// port used (one datagram, over 100 MB inflated).
+pub fn gossip_ack_of_zero_blocks(blocks: usize, inflated: usize) -> Vec<u8> {
+    let compressed = zstd::bulk::compress(&vec![0u8; inflated], 0).expect("compressing");
+    let mut message = gossip_head(2);
+    for _ in 0..blocks {
+        push_gossip_block(&mut message, 1, &compressed);
+    }
+    message.push(0);
+    message
+}

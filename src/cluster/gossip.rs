@@ -213,30 +213,10 @@ fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A chitchat message head: magic, protocol version 0, message type.
-    fn head(kind: u8) -> Vec<u8> {
-        let mut message = 45_139u16.to_le_bytes().to_vec();
-        message.extend([0, kind]);
-        message
-    }
-
-    fn push_block(message: &mut Vec<u8>, kind: u8, bytes: &[u8]) {
-        message.push(kind);
-        message.extend((bytes.len() as u16).to_le_bytes());
-        message.extend(bytes);
-    }
-
-    /// An Ack whose delta is `blocks` compressed blocks of `inflated` zero bytes each.
-    fn ack_of_zero_blocks(blocks: usize, inflated: usize) -> Vec<u8> {
-        let compressed = zstd::bulk::compress(&vec![0u8; inflated], 0).unwrap();
-        let mut message = head(2);
-        for _ in 0..blocks {
-            push_block(&mut message, 1, &compressed);
-        }
-        message.push(0);
-        message
-    }
+    use crate::fuzzing::{
+        gossip_ack_of_zero_blocks as ack_of_zero_blocks, gossip_head as head,
+        push_gossip_block as push_block,
+    };
 
     #[test]
     fn a_datagram_of_thousands_of_small_zstd_blocks_is_refused_before_inflating() {

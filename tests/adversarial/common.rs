@@ -120,6 +120,18 @@ impl Node {
         net::get_json(&self.client, &self.url(path)).await
     }
 
+    /// The node process's peak resident memory (`VmHWM`), in KiB.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the node's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+
     pub(crate) async fn metric(&self, name: &str) -> u64 {
         metrics::scrape(&self.client, &self.url("/metrics"), name).await
     }
