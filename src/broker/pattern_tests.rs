@@ -200,23 +200,48 @@ struct Pair {
     /// counts once for the pattern.
     model: BTreeMap<String, Vec<u64>>,
     published_on: BTreeMap<u64, usize>,
+    /// The stream's channels and patterns.
+    set: Vec<&'static str>,
     _keep: Vec<Subscription>,
 }
 
-const CHANNELS: [&str; 4] = ["o.a", "o.b:x", "n", "p"];
-const SET: [&str; 2] = ["o.*", "n"];
+const CHANNELS: [&str; 6] = ["o.a", "o.b:x", "n", "p", "q:1", "q:2.z"];
 
-/// The part of [`SET`] an event of `channel` belongs to.
-fn part(channel: &str) -> Option<&'static str> {
-    match channel {
-        "n" => Some("n"),
-        c if c.starts_with("o.") => Some("o.*"),
-        _ => None,
+/// What a stream may follow of each family of channels, one choice per family, so
+/// that no two members of a set overlap (which is a 400).
+const FAMILIES: [&[&[&str]]; 4] = [
+    &[&[], &["o.*"], &["o.a"], &["o.a", "o.b:x"], &["o.b:*"]],
+    &[&[], &["n"]],
+    &[&[], &["p"]],
+    &[&[], &["q:*"], &["q:2.*"], &["q:1", "q:2.*"]],
+];
+
+/// A set of channels and patterns: `choices[i]` picks among family `i`'s options.
+fn set_of(choices: [usize; 4]) -> Vec<&'static str> {
+    let mut set: Vec<&str> = FAMILIES
+        .iter()
+        .zip(choices)
+        .flat_map(|(options, i)| options[i % options.len()].iter().copied())
+        .collect();
+    if set.is_empty() {
+        set.push("o.*");
     }
+    set
+}
+
+/// The member of `set` an event of `channel` belongs to: the channel itself, or the
+/// pattern whose prefix it starts with.
+fn part(set: &[&'static str], channel: &str) -> Option<&'static str> {
+    set.iter()
+        .copied()
+        .find(|member| match member.strip_suffix('*') {
+            Some(prefix) => channel.starts_with(prefix),
+            None => *member == channel,
+        })
 }
 
 impl Pair {
-    fn new() -> Pair {
+    fn new(set: Vec<&'static str>) -> Pair {
         let nodes = [broker(0xa1), broker(0xb2)];
         let mut keep = Vec::new();
         for node in &nodes {
@@ -229,8 +254,9 @@ impl Pair {
             pending: [Vec::new(), Vec::new()],
             seq: [0, 0],
             next_value: 1,
-            model: SET.iter().map(|c| (c.to_string(), Vec::new())).collect(),
+            model: set.iter().map(|c| (c.to_string(), Vec::new())).collect(),
             published_on: BTreeMap::new(),
+            set,
             _keep: keep,
         }
     }
@@ -243,7 +269,7 @@ impl Pair {
         let route = match channel {
             Some(channel) => {
                 self.nodes[node].publish(channel, &publish, None).unwrap();
-                if let Some(part) = part(channel) {
+                if let Some(part) = part(&self.set, channel) {
                     self.model.get_mut(part).unwrap().push(value);
                 }
                 Route::Channel(channel.into())
@@ -266,11 +292,11 @@ impl Pair {
     }
 }
 
-fn record(got: &mut BTreeMap<String, Vec<u64>>, blocks: &[Block]) {
+fn record(set: &[&'static str], got: &mut BTreeMap<String, Vec<u64>>, blocks: &[Block]) {
     for block in blocks {
         assert_eq!(block.event, None, "{block:?}");
         if let (Some(channel), Some(data)) = (&block.channel, &block.data) {
-            let part = part(channel).expect("a channel of the set");
+            let part = part(set, channel).expect("a channel of the set");
             got.entry(part.into())
                 .or_default()
                 .push(data.as_u64().unwrap());
@@ -280,13 +306,14 @@ fn record(got: &mut BTreeMap<String, Vec<u64>>, blocks: &[Block]) {
 
 /// The first `cut` events of `seen` into `got`; the id the client then holds.
 fn cut_at(
+    set: &[&'static str],
     got: &mut BTreeMap<String, Vec<u64>>,
     seen: &[Block],
     cut: usize,
     mut id: String,
 ) -> String {
     for block in seen.iter().filter(|b| b.data.is_some()).take(cut) {
-        record(got, std::slice::from_ref(block));
+        record(set, got, std::slice::from_ref(block));
         id = block.id.clone().expect("every event has an id");
     }
     id
@@ -296,7 +323,7 @@ fn cut_at(
 /// and checks each part got its events exactly once, each node's in order.
 fn resume_and_check(pair: &mut Pair, mut got: BTreeMap<String, Vec<u64>>, id: &str, on: usize) {
     let mut resumed = pair.nodes[on]
-        .subscribe_many(&SET, None, Some(id))
+        .subscribe_many(&pair.set, None, Some(id))
         .expect("resume");
     let mut after = drain(&mut resumed);
     pair.publish(on, Some("o.a"));
@@ -304,14 +331,14 @@ fn resume_and_check(pair: &mut Pair, mut got: BTreeMap<String, Vec<u64>>, id: &s
     pair.flush(0);
     pair.flush(1);
     after.extend(drain(&mut resumed));
-    record(&mut got, &after);
+    record(&pair.set, &mut got, &after);
     let last = after.iter().rev().find_map(|b| b.id.clone()).unwrap();
     let mut again = pair.nodes[1 - on]
-        .subscribe_many(&SET, None, Some(&last))
+        .subscribe_many(&pair.set, None, Some(&last))
         .unwrap();
     let more = drain(&mut again);
     assert!(more.iter().all(|b| b.data.is_none()), "again: {more:?}");
-    for name in SET {
+    for name in pair.set.clone() {
         let have = got.remove(name).unwrap_or_default();
         let mut sorted = have.clone();
         sorted.sort_unstable();
@@ -346,18 +373,19 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
-    /// Publishes on two nodes with a relay that lags, a stream of a pattern and a
-    /// channel cut after any event (or inside a replay) and resumed on either node:
-    /// every event of the set exactly once, each node's in order.
+    /// Publishes on two nodes with a relay that lags, a stream of a random set of
+    /// channels and patterns cut after any event (or inside a replay) and resumed on
+    /// either node: every event of the set exactly once, each node's in order.
     #[test]
     fn pattern_streams_resume_exactly_on_either_node(
+        choices in proptest::array::uniform4(0usize..8),
         ops in proptest::collection::vec(op(), 0..40),
         cut in 0usize..200,
         on in 0..2usize,
         cut2 in 0usize..200,
     ) {
         let run = |pair: &mut Pair| {
-            let mut stream = pair.nodes[0].subscribe_many(&SET, None, None).unwrap();
+            let mut stream = pair.nodes[0].subscribe_many(&pair.set, None, None).unwrap();
             for op in &ops {
                 match *op {
                     Op::Publish { node, channel } => {
@@ -368,17 +396,18 @@ proptest! {
             }
             drain(&mut stream)
         };
-        let mut pair = Pair::new();
+        let mut pair = Pair::new(set_of(choices));
         let seen = run(&mut pair);
         let count = seen.iter().filter(|b| b.data.is_some()).count();
         let mut got = BTreeMap::new();
-        let id = cut_at(&mut got, &seen, cut % (count + 1), seen[0].id.clone().unwrap());
+        let set = pair.set.clone();
+        let id = cut_at(&set, &mut got, &seen, cut % (count + 1), seen[0].id.clone().unwrap());
         // A second cut, inside what the first resume (on the other node) replays.
-        let mut first = pair.nodes[1 - on].subscribe_many(&SET, None, Some(&id)).unwrap();
+        let mut first = pair.nodes[1 - on].subscribe_many(&set, None, Some(&id)).unwrap();
         let replay = drain(&mut first);
         drop(first);
         let replayed = replay.iter().filter(|b| b.data.is_some()).count();
-        let id = cut_at(&mut got, &replay, cut2 % (replayed + 1), id);
+        let id = cut_at(&set, &mut got, &replay, cut2 % (replayed + 1), id);
         resume_and_check(&mut pair, got, &id, on);
     }
 }
