@@ -7,7 +7,7 @@
 //!           │               ├─▶ broker ─▶ event
 //!           └───▶ cluster ──┘
 //!
-//!  leaves: transport, config, clock, metrics, log, membership, faults
+//!  leaves: transport, config, clock, metrics, refusal, log, membership, faults
 //! ```
 //!
 //! - [`event`]: validated input, cursors, and the SSE bytes (encoded once).
@@ -22,6 +22,7 @@
 //! - [`membership`]: what the API shows of the cluster (members, readiness), which
 //!   `cluster` provides and `http` reads.
 //! - [`log`]: escaping untrusted values for the log, and rate-limited warnings.
+//! - [`refusal`]: the kinds of refused requests, with their status and metric label.
 //! - `faults` and `fuzzing`: test-only (the `testing` feature), not part of the API.
 
 pub mod broker;
@@ -39,6 +40,7 @@ pub mod log;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod refusal;
 pub mod transport;
 
 pub use broker::Broker;

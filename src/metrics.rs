@@ -4,70 +4,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Kinds of refused requests, one counter each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    NotFound,
-    MethodNotAllowed,
-    UnsupportedMediaType,
-    PayloadTooLarge,
-    BadRequest,
-    Conflict,
-    Overloaded,
-    Unauthorized,
-    Forbidden,
-    /// A request head over `--http.server.maxHeaderBytes` (431).
-    HeaderTooLarge,
-    /// A request head not received within `--http.server.headerTimeout` (408).
-    HeaderTimeout,
-    /// A request body not received within `--http.server.bodyTimeout` of its
-    /// head (408, and the connection closed).
-    BodyTimeout,
-    /// A connection from an address that already had
-    /// `--http.server.maxConnectionsPerAddress` open (429 and closed).
-    TooManyConnectionsFromAddress,
-    /// A publish refused because the node is draining before it stops (503 with
-    /// `Retry-After`: publish on another node, with the same `id`).
-    Draining,
-}
-
-impl ErrorKind {
-    pub const ALL: [ErrorKind; 14] = [
-        ErrorKind::NotFound,
-        ErrorKind::MethodNotAllowed,
-        ErrorKind::UnsupportedMediaType,
-        ErrorKind::PayloadTooLarge,
-        ErrorKind::BadRequest,
-        ErrorKind::Conflict,
-        ErrorKind::Overloaded,
-        ErrorKind::Unauthorized,
-        ErrorKind::Forbidden,
-        ErrorKind::HeaderTooLarge,
-        ErrorKind::HeaderTimeout,
-        ErrorKind::BodyTimeout,
-        ErrorKind::TooManyConnectionsFromAddress,
-        ErrorKind::Draining,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::MethodNotAllowed => "method_not_allowed",
-            ErrorKind::UnsupportedMediaType => "unsupported_media_type",
-            ErrorKind::PayloadTooLarge => "payload_too_large",
-            ErrorKind::BadRequest => "bad_request",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::Overloaded => "overloaded",
-            ErrorKind::Unauthorized => "unauthorized",
-            ErrorKind::Forbidden => "forbidden",
-            ErrorKind::HeaderTooLarge => "header_too_large",
-            ErrorKind::HeaderTimeout => "header_timeout",
-            ErrorKind::BodyTimeout => "body_timeout",
-            ErrorKind::TooManyConnectionsFromAddress => "too_many_connections_from_address",
-            ErrorKind::Draining => "draining",
-        }
-    }
-}
+use crate::refusal::ErrorKind;
 
 #[derive(Debug, Default)]
 pub struct Metrics {

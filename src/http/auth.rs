@@ -27,7 +27,7 @@ use super::{ApiError, AppState};
 use crate::broker::pattern_prefix;
 use crate::clock::Clock;
 use crate::config::{Config, JwtPublicKey};
-use crate::metrics::ErrorKind;
+use crate::refusal::ErrorKind;
 
 /// Slack for clocks that disagree between the token's issuer and this node.
 pub(crate) const LEEWAY_SECS: u64 = 5;

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use crate::event::Publish;
-use crate::metrics::ErrorKind;
+use crate::refusal::ErrorKind;
 
 /// The content type of a bulk publish and of its answer.
 pub(super) const NDJSON: &str = "application/x-ndjson";

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::broker::ChannelsFull;
-use crate::metrics::ErrorKind;
+use crate::refusal::ErrorKind;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -27,26 +27,6 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         self.kind.status()
-    }
-}
-
-impl ErrorKind {
-    /// The HTTP status a refusal of this kind is answered with.
-    pub fn status(self) -> StatusCode {
-        match self {
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
-            ErrorKind::Overloaded | ErrorKind::Draining => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            ErrorKind::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ErrorKind::HeaderTimeout | ErrorKind::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ErrorKind::TooManyConnectionsFromAddress => StatusCode::TOO_MANY_REQUESTS,
-        }
     }
 }
 

@@ -24,7 +24,8 @@ use axum::Router;
 use tokio::sync::watch;
 
 use crate::broker::Broker;
-use crate::metrics::{ErrorKind, Metrics};
+use crate::metrics::Metrics;
+use crate::refusal::ErrorKind;
 pub use auth::Auth;
 pub use bulk::parse_ndjson;
 pub use error::ApiError;

@@ -16,7 +16,7 @@ use super::auth::PublishAccess;
 use super::{bulk, ApiError, AppState};
 use crate::broker::Published;
 use crate::event::{validate_name, Publish};
-use crate::metrics::ErrorKind;
+use crate::refusal::ErrorKind;
 
 #[derive(Debug, Serialize)]
 pub(super) struct PublishAnswer {

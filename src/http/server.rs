@@ -28,7 +28,8 @@ use tower::ServiceExt;
 
 use super::direct::{self, write_plain};
 use crate::log::RateLimited;
-use crate::metrics::{ErrorKind, Metrics};
+use crate::metrics::Metrics;
+use crate::refusal::ErrorKind;
 use crate::transport::{PeerIp, RemoteIp, TrySend};
 
 /// Bounds on request heads.

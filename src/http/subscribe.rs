@@ -24,7 +24,7 @@ use crate::broker::{
     SubscribeError, Subscription,
 };
 use crate::event::{encode_event, encode_retry, validate_name, Cursor};
-use crate::metrics::ErrorKind;
+use crate::refusal::ErrorKind;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct SubscribeQuery {
