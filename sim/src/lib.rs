@@ -6,6 +6,8 @@
 //! - [`trace`]: what every client saw, and its digest.
 //! - [`check`]: the delivery contract as invariants over a trace.
 //! - [`scenarios`]: named plans shared by the tests and the command.
+//! - [`random`]: the random plan generator (`--scenario random`).
+//! - [`coverage`]: what a run reached, and the summary of a sweep.
 //!
 //! Determinism: a run happens on a fresh thread, one at a time per process, after
 //! mad-turmoil's generator (behind `getrandom`, so chitchat's RNG and std's hash
@@ -19,9 +21,13 @@
 
 pub mod check;
 pub mod cluster;
+pub mod coverage;
 mod http;
 pub mod net;
+mod probe_check;
+pub mod random;
 pub mod scenarios;
+pub mod shrink;
 pub mod trace;
 pub mod workload;
 
@@ -57,6 +63,7 @@ impl Outcome {
             "gaps_signalled": self.report.gaps_signalled,
             "violations": self.report.violations.len(),
             "trace_digest": self.digest,
+            "coverage": coverage::of(&self.records, &self.report),
         })
         .to_string()
     }

@@ -8,17 +8,19 @@
 use std::time::Duration;
 
 use crate::cluster::{Fault, Plan};
-use crate::workload::{PublisherSpec, SubscriberSpec};
+use crate::workload::{PublisherSpec, SubscriberSpec, CHANNEL};
+use sse_cluster::faults::Bug;
 
 pub const HEAL: Duration = Duration::from_secs(21);
 pub const LEAVE: Duration = Duration::from_secs(33);
-const REPLAY_AGE: Duration = Duration::from_secs(4);
+pub const REPLAY_AGE: Duration = Duration::from_secs(4);
 
-fn secs(s: f64) -> Duration {
+pub(crate) fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
 
-/// Names of every scenario the command knows (besides `random`).
+/// Names of every scenario the command knows (besides `random`, the generator of
+/// [`crate::random`], and `random_links`, the earlier link-faults-only schedules).
 pub const NAMES: &[&str] = &[
     "partition_while_publishing",
     "crash_of_accepting_node",
@@ -52,7 +54,8 @@ pub fn by_name(name: &str, seed: u64) -> Option<Plan> {
         "planned_stop_under_latency" => planned_stop_under_latency(),
         "planned_stop_without_drain" => planned_stop_without_drain(),
         "rolling_restart" => rolling_restart(),
-        "random" => random(seed, 3),
+        "random" => crate::random::random(seed),
+        "random_links" => random(seed, 3),
         _ => return None,
     })
 }
@@ -68,10 +71,12 @@ pub fn base(
     let subscribers = (0..nodes)
         .map(|i| SubscriberSpec {
             name: format!("s{i}"),
+            channels: vec![CHANNEL.to_owned()],
             nodes: (0..nodes).map(|k| (i + k) % nodes).collect(),
             start: secs(3.0),
             stop: LEAVE,
             read_delay: Duration::ZERO,
+            hop_every: None,
         })
         .collect();
     let publishers = publish_on
@@ -80,10 +85,12 @@ pub fn base(
         .map(|(k, node)| PublisherSpec {
             name: format!("p{k}"),
             p: k as u32,
+            channel: CHANNEL.to_owned(),
             nodes: vec![*node],
             start: secs(5.0 + 0.1 * k as f64),
             count: 30,
             interval: Duration::from_millis(500),
+            retry_with_id: false,
         })
         .collect();
     let mut faults = faults;
@@ -98,7 +105,9 @@ pub fn base(
         probe_at: LEAVE + REPLAY_AGE * 2 + secs(2.0),
         subscriber_buffer: 512,
         replay_age: REPLAY_AGE,
-        fault_disable_dedup: false,
+        relay_queue_events: 10_000,
+        tcp_capacity: 64,
+        planted: None,
         drain_timeout: Duration::from_secs(10),
     }
 }
@@ -200,10 +209,12 @@ pub fn subscribe_unsubscribe_race() -> Plan {
         let start = 4.0 + 1.3 * k as f64;
         plan.subscribers.push(SubscriberSpec {
             name: format!("r{k}"),
+            channels: vec![CHANNEL.to_owned()],
             nodes: vec![k % 2, (k + 1) % 2],
             start: secs(start),
             stop: secs(start + 0.7 + 0.2 * (k % 3) as f64),
             read_delay: Duration::ZERO,
+            hop_every: None,
         });
     }
     plan
@@ -222,10 +233,12 @@ pub fn node_joins_mid_stream() -> Plan {
     plan.publishers.push(PublisherSpec {
         name: "p2".into(),
         p: 2,
+        channel: CHANNEL.to_owned(),
         nodes: vec![2],
         start: secs(14.5),
         count: 10,
         interval: Duration::from_millis(500),
+        retry_with_id: false,
     });
     plan
 }
@@ -252,7 +265,7 @@ pub fn lossy_and_slow_network() -> Plan {
 pub fn dedup_fault() -> Plan {
     let mut plan = partition_while_publishing();
     plan.name = "dedup_fault".into();
-    plan.fault_disable_dedup = true;
+    plan.planted = Some(Bug::DedupOff);
     plan
 }
 
@@ -281,10 +294,12 @@ pub fn planned_stop_under_latency() -> Plan {
     plan.publishers.push(PublisherSpec {
         name: "burst".into(),
         p: 1,
+        channel: CHANNEL.to_owned(),
         nodes: vec![1],
         start: secs(9.0),
         count: 60,
         interval: Duration::from_millis(20),
+        retry_with_id: false,
     });
     plan
 }
@@ -325,7 +340,8 @@ pub fn rolling_restart() -> Plan {
     plan
 }
 
-/// A fault schedule drawn from `seed`: `steps` faults between 6 s and 19 s on 3 nodes.
+/// The earlier random plans (`random_links`): `steps` link faults (no crash, restart,
+/// join or slow reader) between 6 s and 19 s on 3 nodes, one channel.
 pub fn random(seed: u64, steps: usize) -> Plan {
     let mut state = seed ^ 0x5eed;
     let mut next = move |bound: u64| {
@@ -351,7 +367,7 @@ pub fn random(seed: u64, steps: usize) -> Plan {
             (at, fault)
         })
         .collect();
-    with_final_repairs(base("random", 3, &[0, 1, 2], faults))
+    with_final_repairs(base("random_links", 3, &[0, 1, 2], faults))
 }
 
 /// Adds the repairs a random schedule may lack (loss, latency), at [`HEAL`].

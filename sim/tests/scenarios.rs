@@ -54,7 +54,8 @@ fn a_node_dying_while_cut_off_leaves_a_gap_not_a_hole() -> turmoil::Result {
         // with it; the broker still owes node 0's subscriber a signal, since node 2
         // had those events and gossip said so.
         let gap_for_s0 = outcome.records.iter().any(|r| {
-            r.actor == "s0" && matches!(&r.what, What::Event { event: Some(e), .. } if e == "gap")
+            r.actor == "s0@sim"
+                && matches!(&r.what, What::Event { event: Some(e), .. } if e == "gap")
         });
         assert!(
             outcome.report.ok() && gap_for_s0,

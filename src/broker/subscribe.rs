@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use crate::event::{encode_event, encode_id_only, Cursor};
+use crate::faults::Bug;
 
 use super::channel::{Channel, Fanout, Log, Subscriber};
 use super::lifecycle::live_channels;
@@ -74,8 +75,12 @@ impl Broker {
         if let Resume::From(cursor) = resume {
             self.shared.metrics.replays_served.fetch_add(1, Relaxed);
             let mut replayed = 0;
+            let mut skip_first = self.planted(Bug::ReplaySkipsFirst);
             for entry in log.entries.iter() {
                 if entry.seq > cursor.frontier.get(entry.origin) && entry.is_for(&client) {
+                    if std::mem::take(&mut skip_first) {
+                        continue;
+                    }
                     preamble.extend_from_slice(&entry.frame);
                     replayed += 1;
                 }

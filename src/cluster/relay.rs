@@ -32,6 +32,7 @@ use super::drain::PulledUpTo;
 use super::{ClusterSecret, MemberIps};
 use crate::broker::{Broker, RelayBatch, RelayEvent, Route};
 use crate::event::{validate_name, Origin, Publish};
+use crate::faults::Bug;
 use crate::log::{RateLimited, Untrusted};
 use crate::transport::{Network, RemoteIp};
 
@@ -381,6 +382,10 @@ async fn pull_once<N: Network>(
     // Clocks of different hosts differ; the margin errs towards catching up more.
     let mut since = broker.started_ms().saturating_sub(5_000);
     let mut next = progress.load(Relaxed);
+    if next > 0 && broker.planted(Bug::RelayResumeOffByOne) {
+        // The planted bug: the position taken for the last event applied.
+        next += 1;
+    }
     let mut from = next;
     if broker.dedup_disabled() {
         // The simulation's fault: forget the position, so a reconnect re-sends
@@ -512,6 +517,11 @@ fn apply(broker: &Broker, origin: Origin, payload: &[u8], next: &mut u64) -> Res
         Frame::Ping => Ok(()),
         Frame::Gap { upto } => {
             let after = after_seq(upto)?;
+            if upto >= *next && broker.planted(Bug::SilentOutboxGap) {
+                // The planted bug: past the hole without a word to subscribers.
+                *next = after;
+                return Ok(());
+            }
             if upto >= *next {
                 tracing::warn!(
                     origin = format_args!("{origin:x}"),
