@@ -22,10 +22,9 @@ const DRAIN_MS: u64 = 8_000;
 /// moved past it (relay latency is far below this).
 const OVERTAKEN_MS: u64 = 5_000;
 
-/// A `reset` or `overflow` excuses the events accepted up to this long before it
-/// (and a moment after: the reconnect it asks for takes time).
-const SIGNAL_COVERS_MS: u64 = 15_000;
-const SIGNAL_SLACK_MS: u64 = 1_000;
+/// A `reset` or `overflow` excuses the events its stream's cursor did not cover
+/// and that were accepted before it (or this moment after: still on their way).
+const SIGNAL_SLACK_MS: u64 = 100;
 
 /// A node that held the first copy of an event this recently still holds its
 /// publisher id (well inside the replay age), so a retry on it must be a duplicate.
@@ -83,6 +82,8 @@ struct Signal {
     name: String,
     /// For a `gap`: the origin and the sequence it covers up to.
     gap: Option<(u64, u64)>,
+    /// For a `reset` or `overflow`: the stream's cursor then (what it had).
+    had: Option<sse_cluster::event::Frontier>,
 }
 
 #[derive(Default)]
@@ -362,10 +363,15 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
                             s.last_seq.clear();
                         }
                         *report.signals.entry(name.to_owned()).or_default() += 1;
+                        let had = id
+                            .as_deref()
+                            .and_then(|id| Cursor::parse(id).ok())
+                            .map(|cursor| cursor.frontier);
                         s.signals.push(Signal {
                             at_ms: r.at_ms,
                             name: name.to_owned(),
                             gap: (name == "gap").then(|| parse_gap(data)).flatten(),
+                            had: (name != "gap").then_some(had).flatten(),
                         });
                     }
                     Some(other) => {
@@ -443,8 +449,11 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
             });
             let reset = s.signals.iter().any(|signal| {
                 signal.name != "gap"
-                    && signal.at_ms + SIGNAL_SLACK_MS >= *at
-                    && signal.at_ms <= at + SIGNAL_COVERS_MS
+                    && *at <= signal.at_ms + SIGNAL_SLACK_MS
+                    && signal
+                        .had
+                        .as_ref()
+                        .is_none_or(|had| had.get(*origin) < *seq)
             });
             let died = w.died(*origin, *at);
             let planned_stop = w.stopped.contains(origin) && !died;

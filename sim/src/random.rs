@@ -130,7 +130,7 @@ pub fn random(seed: u64) -> Plan {
             nodes: rng.order(nodes),
             start,
             stop,
-            read_delay: if rng.chance(0.15) {
+            read_delay: if rng.chance(0.25) {
                 rng.ms(300, 1500)
             } else {
                 Duration::ZERO
@@ -197,6 +197,9 @@ pub fn random(seed: u64) -> Plan {
             faults.push((HEAL, Fault::Join(node)));
         }
     }
+    // A slow reader backs up into the broker only through a short TCP window
+    // (turmoil counts it in segments, and a lagging stream's writes are batched).
+    let slow = subscribers.iter().any(|s| !s.read_delay.is_zero());
     Plan {
         name: "random".into(),
         nodes,
@@ -205,18 +208,18 @@ pub fn random(seed: u64) -> Plan {
         publishers,
         faults,
         probe_at: LEAVE + REPLAY_AGE * 2 + secs(2.0),
-        subscriber_buffer: if rng.chance(0.3) {
+        subscriber_buffer: if rng.chance(if slow { 0.6 } else { 0.2 }) {
             8 + rng.index(24)
         } else {
             512
         },
         replay_age: REPLAY_AGE,
-        relay_queue_events: if rng.chance(0.25) {
-            20 + rng.index(60)
+        relay_queue_events: if rng.chance(0.35) {
+            10 + rng.index(40)
         } else {
             10_000
         },
-        tcp_capacity: if rng.chance(0.3) { 8 } else { 64 },
+        tcp_capacity: if slow || rng.chance(0.2) { 16 } else { 64 },
         planted: None,
         drain_timeout: Duration::from_secs(10),
     }
