@@ -17,9 +17,9 @@ pub enum Bug {
     /// When a peer's outbox overflowed, the puller moves past the lost events without
     /// telling its subscribers (no `gap`).
     SilentOutboxGap,
-    /// As a node closes its streams, a subscriber is taken off its channel at once:
-    /// the events still queued for it are never written, yet its stream ends with
-    /// the channel's cursor.
+    /// A subscriber that falls behind its buffer, or whose node closes its streams,
+    /// is taken off its channel at once: the events still queued for it are never
+    /// written, yet it is sent the channel's cursor, as if it had them.
     EarlyUnsubscribe,
     /// A node does not remember the publisher ids of events it learned through the
     /// relay, so a publish retried on it after the first copy reached it (the

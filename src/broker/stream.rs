@@ -97,6 +97,18 @@ impl Subscription {
             }
             return Poll::Ready(Next::Closed);
         }
+        if (me.next < log.base || head - me.next > buffer)
+            && self.broker.planted(Bug::EarlyUnsubscribe)
+        {
+            // The planted bug: off the channel at once, with the channel's cursor,
+            // as if it had been written everything.
+            me.next = head;
+            let cursor = Cursor {
+                time_ms: shared.clock.now_ms(),
+                frontier: log.frontier.clone(),
+            };
+            return Poll::Ready(Next::Data(encode_id_only(&cursor.encode())));
+        }
         if me.next < log.base || head - me.next > buffer {
             shared
                 .metrics
