@@ -59,6 +59,10 @@ pub struct Report {
     /// Events a stream got again after a `reset` (the node could not trust its
     /// cursor, so it could not know what the subscriber had): not violations.
     pub redelivered_after_reset: usize,
+    /// Events a subscriber never got because it left while still reading the
+    /// tail of a stream whose node had gone (stopped or crashed) without them: the
+    /// resume that would have fetched them elsewhere never happened.
+    pub stranded: usize,
     /// Signals received, by name.
     pub signals: BTreeMap<String, usize>,
     /// Violations by kind (all of them, counted).
@@ -90,6 +94,10 @@ struct Signal {
 struct StreamView {
     first_open_ms: Option<u64>,
     left_ms: Option<u64>,
+    /// The connection it left on, if that connection's node went down while it was
+    /// open (the subscriber was still reading what the node had sent): the node and
+    /// when it went down.
+    stranded: Option<(usize, u64)>,
     /// Messages seen: `(p, n)` → attempts.
     seen: BTreeMap<(u32, u32), BTreeSet<u32>>,
     /// Latest acceptance time of any event it received.
@@ -150,6 +158,8 @@ struct World {
     /// Node starts (first start and restarts), by node.
     starts: BTreeMap<usize, Vec<u64>>,
     crashed_at: BTreeMap<u64, u64>,
+    /// When each node went down (a stop, a crash, or a restart of a running node).
+    down: BTreeMap<usize, Vec<u64>>,
     stopped: BTreeSet<u64>,
     cuts: Vec<u64>,
     heals: Vec<u64>,
@@ -177,12 +187,16 @@ fn world(records: &[Record]) -> World {
                 // ends its previous process: a crash of that origin, if no `Crash`
                 // came first.
                 if let Some(previous) = origin_of_node.insert(*node, *origin) {
+                    w.down.entry(*node).or_default().push(r.at_ms);
                     if !w.stopped.contains(&previous) {
                         w.crashed_at.entry(previous).or_insert(r.at_ms);
                     }
                 }
             }
             What::Fault(text) if text.starts_with("Stop(") => {
+                if let Some(node) = fault_node(text, "Stop") {
+                    w.down.entry(node).or_default().push(r.at_ms);
+                }
                 if let Some(origin) = fault_node(text, "Stop").and_then(|n| origin_of_node.get(&n))
                 {
                     if !w.crashed_at.contains_key(origin) {
@@ -191,6 +205,9 @@ fn world(records: &[Record]) -> World {
                 }
             }
             What::Fault(text) if text.starts_with("Crash(") => {
+                if let Some(node) = fault_node(text, "Crash") {
+                    w.down.entry(node).or_default().push(r.at_ms);
+                }
                 if let Some(origin) = fault_node(text, "Crash").and_then(|n| origin_of_node.get(&n))
                 {
                     w.crashed_at.entry(*origin).or_insert(r.at_ms);
@@ -289,7 +306,15 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
                 s.last_node = Some(*node);
             }
             What::Disconnected { .. } => streams.entry(&r.actor).or_default().connection = None,
-            What::Left => streams.entry(&r.actor).or_default().left_ms = Some(r.at_ms),
+            What::Left => {
+                let s = streams.entry(&r.actor).or_default();
+                s.left_ms = Some(r.at_ms);
+                s.stranded = s.connection.and_then(|(node, _, opened)| {
+                    let down = w.down.get(&node)?;
+                    let t = down.iter().find(|t| **t > opened && **t < r.at_ms)?;
+                    Some((node, *t))
+                });
+            }
             What::Event { id, event, data } => {
                 let s = streams.entry(&r.actor).or_default();
                 match event.as_deref() {
@@ -457,6 +482,15 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
             });
             let died = w.died(*origin, *at);
             let planned_stop = w.stopped.contains(origin) && !died;
+            // Left while reading the tail of a stream whose node went down before
+            // it had this event (it did not accept it, and no stream on it saw it).
+            let stranded = s.stranded.is_some_and(|(node, down)| {
+                let accepted_there = acc.node == node && acc.at < down;
+                let seen_there = held_by
+                    .get(&(key.0, key.1, acc.attempt))
+                    .is_some_and(|held| held.iter().any(|(n, t)| *n == node && *t < down));
+                !accepted_there && !seen_there
+            });
             if died {
                 report.lost_to_crash += 1;
                 if gap || reset {
@@ -464,6 +498,8 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
                 }
             } else if reset || (gap && !planned_stop) {
                 report.gaps_signalled += 1;
+            } else if stranded {
+                report.stranded += 1;
             } else {
                 missing.push(*key);
             }

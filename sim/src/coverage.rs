@@ -85,6 +85,7 @@ pub fn of(records: &[Record], report: &Report) -> BTreeMap<String, u64> {
         "path:lost_to_crash_signalled",
         report.lost_to_crash_signalled as u64,
     );
+    add("path:stranded_on_a_stopped_node", report.stranded as u64);
     for (kind, n) in &report.violation_kinds {
         add(&format!("violation:{kind}"), *n as u64);
     }
