@@ -208,14 +208,14 @@ pub fn random(seed: u64) -> Plan {
         publishers,
         faults,
         probe_at: LEAVE + REPLAY_AGE * 2 + secs(2.0),
-        subscriber_buffer: if rng.chance(if slow { 0.6 } else { 0.2 }) {
-            8 + rng.index(24)
+        subscriber_buffer: if rng.chance(if slow { 0.9 } else { 0.2 }) {
+            4 + rng.index(12)
         } else {
             512
         },
         replay_age: REPLAY_AGE,
-        relay_queue_events: if rng.chance(0.35) {
-            10 + rng.index(40)
+        relay_queue_events: if rng.chance(0.5) {
+            5 + rng.index(25)
         } else {
             10_000
         },
