@@ -346,8 +346,9 @@ pub fn rolling_restart() -> Plan {
 /// a crash as a new generation, accepts a few publishes in its first tenth of a
 /// second, and is stopped as planned. Its peers have not heard of the new
 /// generation yet, so the drain sees no live peer, does not wait, and the events die
-/// with the process: a planned stop that loses events, with no signal to anyone.
-/// Not fixed yet (see `a_stop_soon_after_a_restart_loses_nothing`, ignored).
+/// with the process: a planned stop that lost events, with no signal to anyone.
+/// Fixed: a drain with seeds that has seen no live peer yet waits (bounded by the
+/// drain timeout) for gossip to find one.
 pub fn stop_soon_after_restart() -> Plan {
     let mut plan = base(
         "stop_soon_after_restart",

@@ -160,9 +160,8 @@ fn no_signals_and_holds(plan: Plan) -> turmoil::Result {
 
 /// A real bug the random search found (see `scenarios::stop_soon_after_restart`): a
 /// node stopped as planned right after it restarted, before gossip told it of any
-/// peer, leaves without waiting and loses what it accepted. Ignored until fixed.
+/// peer, left without waiting and lost what it accepted.
 #[test]
-#[ignore = "known bug: a drain that sees no live peer does not wait, even for peers it has not heard of yet"]
 fn a_stop_soon_after_a_restart_loses_nothing() -> turmoil::Result {
     holds(scenarios::stop_soon_after_restart())
 }
