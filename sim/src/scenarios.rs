@@ -35,6 +35,7 @@ pub const NAMES: &[&str] = &[
     "dedup_fault",
     "planned_stop_under_latency",
     "planned_stop_without_drain",
+    "fresh_pull_of_an_overflowed_outbox",
     "rolling_restart",
     "stop_soon_after_restart",
 ];
@@ -54,6 +55,7 @@ pub fn by_name(name: &str, seed: u64) -> Option<Plan> {
         "dedup_fault" => dedup_fault(),
         "planned_stop_under_latency" => planned_stop_under_latency(),
         "planned_stop_without_drain" => planned_stop_without_drain(),
+        "fresh_pull_of_an_overflowed_outbox" => fresh_pull_of_an_overflowed_outbox(),
         "rolling_restart" => rolling_restart(),
         "stop_soon_after_restart" => stop_soon_after_restart(),
         "random" => crate::random::random(seed),
@@ -340,6 +342,92 @@ pub fn rolling_restart() -> Plan {
         publisher.interval = Duration::from_millis(150);
     }
     plan
+}
+
+/// A real bug the random search found (seed 1, shrunk with `--shrink`: `--seed 1
+/// --scenario random --without s0,s1,s3,s4,s5,s6,s7,f0,f1,f3,f4,p0:17,p0:8,p0:4,p0:2`).
+/// Node 1 restarts as a new generation while node 0 cannot reach it; its outbox
+/// (15 events) overflows before the heal, and node 0's first pull of the new origin
+/// started at the oldest event left, with no `gap` for the evicted ones: s2 lost
+/// them silently. Fixed in `Outbox::first_since`.
+pub fn fresh_pull_of_an_overflowed_outbox() -> Plan {
+    Plan {
+        name: "fresh_pull_of_an_overflowed_outbox".into(),
+        nodes: 3,
+        late_nodes: vec![2],
+        subscribers: vec![SubscriberSpec {
+            name: "s2".into(),
+            channels: vec!["c0".into()],
+            nodes: vec![2, 0, 1],
+            start: Duration::from_millis(3836),
+            stop: Duration::from_millis(33000),
+            read_delay: Duration::from_millis(0),
+            hop_every: None,
+        }],
+        publishers: vec![
+            PublisherSpec {
+                name: "p0".into(),
+                p: 0,
+                channel: "c1".into(),
+                nodes: vec![0, 1, 2],
+                start: Duration::from_millis(7394),
+                count: 2,
+                interval: Duration::from_millis(358),
+                retry_with_id: true,
+            },
+            PublisherSpec {
+                name: "p1".into(),
+                p: 1,
+                channel: "c1".into(),
+                nodes: vec![0, 1, 2],
+                start: Duration::from_millis(7961),
+                count: 27,
+                interval: Duration::from_millis(444),
+                retry_with_id: true,
+            },
+            PublisherSpec {
+                name: "p2".into(),
+                p: 2,
+                channel: "c0".into(),
+                nodes: vec![2, 1, 0],
+                start: Duration::from_millis(5776),
+                count: 29,
+                interval: Duration::from_millis(488),
+                retry_with_id: true,
+            },
+            PublisherSpec {
+                name: "p3".into(),
+                p: 3,
+                channel: "c1".into(),
+                nodes: vec![1, 0, 2],
+                start: Duration::from_millis(7629),
+                count: 29,
+                interval: Duration::from_millis(425),
+                retry_with_id: true,
+            },
+        ],
+        faults: vec![
+            (Duration::from_millis(13967), Fault::PartitionOneWay(0, 1)),
+            (Duration::from_millis(14504), Fault::Restart(1)),
+            (Duration::from_millis(21000), Fault::HealAll),
+            (Duration::from_millis(21000), Fault::Loss(0.0)),
+            (
+                Duration::from_millis(21000),
+                Fault::Latency(Duration::from_millis(10)),
+            ),
+            (Duration::from_millis(21000), Fault::Revive(0)),
+            (Duration::from_millis(21000), Fault::Revive(1)),
+            (Duration::from_millis(21000), Fault::Revive(2)),
+            (Duration::from_millis(21000), Fault::Join(2)),
+        ],
+        probe_at: Duration::from_millis(43000),
+        subscriber_buffer: 11,
+        replay_age: Duration::from_millis(4000),
+        relay_queue_events: 15,
+        tcp_capacity: 16,
+        planted: None,
+        drain_timeout: Duration::from_millis(10000),
+    }
 }
 
 /// A real bug the random search found (seed 3, hand-shrunk): node 1 comes back from

@@ -165,3 +165,12 @@ fn no_signals_and_holds(plan: Plan) -> turmoil::Result {
 fn a_stop_soon_after_a_restart_loses_nothing() -> turmoil::Result {
     holds(scenarios::stop_soon_after_restart())
 }
+
+/// A real bug the random search found (see
+/// `scenarios::fresh_pull_of_an_overflowed_outbox`): a peer's first pull of a
+/// restarted origin whose outbox overflowed started after the evicted events
+/// without a gap.
+#[test]
+fn a_first_pull_of_an_overflowed_outbox_signals_the_gap() -> turmoil::Result {
+    holds(scenarios::fresh_pull_of_an_overflowed_outbox())
+}

@@ -5,8 +5,9 @@
 //! body of frames, each a 4-byte big-endian length and a JSON [`Frame`]. A request for
 //! another origin (the peer restarted) answers 410 with the current one in
 //! `x-relay-origin`. `from=0&since=<ms>` starts at the first event accepted at or
-//! after that wall time: a node that just started catches up on what was accepted
-//! while it was starting, without replaying a peer's whole queue to new subscribers.
+//! after that wall time (with a gap first if some of those were already evicted): a
+//! node that just started catches up on what was accepted while it was starting,
+//! without replaying a peer's whole queue to new subscribers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
