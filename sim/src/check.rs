@@ -1,7 +1,11 @@
-//! Invariants over a trace: no duplicates, per-origin order, no silent loss,
-//! channel lifecycle, membership convergence.
+//! Invariants over a trace, per (subscriber, channel): exactly once, per-origin
+//! order, no silent loss (a miss only where the node signalled it, or where the
+//! contract allows loss to a crash), idempotent retries, channel lifecycle and
+//! membership convergence.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use sse_cluster::event::Cursor;
 
 use crate::trace::{Record, What};
 
@@ -18,6 +22,17 @@ const DRAIN_MS: u64 = 8_000;
 /// moved past it (relay latency is far below this).
 const OVERTAKEN_MS: u64 = 5_000;
 
+/// A `reset` or `overflow` excuses the events its stream's cursor did not cover
+/// and that were accepted before it (or this moment after: still on their way).
+const SIGNAL_SLACK_MS: u64 = 100;
+
+/// A node that held the first copy of an event this recently still holds its
+/// publisher id (well inside the replay age), so a retry on it must be a duplicate.
+const RETRY_MUST_DEDUP_MS: u64 = 2_000;
+
+/// Wall time of the simulation's start, as cursors carry it.
+const EPOCH_MS: u64 = crate::cluster::EPOCH_MS;
+
 /// What a run did and what it violated.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
@@ -27,7 +42,31 @@ pub struct Report {
     pub out_of_order: usize,
     pub lost: usize,
     pub lost_to_crash: usize,
+    /// Misses excused by a `gap`, `reset` or `overflow` the subscriber got.
     pub gaps_signalled: usize,
+    /// Losses to a crash that the subscriber was also told about (`gap`).
+    pub lost_to_crash_signalled: usize,
+    /// Publishes retried with the same id that were delivered once (the node
+    /// answered `duplicate`, or the copies never met a subscriber twice).
+    pub retries_deduplicated: usize,
+    /// Events delivered on a node other than the one that accepted them.
+    pub relayed: usize,
+    /// Events a resume replayed from the history.
+    pub replayed: usize,
+    /// Streams resumed with a `Last-Event-ID` on another node than before that then
+    /// got events.
+    pub resumed_elsewhere: usize,
+    /// Events a stream got again after a `reset` (the node could not trust its
+    /// cursor, so it could not know what the subscriber had): not violations.
+    pub redelivered_after_reset: usize,
+    /// Events a subscriber never got because it left while still reading the
+    /// tail of a stream whose node had gone (stopped or crashed) without them: the
+    /// resume that would have fetched them elsewhere never happened.
+    pub stranded: usize,
+    /// Signals received, by name.
+    pub signals: BTreeMap<String, usize>,
+    /// Violations by kind (all of them, counted).
+    pub violation_kinds: BTreeMap<&'static str, usize>,
     /// Human-readable violations (first few of each kind).
     pub violations: Vec<String>,
 }
@@ -38,39 +77,98 @@ impl Report {
     }
 }
 
+/// One delivered message: `(p, n, attempt)`.
+type Copy = (u32, u32, u32);
+
+/// A signal one stream got.
+struct Signal {
+    at_ms: u64,
+    name: String,
+    /// For a `gap`: the origin and the sequence it covers up to.
+    gap: Option<(u64, u64)>,
+    /// For a `reset` or `overflow`: the stream's cursor then (what it had).
+    had: Option<sse_cluster::event::Frontier>,
+}
+
 #[derive(Default)]
-struct SubscriberView {
+struct StreamView {
     first_open_ms: Option<u64>,
     left_ms: Option<u64>,
-    seen: BTreeSet<(u32, u32)>,
+    /// The connection it left on, if that connection's node went down while it was
+    /// open (the subscriber was still reading what the node had sent): the node and
+    /// when it went down.
+    stranded: Option<(usize, u64)>,
+    /// Messages seen: `(p, n)` → attempts.
+    seen: BTreeMap<(u32, u32), BTreeSet<u32>>,
     /// Latest acceptance time of any event it received.
     newest_seen_ms: u64,
     last_seq: BTreeMap<u64, u64>,
-    signals: usize,
+    signals: Vec<Signal>,
+    /// When each message was first received.
+    first_seen: BTreeMap<Copy, u64>,
+    /// The connection in progress: node, whether it resumed, when it opened.
+    connection: Option<(usize, bool, u64)>,
+    resuming: bool,
+    last_node: Option<usize>,
+    counted_resume: bool,
 }
 
-fn parse_data(data: &str) -> Option<(u32, u32)> {
+fn parse_data(data: &str) -> Option<Copy> {
     let value: serde_json::Value = serde_json::from_str(data).ok()?;
-    Some((value["p"].as_u64()? as u32, value["n"].as_u64()? as u32))
+    Some((
+        value["p"].as_u64()? as u32,
+        value["n"].as_u64()? as u32,
+        value["a"].as_u64().unwrap_or(0) as u32,
+    ))
 }
 
-/// Checks every invariant. `nodes` is the cluster size; `stayers` are the
-/// subscribers expected to receive everything published after they first opened.
-pub fn check(records: &[Record], stayers: &[String]) -> Report {
-    let mut report = Report::default();
-    let mut violations: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-    let mut violate =
-        |kind: &'static str, text: String| violations.entry(kind).or_default().push(text);
+fn parse_gap(data: &str) -> Option<(u64, u64)> {
+    let value: serde_json::Value = serde_json::from_str(data).ok()?;
+    let origin = u64::from_str_radix(value["origin"].as_str()?, 16).ok()?;
+    Some((origin, value["upto"].as_u64()?))
+}
 
-    // Accepted events and crash times per origin.
-    let mut accepted: BTreeMap<(u32, u32), (u64, u64, u64)> = BTreeMap::new();
+/// The node index inside a `Fault` record such as `Crash(2)`.
+fn fault_node(text: &str, kind: &str) -> Option<usize> {
+    text.strip_prefix(kind)?
+        .strip_prefix('(')?
+        .strip_suffix(')')?
+        .parse()
+        .ok()
+}
+
+/// A publish a node answered as new.
+struct Accepted {
+    origin: u64,
+    seq: u64,
+    /// When the answer came (the event was accepted just before).
+    at: u64,
+    node: usize,
+    channel: String,
+    attempt: u32,
+}
+
+/// What the schedule and the publishers did: the facts the subscribers are judged by.
+#[derive(Default)]
+struct World {
+    /// Answered publishes, by `(p, n)`.
+    accepted: BTreeMap<(u32, u32), Accepted>,
+    /// Every attempt: `(p, n, attempt)` → (node, send time).
+    attempts: BTreeMap<Copy, (usize, u64)>,
+    /// Node starts (first start and restarts), by node.
+    starts: BTreeMap<usize, Vec<u64>>,
+    crashed_at: BTreeMap<u64, u64>,
+    /// When each node went down (a stop, a crash, or a restart of a running node).
+    down: BTreeMap<usize, Vec<u64>>,
+    stopped: BTreeSet<u64>,
+    cuts: Vec<u64>,
+    heals: Vec<u64>,
+    dedup_answers: usize,
+}
+
+fn world(records: &[Record]) -> World {
+    let mut w = World::default();
     let mut origin_of_node: BTreeMap<usize, u64> = BTreeMap::new();
-    let mut crashed_at: BTreeMap<u64, u64> = BTreeMap::new();
-    // Origins stopped as planned (SIGTERM): they drain, so they may lose nothing.
-    let mut stopped: BTreeSet<u64> = BTreeSet::new();
-    // When links were cut (partitions, holds) and when they healed.
-    let mut cuts: Vec<u64> = Vec::new();
-    let mut heals: Vec<u64> = Vec::new();
     for r in records {
         match &r.what {
             What::Fault(text)
@@ -78,87 +176,229 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
                     .iter()
                     .any(|kind| text.starts_with(&format!("{kind}("))) =>
             {
-                cuts.push(r.at_ms);
+                w.cuts.push(r.at_ms);
             }
             What::Fault(text) if text == "HealAll" || text.starts_with("Release(") => {
-                heals.push(r.at_ms);
+                w.heals.push(r.at_ms);
             }
             What::NodeStarted { node, origin } => {
+                w.starts.entry(*node).or_default().push(r.at_ms);
                 // A node started again (`Restart` of a running node bounces it)
                 // ends its previous process: a crash of that origin, if no `Crash`
                 // came first.
                 if let Some(previous) = origin_of_node.insert(*node, *origin) {
-                    if !stopped.contains(&previous) {
-                        crashed_at.entry(previous).or_insert(r.at_ms);
+                    w.down.entry(*node).or_default().push(r.at_ms);
+                    if !w.stopped.contains(&previous) {
+                        w.crashed_at.entry(previous).or_insert(r.at_ms);
                     }
                 }
             }
             What::Fault(text) if text.starts_with("Stop(") => {
-                let node: Option<usize> = text[5..text.len() - 1].parse().ok();
-                if let Some(origin) = node.and_then(|n| origin_of_node.get(&n)) {
-                    if !crashed_at.contains_key(origin) {
-                        stopped.insert(*origin);
+                if let Some(node) = fault_node(text, "Stop") {
+                    w.down.entry(node).or_default().push(r.at_ms);
+                }
+                if let Some(origin) = fault_node(text, "Stop").and_then(|n| origin_of_node.get(&n))
+                {
+                    if !w.crashed_at.contains_key(origin) {
+                        w.stopped.insert(*origin);
                     }
                 }
             }
             What::Fault(text) if text.starts_with("Crash(") => {
-                let node: Option<usize> = text[6..text.len() - 1].parse().ok();
-                if let Some(origin) = node.and_then(|n| origin_of_node.get(&n)) {
-                    crashed_at.entry(*origin).or_insert(r.at_ms);
+                if let Some(node) = fault_node(text, "Crash") {
+                    w.down.entry(node).or_default().push(r.at_ms);
+                }
+                if let Some(origin) = fault_node(text, "Crash").and_then(|n| origin_of_node.get(&n))
+                {
+                    w.crashed_at.entry(*origin).or_insert(r.at_ms);
                 }
             }
             What::Published {
-                p, n, origin, seq, ..
+                p,
+                n,
+                attempt,
+                channel,
+                node,
+                sent_ms,
+                origin,
+                seq,
+                duplicate,
             } => {
-                accepted.insert((*p, *n), (*origin, *seq, r.at_ms));
+                w.attempts.insert((*p, *n, *attempt), (*node, *sent_ms));
+                if *duplicate {
+                    w.dedup_answers += 1;
+                } else {
+                    let accepted = Accepted {
+                        origin: *origin,
+                        seq: *seq,
+                        at: r.at_ms,
+                        node: *node,
+                        channel: channel.clone(),
+                        attempt: *attempt,
+                    };
+                    w.accepted.insert((*p, *n), accepted);
+                }
+            }
+            What::PublishFailed {
+                p,
+                n,
+                attempt,
+                node,
+                sent_ms,
+                ..
+            } => {
+                w.attempts.insert((*p, *n, *attempt), (*node, *sent_ms));
             }
             _ => {}
         }
     }
-    report.published = accepted.len();
+    w
+}
 
-    let mut subscribers: BTreeMap<&str, SubscriberView> = BTreeMap::new();
+impl World {
+    /// Whether an event `origin` accepted at `at` may have died with it.
+    fn died(&self, origin: u64, at: u64) -> bool {
+        self.crashed_at.get(&origin).is_some_and(|c| {
+            let soon = *c >= at && *c - at <= CRASH_WINDOW_MS;
+            // Accepted with links cut, and no heal before the crash.
+            let last_cut = self.cuts.iter().filter(|t| **t <= at).max();
+            let last_heal = self.heals.iter().filter(|t| **t <= at).max();
+            let cut_then = last_cut.is_some_and(|cut| last_heal.is_none_or(|heal| cut > heal));
+            let healed_before_crash = self.heals.iter().any(|h| *h > at && h <= c);
+            soon || (*c >= at && cut_then && !healed_before_crash)
+        })
+    }
+
+    fn restarted_between(&self, node: usize, from: u64, to: u64) -> bool {
+        self.starts
+            .get(&node)
+            .is_some_and(|starts| starts.iter().any(|t| *t >= from && *t <= to))
+    }
+}
+
+/// Checks every invariant. `stayers` are the subscribers expected to receive
+/// everything published to their channels while they were there.
+pub fn check(records: &[Record], stayers: &[String]) -> Report {
+    let mut report = Report::default();
+    let mut violations: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut violate =
+        |kind: &'static str, text: String| violations.entry(kind).or_default().push(text);
+    let w = world(records);
+    report.published = w.accepted.len();
+    report.retries_deduplicated = w.dedup_answers;
+
+    // Where each copy was in a node's log, and when (from its cursor): `(node,
+    // arrival time)`.
+    let mut held_by: BTreeMap<Copy, Vec<(usize, u64)>> = BTreeMap::new();
+    let mut streams: BTreeMap<&str, StreamView> = BTreeMap::new();
     for r in records {
         match &r.what {
-            What::Opened { .. } => {
-                let s = subscribers.entry(&r.actor).or_default();
-                s.first_open_ms.get_or_insert(r.at_ms);
+            What::Connecting { last_event_id, .. } => {
+                let s = streams.entry(&r.actor).or_default();
+                s.resuming = last_event_id.is_some();
             }
-            What::Left => subscribers.entry(&r.actor).or_default().left_ms = Some(r.at_ms),
-            What::Event { event, data, .. } => {
-                let s = subscribers.entry(&r.actor).or_default();
+            What::Opened { node } => {
+                let s = streams.entry(&r.actor).or_default();
+                s.first_open_ms.get_or_insert(r.at_ms);
+                let elsewhere = s.resuming && s.last_node.is_some_and(|last| last != *node);
+                s.counted_resume = !elsewhere;
+                s.connection = Some((*node, s.resuming, r.at_ms));
+                s.last_node = Some(*node);
+            }
+            What::Disconnected { .. } => streams.entry(&r.actor).or_default().connection = None,
+            What::Left => {
+                let s = streams.entry(&r.actor).or_default();
+                s.left_ms = Some(r.at_ms);
+                s.stranded = s.connection.and_then(|(node, _, opened)| {
+                    let down = w.down.get(&node)?;
+                    let t = down.iter().find(|t| **t > opened && **t < r.at_ms)?;
+                    Some((node, *t))
+                });
+            }
+            What::Event { id, event, data } => {
+                let s = streams.entry(&r.actor).or_default();
                 match event.as_deref() {
                     None => {
-                        let Some(key) = parse_data(data) else {
+                        let Some((p, n, a)) = parse_data(data) else {
                             violate("garbled", format!("{}: unreadable data {data}", r.actor));
                             continue;
                         };
                         report.delivered += 1;
-                        if !s.seen.insert(key) {
+                        let (node, resumed, opened) =
+                            s.connection.unwrap_or((usize::MAX, false, 0));
+                        if let Some(time) = id
+                            .as_deref()
+                            .and_then(|id| Cursor::parse(id).ok())
+                            .map(|c| c.time_ms.saturating_sub(EPOCH_MS))
+                        {
+                            held_by.entry((p, n, a)).or_default().push((node, time));
+                        }
+                        if !s.seen.entry((p, n)).or_default().insert(a) {
+                            let first = s.first_seen.get(&(p, n, a)).copied().unwrap_or(0);
+                            let reset_since = s
+                                .signals
+                                .iter()
+                                .any(|signal| signal.name == "reset" && signal.at_ms >= first);
+                            if reset_since {
+                                report.redelivered_after_reset += 1;
+                                continue;
+                            }
                             report.duplicates += 1;
                             violate(
                                 "duplicate",
-                                format!("{}: {key:?} twice (at {} ms)", r.actor, r.at_ms),
+                                format!("{}: {:?} twice (at {} ms)", r.actor, (p, n, a), r.at_ms),
                             );
                             continue;
                         }
-                        if let Some((origin, seq, _)) = accepted.get(&key) {
-                            let last = s.last_seq.entry(*origin).or_insert(0);
-                            if *seq <= *last {
-                                report.out_of_order += 1;
-                                violate(
-                                    "order",
-                                    format!(
-                                        "{}: origin {origin:x} seq {seq} after {last} (at {} ms)",
-                                        r.actor, r.at_ms
-                                    ),
-                                );
-                            }
-                            *last = (*last).max(*seq);
-                            s.newest_seen_ms = s.newest_seen_ms.max(accepted[&key].2);
+                        s.first_seen.insert((p, n, a), r.at_ms);
+                        if !s.counted_resume {
+                            s.counted_resume = true;
+                            report.resumed_elsewhere += 1;
                         }
+                        // Order is checked for the answered copy (the one whose
+                        // place in its origin is known); a retry's other copy is
+                        // judged with the retries below.
+                        let Some(acc) = w.accepted.get(&(p, n)).filter(|acc| acc.attempt == a)
+                        else {
+                            continue;
+                        };
+                        if acc.node != node {
+                            report.relayed += 1;
+                        }
+                        if resumed && acc.at + 50 < opened {
+                            report.replayed += 1;
+                        }
+                        let last = s.last_seq.entry(acc.origin).or_insert(0);
+                        if acc.seq <= *last {
+                            report.out_of_order += 1;
+                            violate(
+                                "order",
+                                format!(
+                                    "{}: origin {:x} seq {} after {last} (at {} ms)",
+                                    r.actor, acc.origin, acc.seq, r.at_ms
+                                ),
+                            );
+                        }
+                        *last = (*last).max(acc.seq);
+                        s.newest_seen_ms = s.newest_seen_ms.max(acc.at);
                     }
-                    Some("gap" | "reset" | "overflow") => s.signals += 1,
+                    Some(name @ ("gap" | "reset" | "overflow")) => {
+                        if name == "reset" {
+                            // The stream starts over: order is judged from here.
+                            s.last_seq.clear();
+                        }
+                        *report.signals.entry(name.to_owned()).or_default() += 1;
+                        let had = id
+                            .as_deref()
+                            .and_then(|id| Cursor::parse(id).ok())
+                            .map(|cursor| cursor.frontier);
+                        s.signals.push(Signal {
+                            at_ms: r.at_ms,
+                            name: name.to_owned(),
+                            gap: (name == "gap").then(|| parse_gap(data)).flatten(),
+                            had: (name != "gap").then_some(had).flatten(),
+                        });
+                    }
                     Some(other) => {
                         violate("garbled", format!("{}: unexpected event {other}", r.actor))
                     }
@@ -168,20 +408,52 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
         }
     }
 
-    for name in stayers {
-        let Some(s) = subscribers.get(name.as_str()) else {
-            violate("loss", format!("{name}: never connected"));
+    // Retried publishes: two copies of one (p, n) at one stream are allowed only when
+    // the node that took the retry could not have had the first copy.
+    for (actor, s) in &streams {
+        for ((p, n), attempts) in &s.seen {
+            if attempts.len() < 2 {
+                continue;
+            }
+            let proof = attempts.iter().find_map(|later| {
+                let (node, sent) = *w.attempts.get(&(*p, *n, *later))?;
+                attempts.iter().filter(|a| *a != later).find_map(|first| {
+                    held_by.get(&(*p, *n, *first))?.iter().find(|(at, time)| {
+                        *at == node
+                            && *time < sent
+                            && sent - *time < RETRY_MUST_DEDUP_MS
+                            && !w.restarted_between(node, *time, sent)
+                    })?;
+                    Some((*first, *later, node))
+                })
+            });
+            if let Some((first, later, node)) = proof {
+                report.duplicates += 1;
+                violate(
+                    "retry_duplicate",
+                    format!(
+                        "{actor}: ({p}, {n}) delivered as attempts {first} and {later}; n{node} had attempt {first} when attempt {later} reached it with the same id"
+                    ),
+                );
+            }
+        }
+    }
+
+    for (actor, s) in &streams {
+        let (name, channel) = actor.split_once('@').unwrap_or((actor, ""));
+        if !stayers.iter().any(|stayer| stayer == name) {
             continue;
-        };
+        }
         let Some(opened) = s.first_open_ms else {
-            violate("loss", format!("{name}: never opened a stream"));
+            violate("loss", format!("{actor}: never opened a stream"));
             continue;
         };
         // Events accepted while it was there, with time to arrive before it left.
         let until = s.left_ms.unwrap_or(u64::MAX).saturating_sub(DRAIN_MS);
         let mut missing = Vec::new();
-        for (key, (origin, seq, at)) in &accepted {
-            if *at < opened || *at > until || s.seen.contains(key) {
+        for (key, acc) in &w.accepted {
+            let (origin, seq, at) = (&acc.origin, &acc.seq, &acc.at);
+            if acc.channel != channel || *at < opened || *at > until || s.seen.contains_key(key) {
                 continue;
             }
             // Owed only if the stream got past it: a later event of the same origin
@@ -192,22 +464,42 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
             if !hole && !overtaken {
                 continue;
             }
-            let died = crashed_at.get(origin).is_some_and(|c| {
-                let soon = *c >= *at && *c - *at <= CRASH_WINDOW_MS;
-                // Accepted with links cut, and no heal before the crash.
-                let last_cut = cuts.iter().filter(|t| **t <= *at).max();
-                let last_heal = heals.iter().filter(|t| **t <= *at).max();
-                let cut_then = last_cut.is_some_and(|cut| last_heal.is_none_or(|heal| cut > heal));
-                let healed_before_crash = heals.iter().any(|h| h > at && h <= c);
-                soon || (*c >= *at && cut_then && !healed_before_crash)
+            // A `gap` says events of that origin were lost on their way: it excuses
+            // no loss of a node stopped as planned (a drain loses nothing). A
+            // `reset` or `overflow` says the stream itself could not be kept whole.
+            let gap = s.signals.iter().any(|signal| {
+                signal
+                    .gap
+                    .is_some_and(|(gap_origin, upto)| gap_origin == *origin && upto >= *seq)
             });
-            // A planned stop is not a crash: the node drained, so a signal does not
-            // excuse losing what it accepted.
-            let planned_stop = stopped.contains(origin) && !died;
+            let reset = s.signals.iter().any(|signal| {
+                signal.name != "gap"
+                    && *at <= signal.at_ms + SIGNAL_SLACK_MS
+                    && signal
+                        .had
+                        .as_ref()
+                        .is_none_or(|had| had.get(*origin) < *seq)
+            });
+            let died = w.died(*origin, *at);
+            let planned_stop = w.stopped.contains(origin) && !died;
+            // Left while reading the tail of a stream whose node went down before
+            // it had this event (it did not accept it, and no stream on it saw it).
+            let stranded = s.stranded.is_some_and(|(node, down)| {
+                let accepted_there = acc.node == node && acc.at < down;
+                let seen_there = held_by
+                    .get(&(key.0, key.1, acc.attempt))
+                    .is_some_and(|held| held.iter().any(|(n, t)| *n == node && *t < down));
+                !accepted_there && !seen_there
+            });
             if died {
                 report.lost_to_crash += 1;
-            } else if s.signals > 0 && !planned_stop {
+                if gap || reset {
+                    report.lost_to_crash_signalled += 1;
+                }
+            } else if reset || (gap && !planned_stop) {
                 report.gaps_signalled += 1;
+            } else if stranded {
+                report.stranded += 1;
             } else {
                 missing.push(*key);
             }
@@ -217,12 +509,12 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
             violate(
                 "loss",
                 format!(
-                    "{name}: {} accepted events never arrived and {}, e.g. {:?}",
+                    "{actor}: {} accepted events never arrived and {}, e.g. {:?}",
                     missing.len(),
-                    if s.signals == 0 {
+                    if s.signals.is_empty() {
                         "no gap/reset/overflow was sent"
                     } else {
-                        "their node was stopped as planned (a drain loses nothing; a signal does not excuse it)"
+                        "no signal covers them (or their node was stopped as planned: a drain loses nothing)"
                     },
                     &missing[..missing.len().min(5)]
                 ),
@@ -230,53 +522,10 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
         }
     }
 
-    // Lifecycle and membership, from the end-of-run probe.
-    let probes: Vec<&What> = records
-        .iter()
-        .filter(|r| matches!(r.what, What::Probe { .. } | What::ProbeFailed { .. }))
-        .map(|r| &r.what)
-        .collect();
-    if probes.is_empty() {
-        violate("probe", "the end-of-run probe did not run".into());
-    }
-    let probed: BTreeSet<String> = probes
-        .iter()
-        .filter_map(|w| match w {
-            What::Probe { node, .. } | What::ProbeFailed { node, .. } => {
-                Some(crate::cluster::node_name(*node))
-            }
-            _ => None,
-        })
-        .collect();
-    for what in probes {
-        match what {
-            What::Probe {
-                node,
-                channels,
-                dormant_channels,
-                history_events,
-                members_alive,
-            } => {
-                if *channels != 0 || *dormant_channels != 0 || *history_events != 0 {
-                    violate(
-                        "lifecycle",
-                        format!("n{node} still holds the channel after every subscriber left and the replay age passed: {channels} channels, {dormant_channels} dormant, {history_events} history events"),
-                    );
-                }
-                let alive: BTreeSet<String> = members_alive.iter().cloned().collect();
-                if !probed.is_subset(&alive) {
-                    violate(
-                        "membership",
-                        format!("n{node} sees alive {alive:?}, expected {probed:?}"),
-                    );
-                }
-            }
-            What::ProbeFailed { node, reason } => violate("probe", format!("n{node}: {reason}")),
-            _ => {}
-        }
-    }
-    for (_, list) in violations {
+    crate::probe_check::check_probes(records, &mut violate);
+    for (kind, list) in violations {
         let total = list.len();
+        report.violation_kinds.insert(kind, total);
         report.violations.extend(list.into_iter().take(5));
         if total > 5 {
             report

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use sse_cluster::clock::Clock;
+use sse_cluster::faults::Bug;
 use sse_cluster::node::Node;
 use sse_cluster::Config;
 
@@ -17,7 +18,7 @@ use crate::workload::{self, PublisherSpec, SubscriberSpec, HTTP_PORT};
 /// Gossip port of every simulated node.
 pub const GOSSIP_PORT: u16 = 42000;
 /// Wall time at the start of every simulation (cursors carry it).
-pub(crate) const EPOCH_MS: u64 = 1_750_000_000_000;
+pub const EPOCH_MS: u64 = 1_750_000_000_000;
 
 /// One fault (or repair) of the schedule. Node sets are node indices.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,7 +64,13 @@ pub struct Plan {
     /// Config tweaks on top of the simulation defaults.
     pub subscriber_buffer: usize,
     pub replay_age: Duration,
-    pub fault_disable_dedup: bool,
+    /// `--relay.queueEvents` of every node: small, a long cut overflows it.
+    pub relay_queue_events: usize,
+    /// Segments in flight on a simulated TCP connection before a write blocks
+    /// (turmoil's default is 64): small, a slow reader backs up into the broker.
+    pub tcp_capacity: usize,
+    /// A bug planted in every node (see `sse_cluster::faults`).
+    pub planted: Option<Bug>,
     /// `--shutdown.drainTimeout` of every node (zero: a stop does not wait).
     pub drain_timeout: Duration,
 }
@@ -139,8 +146,9 @@ pub(crate) fn node_config(plan: &Plan, me: usize, ips: &[IpAddr]) -> Config {
         replay_age: plan.replay_age,
         subscriber_buffer: plan.subscriber_buffer,
         write_stall_timeout: Duration::from_secs(5),
+        relay_queue_events: plan.relay_queue_events,
         faults: sse_cluster::faults::Faults {
-            disable_dedup: plan.fault_disable_dedup,
+            planted: plan.planted,
         },
         shutdown_drain_timeout: plan.drain_timeout,
         ..Config::default()
@@ -199,12 +207,12 @@ fn add_node(
     });
 }
 
-/// Node `i` links (as turmoil host names) to every other node.
-fn node_pairs(n: usize) -> Vec<(String, String)> {
+/// Every pair of nodes, as (index, turmoil host name).
+fn node_pairs(n: usize) -> Vec<((usize, String), (usize, String))> {
     let mut pairs = Vec::new();
     for a in 0..n {
         for b in a + 1..n {
-            pairs.push((node_name(a), node_name(b)));
+            pairs.push(((a, node_name(a)), (b, node_name(b))));
         }
     }
     pairs
@@ -222,6 +230,7 @@ pub(crate) fn simulate(plan: &Plan, seed: u64) -> Result<Vec<crate::trace::Recor
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(10))
         .udp_capacity(1024)
+        .tcp_capacity(plan.tcp_capacity)
         .build();
     let trace = Trace::default();
     let origins = Origins::default();
@@ -252,12 +261,30 @@ pub(crate) fn simulate(plan: &Plan, seed: u64) -> Result<Vec<crate::trace::Recor
         .map(|i| !plan.late_nodes.contains(&i))
         .collect();
     let mut probe_added = false;
+    // Nodes stopped as planned whose process may still be draining, and the
+    // restarts that wait for it to exit (a service manager starts a stopped unit
+    // again only once it has stopped).
+    let mut stopping = vec![false; plan.nodes];
+    let mut deferred: Vec<Fault> = Vec::new();
     loop {
         let now = sim.elapsed();
+        let mut due: Vec<Fault> = std::mem::take(&mut deferred);
         while let Some((_, fault)) = faults.next_if(|(at, _)| *at <= now) {
+            due.push(fault);
+        }
+        for fault in due {
             let at_ms = now.as_millis() as u64;
-            trace.record_at(at_ms, "schedule", What::Fault(format!("{fault:?}")));
-            apply(
+            trace.set_now(at_ms);
+            if let Fault::Restart(i) | Fault::Revive(i) = fault {
+                if stopping[i] && sim.is_host_running(node_name(i)) {
+                    deferred.push(fault);
+                    continue;
+                }
+                stopping[i] = false;
+            }
+            // Recorded only when it changes something (a crash of a node that is
+            // down does not), so the trace and the coverage count real faults.
+            let applied = apply(
                 &mut sim,
                 plan,
                 &fault,
@@ -268,6 +295,12 @@ pub(crate) fn simulate(plan: &Plan, seed: u64) -> Result<Vec<crate::trace::Recor
                 &trace,
                 &mut running,
             );
+            if applied {
+                if let Fault::Stop(i) = fault {
+                    stopping[i] = true;
+                }
+                trace.record_at(at_ms, "schedule", What::Fault(format!("{fault:?}")));
+            }
         }
         if !probe_added && now + Duration::from_secs(1) >= plan.probe_at {
             // Registered just before its time, with the nodes running then.
@@ -279,7 +312,7 @@ pub(crate) fn simulate(plan: &Plan, seed: u64) -> Result<Vec<crate::trace::Recor
             probe_added = true;
         }
         match sim.step() {
-            Ok(true) if probe_added && faults.peek().is_none() => break,
+            Ok(true) if probe_added && faults.peek().is_none() && deferred.is_empty() => break,
             Ok(_) => {}
             Err(e) => return Err(format!("simulation failed: {e}")),
         }
@@ -301,18 +334,38 @@ fn apply(
     stoppers: &Stoppers,
     trace: &Trace,
     running: &mut [bool],
-) {
+) -> bool {
+    // Links exist only between hosts already registered (a late node has none yet).
+    let registered = |i: usize| origins.current(i) != 0;
+    let pairs = || {
+        node_pairs(plan.nodes)
+            .into_iter()
+            .filter(|(a, b)| registered(a.0) && registered(b.0))
+            .map(|(a, b)| (a.1, b.1))
+    };
     match fault {
         Fault::Partition(a, b) => {
-            for x in a {
-                for y in b {
+            let (a, b): (Vec<_>, Vec<_>) = (
+                a.iter().copied().filter(|i| registered(*i)).collect(),
+                b.iter().copied().filter(|i| registered(*i)).collect(),
+            );
+            if a.is_empty() || b.is_empty() {
+                return false;
+            }
+            for x in &a {
+                for y in &b {
                     sim.partition(node_name(*x), node_name(*y));
                 }
             }
         }
+        Fault::PartitionOneWay(a, b) | Fault::Hold(a, b) | Fault::Release(a, b)
+            if !registered(*a) || !registered(*b) =>
+        {
+            return false;
+        }
         Fault::PartitionOneWay(from, to) => sim.partition_oneway(node_name(*from), node_name(*to)),
         Fault::HealAll => {
-            for (a, b) in node_pairs(plan.nodes) {
+            for (a, b) in pairs() {
                 sim.repair(a.as_str(), b.as_str());
                 sim.release(a.as_str(), b.as_str());
             }
@@ -320,16 +373,18 @@ fn apply(
         Fault::Hold(a, b) => sim.hold(node_name(*a), node_name(*b)),
         Fault::Release(a, b) => sim.release(node_name(*a), node_name(*b)),
         Fault::Crash(i) => {
-            if running[*i] {
-                sim.crash(node_name(*i));
-                running[*i] = false;
+            if !running[*i] {
+                return false;
             }
+            sim.crash(node_name(*i));
+            running[*i] = false;
         }
         Fault::Stop(i) => {
-            if running[*i] {
-                stoppers.stop(*i);
-                running[*i] = false;
+            if !running[*i] {
+                return false;
             }
+            stoppers.stop(*i);
+            running[*i] = false;
         }
         Fault::Restart(i) => {
             if plan.late_nodes.contains(i) && origins.current(*i) == 0 {
@@ -340,22 +395,25 @@ fn apply(
             running[*i] = true;
         }
         Fault::Revive(i) => {
-            if !running[*i] && origins.current(*i) != 0 {
-                sim.bounce(node_name(*i));
-                running[*i] = true;
+            if running[*i] || origins.current(*i) == 0 {
+                return false;
             }
+            sim.bounce(node_name(*i));
+            running[*i] = true;
         }
         Fault::Join(i) => {
-            if origins.current(*i) == 0 {
-                add_node(sim, plan, *i, seed, ips, origins, stoppers, trace);
-                running[*i] = true;
+            if origins.current(*i) != 0 {
+                return false;
             }
+            add_node(sim, plan, *i, seed, ips, origins, stoppers, trace);
+            running[*i] = true;
         }
         Fault::Loss(rate) => {
-            for (a, b) in node_pairs(plan.nodes) {
+            for (a, b) in pairs() {
                 sim.set_link_fail_rate(a.as_str(), b.as_str(), *rate);
             }
         }
         Fault::Latency(max) => sim.set_max_message_latency(*max),
     }
+    true
 }

@@ -6,6 +6,8 @@
 //! - [`trace`]: what every client saw, and its digest.
 //! - [`check`]: the delivery contract as invariants over a trace.
 //! - [`scenarios`]: named plans shared by the tests and the command.
+//! - [`random`]: the random plan generator (`--scenario random`).
+//! - [`coverage`]: what a run reached, and the summary of a sweep.
 //! - [`scale`]: clusters of 3 to 33 nodes, measured (`--scale`).
 //!
 //! Determinism: a run happens on a fresh thread, one at a time per process, after
@@ -20,10 +22,14 @@
 
 pub mod check;
 pub mod cluster;
+pub mod coverage;
 mod http;
 pub mod net;
+mod probe_check;
+pub mod random;
 pub mod scale;
 pub mod scenarios;
+pub mod shrink;
 pub mod trace;
 pub mod workload;
 
@@ -59,6 +65,7 @@ impl Outcome {
             "gaps_signalled": self.report.gaps_signalled,
             "violations": self.report.violations.len(),
             "trace_digest": self.digest,
+            "coverage": coverage::of(&self.records, &self.report),
         })
         .to_string()
     }

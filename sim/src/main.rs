@@ -1,18 +1,77 @@
 //! `sse-cluster-sim --seed N --scenario NAME` (or `--seeds A..B`, `--scenario random`,
-//! `--scenario all`, `--trace` to print the trace): one JSON summary line per run,
-//! exit status 1 on any violation.
+//! `--scenario all`, `--trace` to print the trace, `--planted BUG` to plant a bug,
+//! `--jobs J` to run J simulations at a time): one JSON summary line per run, and
+//! after several runs a coverage summary; exit status 1 on any violation.
+//! `sse-cluster-sim --scale [3,5,9,17,33]`: the table of clusters of those sizes.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 
+use sse_cluster::faults::Bug;
+use sse_cluster_sim::coverage::Sweep;
 use sse_cluster_sim::scenarios;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: sse-cluster-sim [--seed N | --seeds A..B] [--scenario NAME[,NAME..]|random|all] [--trace]\n\
-         scenarios: {}",
-        scenarios::NAMES.join(", ")
+        "usage: sse-cluster-sim [--seed N | --seeds A..B] [--scenario NAME[,NAME..]|random|all]\n\
+         \x20      [--planted BUG] [--jobs J] [--trace] [--shrink]\n\
+         \x20      sse-cluster-sim --scale [N,N..]\n\
+         scenarios: random, random_links, {}\n\
+         planted bugs: {}",
+        scenarios::NAMES.join(", "),
+        Bug::ALL.map(Bug::name).join(", ")
     );
     ExitCode::from(2)
+}
+
+struct Args {
+    seeds: std::ops::Range<u64>,
+    scenario: String,
+    print_trace: bool,
+    planted: Option<Bug>,
+    jobs: usize,
+    shrink: bool,
+    without: String,
+}
+
+fn parse() -> Option<Args> {
+    let mut a = Args {
+        seeds: 1..2,
+        scenario: "random".to_owned(),
+        print_trace: false,
+        planted: None,
+        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        shrink: false,
+        without: String::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--seed" => {
+                let seed = args.next()?.parse::<u64>().ok()?;
+                a.seeds = seed..seed + 1;
+            }
+            "--seeds" => {
+                let range = args.next()?;
+                let (from, to) = range.split_once("..")?;
+                let (from, to) = (from.parse().ok()?, to.parse().ok()?);
+                if from >= to {
+                    return None;
+                }
+                a.seeds = from..to;
+            }
+            "--scenario" => a.scenario = args.next()?,
+            "--planted" => a.planted = Some(Bug::by_name(&args.next()?)?),
+            "--jobs" => a.jobs = args.next()?.parse().ok().filter(|j| *j > 0)?,
+            "--trace" => a.print_trace = true,
+            "--shrink" => a.shrink = true,
+            "--without" => a.without = args.next()?,
+            _ => return None,
+        }
+    }
+    Some(a)
 }
 
 fn main() -> ExitCode {
@@ -20,62 +79,65 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("--scale") {
         return scale(std::env::args().nth(2));
     }
-    let mut seeds = 1..2u64;
-    let mut scenario = "random".to_owned();
-    let mut print_trace = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--seed" => match args.next().and_then(|s| s.parse::<u64>().ok()) {
-                Some(seed) => seeds = seed..seed + 1,
-                None => return usage(),
-            },
-            "--seeds" => {
-                let range = args.next().unwrap_or_default();
-                match range.split_once("..").map(|(a, b)| (a.parse(), b.parse())) {
-                    Some((Ok(a), Ok(b))) if a < b => seeds = a..b,
-                    _ => return usage(),
-                }
-            }
-            "--scenario" => match args.next() {
-                Some(name) => scenario = name,
-                None => return usage(),
-            },
-            "--trace" => print_trace = true,
-            _ => return usage(),
-        }
-    }
-    let names: Vec<&str> = if scenario == "all" {
-        scenarios::NAMES.to_vec()
-    } else {
-        scenario.split(',').collect()
-    };
-    let runs: Vec<(u64, &str)> = seeds
-        .flat_map(|seed| names.iter().map(move |name| (seed, *name)))
-        .collect();
-    if runs.len() > 1 {
-        return run_each_in_a_child(&runs, print_trace);
-    }
-    let (seed, name) = runs[0];
-    let Some(plan) = scenarios::by_name(name, seed) else {
+    let Some(args) = parse() else {
         return usage();
     };
-    let outcome = match sse_cluster_sim::run(&plan, seed) {
+    // `SIM_LOG=debug` (an env filter): the nodes' logs on stderr, for a failing seed.
+    if let Ok(filter) = std::env::var("SIM_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .without_time()
+            .init();
+    }
+    let names: Vec<String> = if args.scenario == "all" {
+        scenarios::NAMES.iter().map(|n| n.to_string()).collect()
+    } else {
+        args.scenario.split(',').map(str::to_owned).collect()
+    };
+    if names.iter().any(|n| scenarios::by_name(n, 1).is_none()) {
+        return usage();
+    }
+    let runs: Vec<(u64, String)> = args
+        .seeds
+        .clone()
+        .flat_map(|seed| names.iter().map(move |name| (seed, name.clone())))
+        .collect();
+    if runs.len() > 1 {
+        return sweep(&runs, &args);
+    }
+    let (seed, name) = &runs[0];
+    let mut plan = scenarios::by_name(name, *seed).expect("checked above");
+    if args.planted.is_some() {
+        plan.planted = args.planted;
+    }
+    if args.shrink {
+        return shrink(plan, *seed, name, &args);
+    }
+    let plan = match sse_cluster_sim::shrink::without(plan, &args.without) {
+        Ok(plan) => plan,
+        Err(error) => {
+            eprintln!("--without: {error}");
+            return usage();
+        }
+    };
+    let outcome = match sse_cluster_sim::run(&plan, *seed) {
         Ok(outcome) => outcome,
         Err(error) => {
             eprintln!("seed {seed} {name}: {error}");
             return ExitCode::FAILURE;
         }
     };
-    if print_trace {
+    if args.print_trace {
         print!("{}", sse_cluster_sim::trace::serialize(&outcome.records));
     }
     for violation in &outcome.report.violations {
         eprintln!("seed {seed} {name}: {violation}");
     }
-    // The dedup fault and the stop without drain are there to be caught: for them, a
-    // clean report is the failure.
-    let expected_bad = plan.fault_disable_dedup || name == "planned_stop_without_drain";
+    // The named scenarios with a planted fault are there to be caught: for them, a
+    // clean report is the failure. Elsewhere (the random search), a violation is.
+    let expected_bad =
+        name != "random" && (plan.planted.is_some() || name == "planned_stop_without_drain");
     if !outcome.report.ok() || expected_bad {
         eprintln!("seed {seed} {name} schedule: {:?}", plan.faults);
     }
@@ -87,25 +149,92 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs each (seed, scenario) in a fresh process: tokio seeds every runtime from a
-/// process-wide counter, so only the first simulation of a process is a pure
-/// function of its seed.
-fn run_each_in_a_child(runs: &[(u64, &str)], print_trace: bool) -> ExitCode {
+/// Runs each (seed, scenario) in a fresh process, `--jobs` at a time, prints each
+/// summary line as it comes and the coverage over all of them at the end. A fresh
+/// process per run: tokio seeds every runtime from a process-wide counter, so only
+/// the first simulation of a process is a pure function of its seed.
+fn sweep(runs: &[(u64, String)], args: &Args) -> ExitCode {
     let Ok(me) = std::env::current_exe() else {
         eprintln!("cannot find this executable to run each simulation apart");
         return ExitCode::FAILURE;
     };
+    let runs = Arc::new(runs.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let (done, results) = mpsc::channel();
+    let workers: Vec<_> = (0..args.jobs)
+        .map(|_| {
+            let (runs, next, done, me) = (runs.clone(), next.clone(), done.clone(), me.clone());
+            let planted = args.planted;
+            std::thread::spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((seed, name)) = runs.get(i) else {
+                    return;
+                };
+                let mut command = std::process::Command::new(&me);
+                command.args(["--seed", &seed.to_string(), "--scenario", name]);
+                if let Some(bug) = planted {
+                    command.args(["--planted", bug.name()]);
+                }
+                let output = command.output();
+                if done.send((*seed, name.clone(), output)).is_err() {
+                    return;
+                }
+            })
+        })
+        .collect();
+    drop(done);
+    let mut coverage = Sweep::default();
     let mut failed = false;
-    for (seed, name) in runs {
-        let mut command = std::process::Command::new(&me);
-        command.args(["--seed", &seed.to_string(), "--scenario", name]);
-        if print_trace {
-            command.arg("--trace");
+    for (seed, name, output) in results {
+        let output = match output {
+            Ok(output) => output,
+            Err(e) => {
+                eprintln!("seed {seed} {name}: cannot run: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let summary = stdout.lines().last().unwrap_or("");
+        println!("{summary}");
+        if !output.status.success() {
+            failed = true;
+            eprint!("{}", String::from_utf8_lossy(&output.stderr));
         }
-        match command.status() {
-            Ok(status) if status.success() => {}
-            _ => failed = true,
+        let value: serde_json::Value = serde_json::from_str(summary).unwrap_or_default();
+        let counts: BTreeMap<String, u64> =
+            serde_json::from_value(value["coverage"].clone()).unwrap_or_default();
+        let violations = value["violations"]
+            .as_u64()
+            .unwrap_or(u64::from(!output.status.success()));
+        coverage.add(seed, &counts, violations);
+    }
+    for worker in workers {
+        let _ = worker.join();
+    }
+    coverage.failed.sort_unstable();
+    println!("{}", coverage.table());
+    println!("{} runs, {} at a time", coverage.runs, args.jobs);
+    if let Some(bug) = args.planted {
+        match coverage.failed.first() {
+            Some(first) => println!(
+                "planted {}: found in {} of {} runs, first at seed {first}",
+                bug.name(),
+                coverage.failed.len(),
+                coverage.runs
+            ),
+            None => println!(
+                "planted {}: not found in {} runs",
+                bug.name(),
+                coverage.runs
+            ),
         }
+        // With a planted bug, finding it is the success.
+        return if coverage.failed.is_empty() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
     }
     if failed {
         ExitCode::FAILURE
@@ -114,8 +243,71 @@ fn run_each_in_a_child(runs: &[(u64, &str)], print_trace: bool) -> ExitCode {
     }
 }
 
-/// Prints the scale table, a row as each pair of runs ends; exit status 1 if a run
-/// failed or lost exactly-once delivery.
+/// Whether the run of `seed` with `cuts` violates the contract (in a fresh process).
+fn still_fails(me: &std::path::Path, seed: u64, name: &str, args: &Args, cuts: &[String]) -> bool {
+    let mut command = std::process::Command::new(me);
+    command.args(["--seed", &seed.to_string(), "--scenario", name]);
+    command.args(["--without", &cuts.join(",")]);
+    if let Some(bug) = args.planted {
+        command.args(["--planted", bug.name()]);
+    }
+    command.output().is_ok_and(|output| {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let summary: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_default();
+        summary["violations"].as_u64().is_some_and(|v| v > 0)
+    })
+}
+
+/// `--shrink`: cuts what the failure of `seed` does not need, one cut at a time
+/// (each trial in a fresh process), and prints the smallest plan as a scenario.
+fn shrink(plan: sse_cluster_sim::Plan, seed: u64, name: &str, args: &Args) -> ExitCode {
+    let Ok(me) = std::env::current_exe() else {
+        eprintln!("cannot find this executable");
+        return ExitCode::FAILURE;
+    };
+    let mut cuts: Vec<String> = Vec::new();
+    if !still_fails(&me, seed, name, args, &cuts) {
+        eprintln!("seed {seed} {name} does not fail: nothing to shrink");
+        return ExitCode::FAILURE;
+    }
+    let candidates = sse_cluster_sim::shrink::candidates(&plan, scenarios::HEAL);
+    let mut trials = 0;
+    for cut in candidates {
+        // A count cut of a publisher already dropped changes nothing.
+        let publisher = cut.split(':').next().unwrap_or("");
+        if cut.contains(':') && cuts.iter().any(|c| c == publisher) {
+            continue;
+        }
+        cuts.push(cut);
+        trials += 1;
+        if still_fails(&me, seed, name, args, &cuts) {
+            eprintln!(
+                "shrink: still fails without {}",
+                cuts.last().map_or("", String::as_str)
+            );
+        } else {
+            cuts.pop();
+        }
+    }
+    let small = sse_cluster_sim::shrink::without(plan, &cuts.join(",")).expect("cuts it made");
+    eprintln!("shrink: {trials} trials; cuts {}", cuts.join(","));
+    println!(
+        "{}",
+        sse_cluster_sim::shrink::as_scenario(
+            &small,
+            &format!("shrunk_{name}_{seed}"),
+            &format!(
+                "Shrunk from `--seed {seed} --scenario {name} --without {}`{}.",
+                cuts.join(","),
+                args.planted
+                    .map_or(String::new(), |b| format!(" --planted {}", b.name()))
+            ),
+        )
+    );
+    ExitCode::SUCCESS
+}
+
 fn scale(sizes: Option<String>) -> ExitCode {
     use sse_cluster_sim::scale::{self, Setup};
     let sizes: Vec<usize> = match sizes {

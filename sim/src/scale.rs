@@ -126,7 +126,9 @@ fn plan(setup: &Setup) -> Plan {
         probe_at: end(setup),
         subscriber_buffer: 512,
         replay_age: Duration::from_secs(60),
-        fault_disable_dedup: false,
+        relay_queue_events: 10_000,
+        tcp_capacity: 64,
+        planted: None,
         drain_timeout: Duration::from_secs(10),
     }
 }
@@ -215,6 +217,8 @@ fn simulate(setup: &Setup) -> Result<Measured, String> {
             },
             stop: end,
             read_delay: Duration::ZERO,
+            channels: vec![workload::CHANNEL.to_owned()],
+            hop_every: None,
         })
         .collect();
     {
@@ -238,6 +242,8 @@ fn simulate(setup: &Setup) -> Result<Measured, String> {
         count: ((setup.publish_at - IDLE - setup.join_at).as_millis() / TICK_INTERVAL.as_millis())
             as u32,
         interval: TICK_INTERVAL,
+        channel: workload::CHANNEL.to_owned(),
+        retry_with_id: false,
     };
     let publisher = PublisherSpec {
         name: "publisher".into(),
@@ -246,6 +252,8 @@ fn simulate(setup: &Setup) -> Result<Measured, String> {
         start: setup.publish_at,
         count: setup.events,
         interval: setup.interval,
+        channel: workload::CHANNEL.to_owned(),
+        retry_with_id: false,
     };
     let origins = cluster::Origins::default();
     for i in 0..n {

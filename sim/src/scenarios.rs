@@ -8,17 +8,19 @@
 use std::time::Duration;
 
 use crate::cluster::{Fault, Plan};
-use crate::workload::{PublisherSpec, SubscriberSpec};
+use crate::workload::{PublisherSpec, SubscriberSpec, CHANNEL};
+use sse_cluster::faults::Bug;
 
 pub const HEAL: Duration = Duration::from_secs(21);
 pub const LEAVE: Duration = Duration::from_secs(33);
-const REPLAY_AGE: Duration = Duration::from_secs(4);
+pub const REPLAY_AGE: Duration = Duration::from_secs(4);
 
-fn secs(s: f64) -> Duration {
+pub(crate) fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
 
-/// Names of every scenario the command knows (besides `random`).
+/// Names of every scenario the command knows (besides `random`, the generator of
+/// [`crate::random`], and `random_links`, the earlier link-faults-only schedules).
 pub const NAMES: &[&str] = &[
     "partition_while_publishing",
     "crash_of_accepting_node",
@@ -33,7 +35,9 @@ pub const NAMES: &[&str] = &[
     "dedup_fault",
     "planned_stop_under_latency",
     "planned_stop_without_drain",
+    "fresh_pull_of_an_overflowed_outbox",
     "rolling_restart",
+    "stop_soon_after_restart",
 ];
 
 pub fn by_name(name: &str, seed: u64) -> Option<Plan> {
@@ -51,8 +55,11 @@ pub fn by_name(name: &str, seed: u64) -> Option<Plan> {
         "dedup_fault" => dedup_fault(),
         "planned_stop_under_latency" => planned_stop_under_latency(),
         "planned_stop_without_drain" => planned_stop_without_drain(),
+        "fresh_pull_of_an_overflowed_outbox" => fresh_pull_of_an_overflowed_outbox(),
         "rolling_restart" => rolling_restart(),
-        "random" => random(seed, 3),
+        "stop_soon_after_restart" => stop_soon_after_restart(),
+        "random" => crate::random::random(seed),
+        "random_links" => random(seed, 3),
         _ => return None,
     })
 }
@@ -68,10 +75,12 @@ pub fn base(
     let subscribers = (0..nodes)
         .map(|i| SubscriberSpec {
             name: format!("s{i}"),
+            channels: vec![CHANNEL.to_owned()],
             nodes: (0..nodes).map(|k| (i + k) % nodes).collect(),
             start: secs(3.0),
             stop: LEAVE,
             read_delay: Duration::ZERO,
+            hop_every: None,
         })
         .collect();
     let publishers = publish_on
@@ -80,10 +89,12 @@ pub fn base(
         .map(|(k, node)| PublisherSpec {
             name: format!("p{k}"),
             p: k as u32,
+            channel: CHANNEL.to_owned(),
             nodes: vec![*node],
             start: secs(5.0 + 0.1 * k as f64),
             count: 30,
             interval: Duration::from_millis(500),
+            retry_with_id: false,
         })
         .collect();
     let mut faults = faults;
@@ -98,7 +109,9 @@ pub fn base(
         probe_at: LEAVE + REPLAY_AGE * 2 + secs(2.0),
         subscriber_buffer: 512,
         replay_age: REPLAY_AGE,
-        fault_disable_dedup: false,
+        relay_queue_events: 10_000,
+        tcp_capacity: 64,
+        planted: None,
         drain_timeout: Duration::from_secs(10),
     }
 }
@@ -200,10 +213,12 @@ pub fn subscribe_unsubscribe_race() -> Plan {
         let start = 4.0 + 1.3 * k as f64;
         plan.subscribers.push(SubscriberSpec {
             name: format!("r{k}"),
+            channels: vec![CHANNEL.to_owned()],
             nodes: vec![k % 2, (k + 1) % 2],
             start: secs(start),
             stop: secs(start + 0.7 + 0.2 * (k % 3) as f64),
             read_delay: Duration::ZERO,
+            hop_every: None,
         });
     }
     plan
@@ -222,10 +237,12 @@ pub fn node_joins_mid_stream() -> Plan {
     plan.publishers.push(PublisherSpec {
         name: "p2".into(),
         p: 2,
+        channel: CHANNEL.to_owned(),
         nodes: vec![2],
         start: secs(14.5),
         count: 10,
         interval: Duration::from_millis(500),
+        retry_with_id: false,
     });
     plan
 }
@@ -252,7 +269,7 @@ pub fn lossy_and_slow_network() -> Plan {
 pub fn dedup_fault() -> Plan {
     let mut plan = partition_while_publishing();
     plan.name = "dedup_fault".into();
-    plan.fault_disable_dedup = true;
+    plan.planted = Some(Bug::DedupOff);
     plan
 }
 
@@ -281,10 +298,12 @@ pub fn planned_stop_under_latency() -> Plan {
     plan.publishers.push(PublisherSpec {
         name: "burst".into(),
         p: 1,
+        channel: CHANNEL.to_owned(),
         nodes: vec![1],
         start: secs(9.0),
         count: 60,
         interval: Duration::from_millis(20),
+        retry_with_id: false,
     });
     plan
 }
@@ -325,7 +344,126 @@ pub fn rolling_restart() -> Plan {
     plan
 }
 
-/// A fault schedule drawn from `seed`: `steps` faults between 6 s and 19 s on 3 nodes.
+/// A real bug the random search found (seed 1, shrunk with `--shrink`: `--seed 1
+/// --scenario random --without s0,s1,s3,s4,s5,s6,s7,f0,f1,f3,f4,p0:17,p0:8,p0:4,p0:2`).
+/// Node 1 restarts as a new generation while node 0 cannot reach it; its outbox
+/// (15 events) overflows before the heal, and node 0's first pull of the new origin
+/// started at the oldest event left, with no `gap` for the evicted ones: s2 lost
+/// them silently. Fixed in `Outbox::first_since`.
+pub fn fresh_pull_of_an_overflowed_outbox() -> Plan {
+    Plan {
+        name: "fresh_pull_of_an_overflowed_outbox".into(),
+        nodes: 3,
+        late_nodes: vec![2],
+        subscribers: vec![SubscriberSpec {
+            name: "s2".into(),
+            channels: vec!["c0".into()],
+            nodes: vec![2, 0, 1],
+            start: Duration::from_millis(3836),
+            stop: Duration::from_millis(33000),
+            read_delay: Duration::from_millis(0),
+            hop_every: None,
+        }],
+        publishers: vec![
+            PublisherSpec {
+                name: "p0".into(),
+                p: 0,
+                channel: "c1".into(),
+                nodes: vec![0, 1, 2],
+                start: Duration::from_millis(7394),
+                count: 2,
+                interval: Duration::from_millis(358),
+                retry_with_id: true,
+            },
+            PublisherSpec {
+                name: "p1".into(),
+                p: 1,
+                channel: "c1".into(),
+                nodes: vec![0, 1, 2],
+                start: Duration::from_millis(7961),
+                count: 27,
+                interval: Duration::from_millis(444),
+                retry_with_id: true,
+            },
+            PublisherSpec {
+                name: "p2".into(),
+                p: 2,
+                channel: "c0".into(),
+                nodes: vec![2, 1, 0],
+                start: Duration::from_millis(5776),
+                count: 29,
+                interval: Duration::from_millis(488),
+                retry_with_id: true,
+            },
+            PublisherSpec {
+                name: "p3".into(),
+                p: 3,
+                channel: "c1".into(),
+                nodes: vec![1, 0, 2],
+                start: Duration::from_millis(7629),
+                count: 29,
+                interval: Duration::from_millis(425),
+                retry_with_id: true,
+            },
+        ],
+        faults: vec![
+            (Duration::from_millis(13967), Fault::PartitionOneWay(0, 1)),
+            (Duration::from_millis(14504), Fault::Restart(1)),
+            (Duration::from_millis(21000), Fault::HealAll),
+            (Duration::from_millis(21000), Fault::Loss(0.0)),
+            (
+                Duration::from_millis(21000),
+                Fault::Latency(Duration::from_millis(10)),
+            ),
+            (Duration::from_millis(21000), Fault::Revive(0)),
+            (Duration::from_millis(21000), Fault::Revive(1)),
+            (Duration::from_millis(21000), Fault::Revive(2)),
+            (Duration::from_millis(21000), Fault::Join(2)),
+        ],
+        probe_at: Duration::from_millis(43000),
+        subscriber_buffer: 11,
+        replay_age: Duration::from_millis(4000),
+        relay_queue_events: 15,
+        tcp_capacity: 16,
+        planted: None,
+        drain_timeout: Duration::from_millis(10000),
+    }
+}
+
+/// A real bug the random search found (seed 3, hand-shrunk): node 1 comes back from
+/// a crash as a new generation, accepts a few publishes in its first tenth of a
+/// second, and is stopped as planned. Its peers have not heard of the new
+/// generation yet, so the drain sees no live peer, does not wait, and the events die
+/// with the process: a planned stop that lost events, with no signal to anyone.
+/// Fixed: a drain with seeds that has seen no live peer yet waits (bounded by the
+/// drain timeout) for gossip to find one.
+pub fn stop_soon_after_restart() -> Plan {
+    let mut plan = base(
+        "stop_soon_after_restart",
+        3,
+        &[0],
+        vec![
+            (secs(8.0), Fault::Crash(1)),
+            (secs(10.0), Fault::Restart(1)),
+            (secs(10.08), Fault::Stop(1)),
+            (secs(14.0), Fault::Restart(1)),
+        ],
+    );
+    plan.publishers.push(PublisherSpec {
+        name: "early".into(),
+        p: 1,
+        channel: CHANNEL.to_owned(),
+        nodes: vec![1],
+        start: secs(10.01),
+        count: 3,
+        interval: Duration::from_millis(20),
+        retry_with_id: false,
+    });
+    plan
+}
+
+/// The earlier random plans (`random_links`): `steps` link faults (no crash, restart,
+/// join or slow reader) between 6 s and 19 s on 3 nodes, one channel.
 pub fn random(seed: u64, steps: usize) -> Plan {
     let mut state = seed ^ 0x5eed;
     let mut next = move |bound: u64| {
@@ -351,7 +489,7 @@ pub fn random(seed: u64, steps: usize) -> Plan {
             (at, fault)
         })
         .collect();
-    with_final_repairs(base("random", 3, &[0, 1, 2], faults))
+    with_final_repairs(base("random_links", 3, &[0, 1, 2], faults))
 }
 
 /// Adds the repairs a random schedule may lack (loss, latency), at [`HEAL`].

@@ -1,7 +1,7 @@
 //! The trace of one run: everything clients saw and every fault, in simulated-time
 //! order. Its digest is the run's fingerprint: one seed, one digest.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt::Write;
 use std::rc::Rc;
 
@@ -36,19 +36,26 @@ pub enum What {
     Disconnected { reason: String },
     /// The subscriber closed for good.
     Left,
-    /// A publish answered 200: `(origin, seq)` is the event's place in its origin.
+    /// A publish answered 200: `(origin, seq)` is the event's place in its origin
+    /// (`(0, 0)` for a `duplicate` answer). `sent_ms` is when the attempt was sent.
     Published {
         p: u32,
         n: u32,
+        attempt: u32,
+        channel: String,
         node: usize,
+        sent_ms: u64,
         origin: u64,
         seq: u64,
+        duplicate: bool,
     },
     /// A publish got no 200 (it may or may not have been accepted).
     PublishFailed {
         p: u32,
         n: u32,
+        attempt: u32,
         node: usize,
+        sent_ms: u64,
         reason: String,
     },
     /// What a node reported at the end of the run.
@@ -65,14 +72,21 @@ pub enum What {
 
 /// The shared, append-only trace of a run (one simulation runs on one thread).
 #[derive(Debug, Clone, Default)]
-pub struct Trace(Rc<RefCell<Vec<Record>>>);
+pub struct Trace(Rc<RefCell<Vec<Record>>>, Rc<Cell<u64>>);
 
 impl Trace {
+    /// Records at the simulated time of the host it is called from, or, outside
+    /// any host (a node registered by the schedule), at the schedule's time.
     pub fn record(&self, actor: &str, what: What) {
         let at_ms = turmoil::sim_elapsed()
             .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+            .unwrap_or(self.1.get());
         self.record_at(at_ms, actor, what);
+    }
+
+    /// Sets the schedule's time (see [`Trace::record`]).
+    pub fn set_now(&self, at_ms: u64) {
+        self.1.set(at_ms);
     }
 
     pub fn record_at(&self, at_ms: u64, actor: &str, what: What) {

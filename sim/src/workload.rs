@@ -13,19 +13,28 @@ use crate::trace::{Trace, What};
 
 /// The HTTP port every simulated node listens on.
 pub const HTTP_PORT: u16 = 8080;
-/// The channel every workload uses.
+/// The channel the named scenarios use.
 pub const CHANNEL: &str = "sim";
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// A publish unanswered this long is given up (and retried, with an id).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause before a publisher retries a failed or unanswered publish elsewhere.
+const RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Attempts of one publish, with an id (the first and the retries).
+const ATTEMPTS: u32 = 4;
 /// A stream with no bytes for this long is dead (keep-alives come every second).
 const READ_TIMEOUT: Duration = Duration::from_secs(4);
 /// Fixed reconnect delay, like a browser honouring a short `retry:`.
 const RECONNECT_DELAY: Duration = Duration::from_millis(300);
 
-/// A subscriber that behaves like a browser's `EventSource`.
+/// A subscriber that behaves like a page with one browser `EventSource` per channel.
 #[derive(Debug, Clone)]
 pub struct SubscriberSpec {
     pub name: String,
+    /// Channels it subscribes to, each on its own stream (its trace actor is
+    /// `name@channel`).
+    pub channels: Vec<String>,
     /// Nodes in the order it tries them; a reconnect moves to the next.
     pub nodes: Vec<usize>,
     pub start: Duration,
@@ -33,18 +42,31 @@ pub struct SubscriberSpec {
     pub stop: Duration,
     /// Pause after each chunk read: a slow client.
     pub read_delay: Duration,
+    /// Closes its stream this long after opening and resumes on the next node with
+    /// its last id (a load balancer moving it).
+    pub hop_every: Option<Duration>,
 }
 
-/// A publisher of `{"p":P,"n":k}` for k in 1..=count, one every `interval`.
+/// A publisher of `{"p":P,"n":k,"a":attempt}` for k in 1..=count, one every
+/// `interval`, to one channel.
 #[derive(Debug, Clone)]
 pub struct PublisherSpec {
     pub name: String,
     pub p: u32,
-    /// Nodes it posts to, in turn.
+    pub channel: String,
+    /// Nodes it posts to, in turn; a retry goes to the next one.
     pub nodes: Vec<usize>,
     pub start: Duration,
     pub count: u32,
     pub interval: Duration,
+    /// Sends an idempotency key (`"id":"p{P}-{k}"`) and retries a failed or
+    /// unanswered publish with it, on the next node.
+    pub retry_with_id: bool,
+}
+
+/// The trace actor of one subscriber's stream of one channel.
+pub fn actor(subscriber: &str, channel: &str) -> String {
+    format!("{subscriber}@{channel}")
 }
 
 fn at(offset: Duration, start: Instant) -> Instant {
@@ -56,6 +78,26 @@ pub(crate) async fn subscriber(
     ips: Vec<IpAddr>,
     trace: Trace,
 ) -> turmoil::Result {
+    let mut streams = Vec::new();
+    for channel in spec.channels.clone() {
+        let (spec, ips, trace) = (spec.clone(), ips.clone(), trace.clone());
+        streams.push(tokio::task::spawn_local(subscribe_one(
+            spec, channel, ips, trace,
+        )));
+    }
+    for stream in streams {
+        stream.await??;
+    }
+    Ok(())
+}
+
+async fn subscribe_one(
+    spec: SubscriberSpec,
+    channel: String,
+    ips: Vec<IpAddr>,
+    trace: Trace,
+) -> turmoil::Result {
+    let me = actor(&spec.name, &channel);
     let origin_of_time = Instant::now() - turmoil::sim_elapsed().unwrap_or_default();
     sleep_until(at(spec.start, origin_of_time)).await;
     let deadline = at(spec.stop, origin_of_time);
@@ -65,34 +107,44 @@ pub(crate) async fn subscriber(
         let node = spec.nodes[attempt % spec.nodes.len()];
         attempt += 1;
         trace.record(
-            &spec.name,
+            &me,
             What::Connecting {
                 node,
                 last_event_id: last_event_id.clone(),
             },
         );
         let addr = SocketAddr::new(ips[node], HTTP_PORT);
-        let once = stream_once(&spec, node, addr, &mut last_event_id, &trace);
-        let reason = tokio::select! {
-            reason = once => reason,
-            _ = sleep_until(deadline) => break,
+        let once = stream_once(&spec, &me, &channel, node, addr, &mut last_event_id, &trace);
+        let hop = async {
+            match spec.hop_every {
+                Some(every) => sleep(every).await,
+                None => std::future::pending().await,
+            }
         };
-        trace.record(&spec.name, What::Disconnected { reason });
+        let reason = tokio::select! {
+            biased;
+            _ = sleep_until(deadline) => break,
+            reason = once => reason,
+            _ = hop => "moved to another node".to_owned(),
+        };
+        trace.record(&me, What::Disconnected { reason });
         sleep(RECONNECT_DELAY).await;
     }
-    trace.record(&spec.name, What::Left);
+    trace.record(&me, What::Left);
     Ok(())
 }
 
 /// One connection: returns why it ended.
 async fn stream_once(
     spec: &SubscriberSpec,
+    me: &str,
+    channel: &str,
     node: usize,
     addr: SocketAddr,
     last_event_id: &mut Option<String>,
     trace: &Trace,
 ) -> String {
-    let path = format!("/channel/{CHANNEL}");
+    let path = format!("/channel/{channel}");
     let mut headers = vec![("accept", "text/event-stream")];
     let resume = last_event_id.clone();
     if let Some(id) = &resume {
@@ -105,7 +157,7 @@ async fn stream_once(
     if response.status() != 200 {
         return format!("status {}", response.status());
     }
-    trace.record(&spec.name, What::Opened { node });
+    trace.record(me, What::Opened { node });
     let mut body = response.into_body();
     let mut parser = Parser::with_last_event_id(resume.as_deref().unwrap_or(""));
     loop {
@@ -120,7 +172,7 @@ async fn stream_once(
         };
         parser.feed(&data, |event| {
             trace.record(
-                &spec.name,
+                me,
                 What::Event {
                     id: Some(event.id().to_owned()).filter(|id| !id.is_empty()),
                     event: (!event.is_message()).then(|| event.event().to_owned()),
@@ -144,54 +196,81 @@ pub(crate) async fn publisher(
     trace: Trace,
 ) -> turmoil::Result {
     let origin_of_time = Instant::now() - turmoil::sim_elapsed().unwrap_or_default();
+    let attempts = if spec.retry_with_id { ATTEMPTS } else { 1 };
     for n in 1..=spec.count {
         let due = at(spec.start + spec.interval * (n - 1), origin_of_time);
         sleep_until(due).await;
-        let node = spec.nodes[(n as usize - 1) % spec.nodes.len()];
-        let addr = SocketAddr::new(ips[node], HTTP_PORT);
-        let body = format!(r#"{{"data":{{"p":{},"n":{n}}}}}"#, spec.p);
-        let path = format!("/channel/{CHANNEL}");
-        let what = match http::call(addr, "POST", &path, Some(body), REQUEST_TIMEOUT).await {
-            Ok((200, text)) => match accepted_at(&text, origins.current(node)) {
-                Some((origin, seq)) => What::Published {
-                    p: spec.p,
-                    n,
-                    node,
-                    origin,
-                    seq,
-                },
-                None => What::PublishFailed {
-                    p: spec.p,
-                    n,
-                    node,
-                    reason: format!("unreadable answer {text}"),
-                },
-            },
-            Ok((status, text)) => What::PublishFailed {
-                p: spec.p,
-                n,
-                node,
-                reason: format!("status {status}: {text}"),
-            },
-            Err(e) => What::PublishFailed {
-                p: spec.p,
-                n,
-                node,
-                reason: e.to_string(),
-            },
-        };
-        trace.record(&spec.name, what);
+        for attempt in 0..attempts {
+            let node = spec.nodes[(n + attempt) as usize % spec.nodes.len()];
+            let what = publish_once(&spec, n, attempt, node, &ips, &origins).await;
+            let failed = matches!(what, What::PublishFailed { .. });
+            trace.record(&spec.name, what);
+            if !failed {
+                break;
+            }
+            sleep(RETRY_DELAY).await;
+        }
     }
     Ok(())
 }
 
-/// The event's `(origin, seq)` from a publish answer: the returned cursor holds the
-/// accepting node's origin at the new event's sequence.
-fn accepted_at(answer: &str, origin: u64) -> Option<(u64, u64)> {
+async fn publish_once(
+    spec: &PublisherSpec,
+    n: u32,
+    attempt: u32,
+    node: usize,
+    ips: &[IpAddr],
+    origins: &crate::cluster::Origins,
+) -> What {
+    let sent_ms = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
+    let addr = SocketAddr::new(ips[node], HTTP_PORT);
+    let p = spec.p;
+    let data = format!(r#"{{"p":{p},"n":{n},"a":{attempt}}}"#);
+    let body = if spec.retry_with_id {
+        format!(r#"{{"id":"p{p}-{n}","data":{data}}}"#)
+    } else {
+        format!(r#"{{"data":{data}}}"#)
+    };
+    let path = format!("/channel/{}", spec.channel);
+    let failed = |reason: String| What::PublishFailed {
+        p,
+        n,
+        attempt,
+        node,
+        sent_ms,
+        reason,
+    };
+    match http::call(addr, "POST", &path, Some(body), PUBLISH_TIMEOUT).await {
+        Ok((200, text)) => match accepted_at(&text, origins.current(node)) {
+            Some((origin, seq, duplicate)) => What::Published {
+                p,
+                n,
+                attempt,
+                channel: spec.channel.clone(),
+                node,
+                sent_ms,
+                origin,
+                seq,
+                duplicate,
+            },
+            None => failed(format!("unreadable answer {text}")),
+        },
+        Ok((status, text)) => failed(format!("status {status}: {text}")),
+        Err(e) => failed(e.to_string()),
+    }
+}
+
+/// The event's `(origin, seq)` from a publish answer (the returned cursor holds the
+/// accepting node's origin at the new event's sequence), and whether it was a
+/// duplicate (then the cursor is the first copy's, and `(0, 0)` is returned).
+fn accepted_at(answer: &str, origin: u64) -> Option<(u64, u64, bool)> {
     let value: serde_json::Value = serde_json::from_str(answer).ok()?;
+    if value["duplicate"] == true {
+        return Some((0, 0, true));
+    }
     let cursor = Cursor::parse(value["id"].as_str()?).ok()?;
     let seq = cursor.frontier.get(origin);
-    (seq > 0).then_some((origin, seq))
+    (seq > 0).then_some((origin, seq, false))
 }
 
 /// At `at`, asks every node in `nodes` for its channels, history and membership.

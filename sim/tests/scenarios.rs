@@ -54,7 +54,8 @@ fn a_node_dying_while_cut_off_leaves_a_gap_not_a_hole() -> turmoil::Result {
         // with it; the broker still owes node 0's subscriber a signal, since node 2
         // had those events and gossip said so.
         let gap_for_s0 = outcome.records.iter().any(|r| {
-            r.actor == "s0" && matches!(&r.what, What::Event { event: Some(e), .. } if e == "gap")
+            r.actor == "s0@sim"
+                && matches!(&r.what, What::Event { event: Some(e), .. } if e == "gap")
         });
         assert!(
             outcome.report.ok() && gap_for_s0,
@@ -155,4 +156,21 @@ fn no_signals_and_holds(plan: Plan) -> turmoil::Result {
         assert!(outcome.report.delivered > 0, "nothing was delivered");
     }
     Ok(())
+}
+
+/// A real bug the random search found (see `scenarios::stop_soon_after_restart`): a
+/// node stopped as planned right after it restarted, before gossip told it of any
+/// peer, left without waiting and lost what it accepted.
+#[test]
+fn a_stop_soon_after_a_restart_loses_nothing() -> turmoil::Result {
+    holds(scenarios::stop_soon_after_restart())
+}
+
+/// A real bug the random search found (see
+/// `scenarios::fresh_pull_of_an_overflowed_outbox`): a peer's first pull of a
+/// restarted origin whose outbox overflowed started after the evicted events
+/// without a gap.
+#[test]
+fn a_first_pull_of_an_overflowed_outbox_signals_the_gap() -> turmoil::Result {
+    holds(scenarios::fresh_pull_of_an_overflowed_outbox())
 }

@@ -275,6 +275,11 @@ impl Broker {
         self.shared.settings.faults.dedup_disabled()
     }
 
+    /// Whether a simulation-only planted bug is on (always false in production).
+    pub fn planted(&self, bug: crate::faults::Bug) -> bool {
+        self.shared.settings.faults.has(bug)
+    }
+
     /// Does what appends left for after the locks: wakes and direct writes.
     fn finish(&self, fanout: Fanout) {
         let closing = self.shared.closing.load(Relaxed);

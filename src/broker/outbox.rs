@@ -42,6 +42,8 @@ pub(crate) struct Outbox {
     entries: VecDeque<(u64, Bytes)>,
     /// Sequence of `entries[0]`.
     first_seq: u64,
+    /// Acceptance time of the newest event evicted (0: none yet).
+    evicted_ms: u64,
     bytes: usize,
     max_events: usize,
     max_bytes: usize,
@@ -52,6 +54,7 @@ impl Outbox {
         Outbox {
             entries: VecDeque::new(),
             first_seq: 1,
+            evicted_ms: 0,
             bytes: 0,
             max_events,
             max_bytes,
@@ -66,7 +69,8 @@ impl Outbox {
         while self.entries.len() > self.max_events
             || (self.bytes > self.max_bytes && self.entries.len() > 1)
         {
-            if let Some((_, old)) = self.entries.pop_front() {
+            if let Some((accepted_ms, old)) = self.entries.pop_front() {
+                self.evicted_ms = self.evicted_ms.max(accepted_ms);
                 self.bytes -= old.len();
                 self.first_seq += 1;
             }
@@ -92,7 +96,13 @@ impl Outbox {
     }
 
     /// The first sequence accepted at or after `since_ms` (or the next one to come).
+    /// When events accepted at or after `since_ms` were already evicted, it is the
+    /// last evicted sequence instead: the reader starts with a gap for them, not
+    /// silently after them.
     pub(crate) fn first_since(&self, since_ms: u64) -> u64 {
+        if self.first_seq > 1 && self.evicted_ms >= since_ms {
+            return self.first_seq - 1;
+        }
         let skip = self
             .entries
             .iter()
@@ -130,7 +140,12 @@ mod tests {
             RelayBatch::Events(vec![Bytes::from("5")])
         );
         assert_eq!(outbox.read(6, 10), RelayBatch::Events(vec![]));
-        assert_eq!(outbox.first_since(0), 3);
+        // Events 1 and 2 (accepted at 10 and 20) are gone: a reader that wants
+        // them starts with the gap.
+        assert_eq!(outbox.first_since(0), 2);
+        assert_eq!(outbox.read(2, 10), RelayBatch::Gap { upto: 2 });
+        assert_eq!(outbox.first_since(20), 2);
+        assert_eq!(outbox.first_since(21), 3);
         assert_eq!(outbox.first_since(41), 5);
         assert_eq!(outbox.first_since(1000), 6);
     }

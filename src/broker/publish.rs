@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::event::{Origin, Publish};
+use crate::faults::Bug;
 
 use super::channel::{Arrival, Channel};
 use super::fanout::Fanout;
@@ -293,6 +294,16 @@ impl Broker {
             },
         };
         let mut fanout = Fanout::default();
+        let forgotten;
+        let publish = if publish.id.is_some() && self.planted(Bug::ForgetRelayedIds) {
+            forgotten = Publish {
+                id: None,
+                ..publish.clone()
+            };
+            &forgotten
+        } else {
+            publish
+        };
         let arrival = Arrival {
             origin,
             seq,
@@ -344,6 +355,17 @@ impl Broker {
         drop(guard);
         self.shared.metrics.relay_gaps.fetch_add(1, Relaxed);
         self.finish(fanout);
+    }
+}
+
+impl Broker {
+    /// Notes that `origin` announced (in gossip) having accepted events up to `seq`:
+    /// a cursor up to there is one this cluster could have issued, even while none
+    /// of those events reached this node (it restarted, or the link is down).
+    pub fn note_announced(&self, origin: Origin, seq: u64) {
+        if origin != self.shared.origin {
+            note_remote(&mut self.state(), origin, seq);
+        }
     }
 }
 

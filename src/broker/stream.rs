@@ -7,7 +7,8 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::event::{Frontier, KEEP_ALIVE};
+use crate::event::{encode_id_only, Cursor, Frontier, KEEP_ALIVE};
+use crate::faults::Bug;
 
 use super::channel::{Channel, Entry, Mode};
 use super::{Broker, Sink};
@@ -98,7 +99,28 @@ impl Subscription {
             return Poll::Ready(Next::Data(carry));
         }
         if shared.closing.load(Relaxed) {
+            if self.broker.planted(Bug::EarlyUnsubscribe) && me.next < head {
+                // The planted bug: off the channel at once, with the channel's cursor.
+                me.next = head;
+                let cursor = Cursor {
+                    time_ms: shared.clock.now_ms(),
+                    frontier: log.frontier.clone(),
+                };
+                return Poll::Ready(Next::Data(encode_id_only(&cursor.encode())));
+            }
             return Poll::Ready(Next::Closed);
+        }
+        if (me.next < log.base || head - me.next > buffer)
+            && self.broker.planted(Bug::EarlyUnsubscribe)
+        {
+            // The planted bug: off the channel at once, with the channel's cursor,
+            // as if it had been written everything.
+            me.next = head;
+            let cursor = Cursor {
+                time_ms: shared.clock.now_ms(),
+                frontier: log.frontier.clone(),
+            };
+            return Poll::Ready(Next::Data(encode_id_only(&cursor.encode())));
         }
         if me.next < log.base || head - me.next > buffer {
             shared

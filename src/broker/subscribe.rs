@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use crate::event::{encode_event, encode_id_only, Cursor, Frontier};
+use crate::faults::Bug;
 
 use super::channel::{Channel, Entry, Log, Subscriber};
 use super::fanout::Fanout;
@@ -100,8 +101,12 @@ impl Broker {
             // stream cut off mid-replay must not be sent those events again elsewhere.
             let seen = (!log.frontier.covers(&cursor.frontier)).then_some(&cursor.frontier);
             let mut replayed = 0;
+            let mut skip_first = self.planted(Bug::ReplaySkipsFirst);
             for entry in log.entries.iter() {
                 if entry.seq > cursor.frontier.get(entry.origin) && entry.is_for(&client) {
+                    if std::mem::take(&mut skip_first) {
+                        continue;
+                    }
                     opening(Opening::Replay(entry, seen));
                     replayed += 1;
                 }

@@ -21,6 +21,7 @@
 //! failure detector gave up on it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -178,7 +179,11 @@ impl Drainer {
                     (applied < accepted).then_some(Behind { node, progress })
                 })
                 .collect();
-            if behind.is_empty() {
+            // A node with seeds that has seen no live peer since it started (it
+            // restarted a moment ago) does not know yet who must pull what it
+            // accepted: no live peer is not "nobody to wait for".
+            let unaware = peers == 0 && accepted > 0 && !self.shared.ready.load(Relaxed);
+            if behind.is_empty() && !unaware {
                 tracing::info!(
                     peers,
                     accepted,
@@ -188,6 +193,12 @@ impl Drainer {
                 break peers;
             }
             if Instant::now() >= deadline {
+                if unaware {
+                    tracing::warn!(
+                        accepted,
+                        "drain timed out (--shutdown.drainTimeout) before gossip found any peer; leaving anyway"
+                    );
+                }
                 for peer in &behind {
                     let applied = peer.progress.map_or(0, |p| p.applied);
                     tracing::warn!(

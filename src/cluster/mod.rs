@@ -330,6 +330,11 @@ async fn sync_loop<N: Network>(
             }
             // Origins gossip no longer mentions, and nothing pulls from, are forgotten.
             announced.retain(|origin, _| pullers.contains_key(origin));
+            // What peers announced they accepted is what this cluster issued: a
+            // cursor up to it is genuine even before any of it arrived here.
+            for (origin, seq) in &seen {
+                broker.note_announced(*origin, *seq);
+            }
             announced.extend(seen);
             shared.member_ips.replace(ips);
             let live_peers: Vec<(u64, PeerTarget)> = live_peers.into_values().collect();

@@ -5,8 +5,9 @@
 //! body of frames, each a 4-byte big-endian length and a JSON [`Frame`]. A request for
 //! another origin (the peer restarted) answers 410 with the current one in
 //! `x-relay-origin`. `from=0&since=<ms>` starts at the first event accepted at or
-//! after that wall time: a node that just started catches up on what was accepted
-//! while it was starting, without replaying a peer's whole queue to new subscribers.
+//! after that wall time (with a gap first if some of those were already evicted): a
+//! node that just started catches up on what was accepted while it was starting,
+//! without replaying a peer's whole queue to new subscribers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use super::drain::PulledUpTo;
 use super::{ClusterSecret, MemberIps};
 use crate::broker::{Broker, RelayBatch, RelayEvent, Route};
 use crate::event::{validate_name, Origin, Publish};
+use crate::faults::Bug;
 use crate::log::{RateLimited, Untrusted};
 use crate::transport::{Network, RemoteIp};
 
@@ -382,6 +384,10 @@ async fn pull_once<N: Network>(
     // Clocks of different hosts differ; the margin errs towards catching up more.
     let mut since = broker.started_ms().saturating_sub(5_000);
     let mut next = progress.load(Relaxed);
+    if next > 0 && broker.planted(Bug::RelayResumeOffByOne) {
+        // The planted bug: the position taken for the last event applied.
+        next += 1;
+    }
     let mut from = next;
     if broker.dedup_disabled() {
         // The simulation's fault: forget the position, so a reconnect re-sends
@@ -513,6 +519,11 @@ fn apply(broker: &Broker, origin: Origin, payload: &[u8], next: &mut u64) -> Res
         Frame::Ping => Ok(()),
         Frame::Gap { upto } => {
             let after = after_seq(upto)?;
+            if upto >= *next && broker.planted(Bug::SilentOutboxGap) {
+                // The planted bug: past the hole without a word to subscribers.
+                *next = after;
+                return Ok(());
+            }
             if upto >= *next {
                 tracing::warn!(
                     origin = format_args!("{origin:x}"),

@@ -162,13 +162,15 @@ pub(super) fn summarise(
         last_dial(&mut (0..joiner).map(|a| (a, joiner))).map(|at| at.saturating_sub(join_at));
     let join_first_event_ms = first_event_at.map(|at| millis(at).saturating_sub(join_at));
 
-    let published: Vec<u32> = records
+    // Each published event and the node that accepted it.
+    let accepted_on: BTreeMap<u32, usize> = records
         .iter()
         .filter_map(|r| match r.what {
-            What::Published { p: 1, n, .. } => Some(n),
+            What::Published { p: 1, n, node, .. } => Some((n, node)),
             _ => None,
         })
         .collect();
+    let published: Vec<u32> = accepted_on.keys().copied().collect();
     // Per subscriber and event, the times it was delivered.
     let mut got: BTreeMap<(usize, (u32, u32)), Vec<u64>> = BTreeMap::new();
     for r in records {
@@ -177,7 +179,13 @@ pub(super) fn summarise(
             What::Event {
                 event: None, data, ..
             },
-        ) = (r.actor.strip_prefix('s'), &r.what)
+        ) = (
+            // A subscriber's actor is `s{i}@{channel}`.
+            r.actor
+                .strip_prefix('s')
+                .map(|rest| rest.split('@').next().unwrap_or(rest)),
+            &r.what,
+        )
         else {
             continue;
         };
@@ -194,8 +202,7 @@ pub(super) fn summarise(
     for &event in &published {
         let posted = millis(setup.publish_at + setup.interval * (event - 1));
         let mut latest = Some(posted);
-        // The publisher posts in turn on every node.
-        let accepting = (event as usize - 1) % n;
+        let accepting = accepted_on[&event];
         if let Some(at) = got.get(&(accepting, (1, event))).and_then(|t| t.first()) {
             own_ms.push(at - posted);
         }
@@ -314,9 +321,14 @@ mod tests {
         What::Published {
             p: 1,
             n,
-            node: 0,
+            attempt: 1,
+            channel: crate::workload::CHANNEL.to_owned(),
+            // In turn on two nodes.
+            node: (n as usize - 1) % 2,
+            sent_ms: 0,
             origin: 1,
             seq: u64::from(n),
+            duplicate: false,
         }
     }
 
