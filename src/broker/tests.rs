@@ -1282,18 +1282,27 @@ proptest::proptest! {
     }
 }
 
-#[tokio::test]
-async fn a_resume_ahead_of_this_node_skips_the_events_it_saw_elsewhere_when_they_arrive() {
+/// Nodes 0xa and 0xb, each with a subscriber of channel `c` (kept), and `a1`..`a3`
+/// published on node a and not yet relayed.
+fn two_nodes_after_a_published_three() -> (Broker, Broker, [Subscription; 2]) {
     let settings = settings(100, 50);
     let clock = Clock::starting_at(1_000_000);
     let metrics = || Arc::new(Metrics::default());
     let a = Broker::new(0xa, clock, settings.clone(), metrics());
     let b = Broker::new(0xb, clock, settings, metrics());
-    let _keep = a.subscribe("c", None, Resume::Live).unwrap();
-    let _keep_b = b.subscribe("c", None, Resume::Live).unwrap();
+    let keep = [
+        a.subscribe("c", None, Resume::Live).unwrap(),
+        b.subscribe("c", None, Resume::Live).unwrap(),
+    ];
     for n in 1..=3 {
         a.publish("c", &event(&format!("a{n}")), None).unwrap();
     }
+    (a, b, keep)
+}
+
+#[tokio::test]
+async fn a_resume_ahead_of_this_node_skips_the_events_it_saw_elsewhere_when_they_arrive() {
+    let (a, b, _keep) = two_nodes_after_a_published_three();
     // A subscriber read a1..a3 on node a; node b has only a1 so far.
     let cursor = opening_cursor(&a, "c");
     let relay = |seq: u64| {
@@ -1339,16 +1348,7 @@ mod batch;
 
 #[tokio::test]
 async fn events_replayed_to_a_resume_ahead_of_this_node_carry_ids_covering_what_it_saw() {
-    let settings = settings(100, 50);
-    let clock = Clock::starting_at(1_000_000);
-    let metrics = || Arc::new(Metrics::default());
-    let a = Broker::new(0xa, clock, settings.clone(), metrics());
-    let b = Broker::new(0xb, clock, settings, metrics());
-    let _keep = a.subscribe("c", None, Resume::Live).unwrap();
-    let _keep_b = b.subscribe("c", None, Resume::Live).unwrap();
-    for n in 1..=3 {
-        a.publish("c", &event(&format!("a{n}")), None).unwrap();
-    }
+    let (a, b, _keep) = two_nodes_after_a_published_three();
     // A subscriber read a1..a3 on node a; node b has a1 and its own b1, b2.
     let cursor = opening_cursor(&a, "c");
     b.apply_remote(0xa, 1, &Route::Channel("c".into()), &event("a1"));
