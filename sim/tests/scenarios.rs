@@ -174,3 +174,10 @@ fn a_stop_soon_after_a_restart_loses_nothing() -> turmoil::Result {
 fn a_first_pull_of_an_overflowed_outbox_signals_the_gap() -> turmoil::Result {
     holds(scenarios::fresh_pull_of_an_overflowed_outbox())
 }
+
+/// Seed 20 of the random search: a node stopped while a partition cuts it off from
+/// every peer waits for the heal instead of leaving with what it accepted.
+#[test]
+fn a_node_stopped_while_cut_off_waits_for_its_peers() -> turmoil::Result {
+    holds(scenarios::stop_while_cut_off())
+}

@@ -183,7 +183,11 @@ impl Drainer {
             // restarted a moment ago) does not know yet who must pull what it
             // accepted: no live peer is not "nobody to wait for".
             let unaware = peers == 0 && accepted > 0 && !self.shared.ready.load(Relaxed);
-            if behind.is_empty() && !unaware {
+            // Nor is a cluster cut off by a partition: gossip knows peers that
+            // may be owed what this node accepted, and none is reachable now.
+            // Waiting (bounded) lets them come back and pull it.
+            let cut_off = peers == 0 && accepted > 0 && self.shared.unreachable_peers.load(Relaxed);
+            if behind.is_empty() && !unaware && !cut_off {
                 tracing::info!(
                     peers,
                     accepted,
@@ -193,6 +197,12 @@ impl Drainer {
                 break peers;
             }
             if Instant::now() >= deadline {
+                if cut_off && !unaware {
+                    tracing::warn!(
+                        accepted,
+                        "drain timed out (--shutdown.drainTimeout) while no peer gossip knows was reachable; leaving anyway"
+                    );
+                }
                 if unaware {
                     tracing::warn!(
                         accepted,

@@ -76,6 +76,9 @@ struct Shared {
     member_ips: Arc<MemberIps>,
     members: Mutex<Vec<MemberInfo>>,
     has_peers: AtomicBool,
+    /// Gossip knows a peer (not departed after a drain) that is not live now:
+    /// cut off or down, it may still be owed what this node accepted.
+    unreachable_peers: AtomicBool,
     ready: AtomicBool,
     /// Node ids of the live peers this node relays with (not leaving).
     live_peers: Mutex<Vec<String>>,
@@ -188,6 +191,7 @@ impl Cluster {
             members: Mutex::new(Vec::new()),
             member_ips: Arc::default(),
             has_peers: AtomicBool::new(false),
+            unreachable_peers: AtomicBool::new(false),
             ready: AtomicBool::new(seeds.is_empty()),
             live_peers: Mutex::new(Vec::new()),
         });
@@ -279,6 +283,9 @@ async fn sync_loop<N: Network>(
             let mut ips = HashSet::new();
             // Origins of nodes that announced their departure after a drain.
             let mut leaving = HashSet::new();
+            // Peers (by node id) gossip knows, and whether their newest generation
+            // departed after a drain (states come in generation order).
+            let mut known: BTreeMap<String, bool> = BTreeMap::new();
             for (id, state) in chitchat.node_states() {
                 ips.insert(id.gossip_advertise_addr.ip());
                 let origin = state
@@ -298,6 +305,9 @@ async fn sync_loop<N: Network>(
                     leaving.insert(origin);
                 }
                 let alive = live.contains(id) && !departed;
+                if id.node_id != self_id.node_id {
+                    known.insert(id.node_id.to_string(), departed);
+                }
                 let http = state.get(KEY_HTTP).unwrap_or_default().to_owned();
                 if let Ok(addr) = http.parse::<SocketAddr>() {
                     ips.insert(addr.ip());
@@ -337,6 +347,10 @@ async fn sync_loop<N: Network>(
             }
             announced.extend(seen);
             shared.member_ips.replace(ips);
+            let unreachable = known
+                .iter()
+                .any(|(node, departed)| !departed && !live_peers.contains_key(node));
+            shared.unreachable_peers.store(unreachable, Relaxed);
             let live_peers: Vec<(u64, PeerTarget)> = live_peers.into_values().collect();
             (
                 members.into_values().collect::<Vec<_>>(),
