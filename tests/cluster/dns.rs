@@ -59,11 +59,41 @@ impl Dns {
             .spawn()
             .expect("dnsmasq (Debian package dnsmasq-base)");
         let pid = child.id();
-        Dns {
+        let dns = Dns {
             dir,
             etc,
             server: KillOnDrop(child),
             pid,
+        };
+        // dnsmasq binds its socket a moment after it starts. A node started before
+        // then fails its first lookup of the seed name, and chitchat looks again only
+        // a minute later: wait until a namespace resolves the name.
+        dns.wait_resolves(&hosts.ns(1), answer);
+        dns
+    }
+
+    /// Waits until [`NAME`] resolves to `answer` inside namespace `ns`, through the
+    /// same resolver configuration the nodes use.
+    fn wait_resolves(&self, ns: &str, answer: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = Command::new("ip")
+                .args(["netns", "exec", ns, "getent", "hosts", NAME])
+                .stderr(Stdio::null())
+                .output()
+                .expect("ip netns exec getent");
+            if String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .is_some_and(|addr| addr == answer)
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dnsmasq did not answer {NAME} with {answer} within 15 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
