@@ -399,8 +399,11 @@ async fn falling_behind_on_one_channel_ends_the_stream_with_its_overflow() {
     assert_eq!(rest, (seen.len() as u64..events as u64).collect::<Vec<_>>());
 }
 
-/// Each channel of a stream has its own keep-alive clock; the stream still sends one
-/// comment per interval, not one per channel.
+/// Each channel of a stream has its own keep-alive clock; the stream still sends
+/// about one comment per interval, not one per channel. Counted over ten intervals,
+/// so a slow machine can only lower the count: one comment per channel would be
+/// about thirty. (A node-wide sweep that marks the channels one after the other can
+/// now and then make a second comment follow the first; the bound allows that.)
 #[tokio::test]
 async fn an_idle_stream_of_several_channels_gets_one_keep_alive_per_interval() {
     let interval = std::time::Duration::from_millis(300);
@@ -411,12 +414,16 @@ async fn an_idle_stream_of_several_channels_gets_one_keep_alive_per_interval() {
     .await;
     let mut stream = open_stream(server.addr, "/channel/k1,k2,k3", &[]).await;
     stream.next_block().await.expect("cursor");
-    let mut at = Vec::new();
-    while at.len() < 6 {
-        let frame = Frame::parse(&stream.next_block().await.expect("keep-alive"));
+    let window = interval * 10;
+    let end = tokio::time::Instant::now() + window;
+    let mut comments = 0;
+    while let Ok(block) = tokio::time::timeout_at(end, stream.next_block()).await {
+        let frame = Frame::parse(&block.expect("keep-alive"));
         assert_eq!(frame.comments, ["keep-alive"], "{frame:?}");
-        at.push(tokio::time::Instant::now());
+        comments += 1;
     }
-    let spread = at[5] - at[0];
-    assert!(spread >= interval * 4, "six comments within {spread:?}");
+    assert!(
+        (3..=22).contains(&comments),
+        "{comments} keep-alive comments in {window:?} on a stream of three channels"
+    );
 }
