@@ -130,15 +130,7 @@ async fn a_stream_of_several_channels_needs_each_of_them_in_the_token() {
         let error = answer["error"].as_str().expect("message");
         assert!(error.contains("channel \"sport\""), "{path}: {error}");
     }
-    let status: Value = server
-        .http
-        .get(server.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = server.get_json("/status").await;
     assert_eq!(status["channels"], json!({}), "{status}");
     assert_eq!(get(&server, "/channel/weather,news", &auth).await.0, 200);
     let star = format!("Bearer {}", hs256(grants(&[], &["*"])));

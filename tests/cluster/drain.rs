@@ -342,14 +342,7 @@ async fn a_drained_node_exits_once_its_peers_read_its_departure() {
     let status = a.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}");
     for peer in [&b, &c] {
-        let status: Value = client()
-            .get(peer.url("/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = crate::net::get_json(&client(), &peer.url("/status")).await;
         assert_eq!(
             status["gossip"]["member_count"],
             2,

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
@@ -10,14 +10,7 @@ async fn metric(node: &NodeProcess, name: &str) -> u64 {
 }
 
 async fn member_ids(node: &NodeProcess) -> Vec<String> {
-    let status: Value = client()
-        .get(node.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = crate::net::get_json(&client(), &node.url("/status")).await;
     status["gossip"]["members"]
         .as_array()
         .unwrap()
