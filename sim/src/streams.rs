@@ -8,12 +8,18 @@
 //! streams of several channels"). An event of channel `C` is recorded under the
 //! actor `subscriber@C` with the data `D` and, as its id, `C`'s part of the stream
 //! cursor in the form of a single channel's cursor (for a channel reached through
-//! a pattern, the pattern's part: one frontier across its channels). A `reset` or
-//! `overflow` names the part it concerns and applies to every channel of it; a
-//! `gap` is about an origin, so one that comes through a pattern applies to every
-//! channel of the pattern (the stream gets it once, under one of them).
+//! a pattern, the pattern's part: one frontier across its channels). A `reset`
+//! names the part it concerns and applies to every channel of it; a `gap` is about
+//! an origin, so one that comes through a pattern applies to every channel of the
+//! pattern (the stream gets it once, under one of them). An `overflow` names the
+//! part that fell behind, but it ends the whole stream: every channel's events
+//! after its part of the cursor wait for the resume, so it applies to all of them,
+//! each with its own part of the cursor.
 
 use sse_cluster::event::{Cursor, Frontier};
+
+/// A channel an event is recorded under, with the id to record.
+pub type Target = (String, Option<String>);
 
 /// One stream a subscriber opens: `path` is what follows `/channel/`.
 #[derive(Debug, Clone)]
@@ -82,30 +88,37 @@ impl Stream {
     }
 
     /// What one event of this (wrapped) stream is for the checker: the channels
-    /// to record it under, the id to record (`stream_id`'s part of the channel, as a
-    /// single channel's cursor) and the unwrapped data. `None` if it is not wrapped
-    /// as it should be, or names a channel the stream does not carry.
+    /// to record it under, each with the id to record (`stream_id`'s part of the
+    /// channel, as a single channel's cursor), and the unwrapped data. `None` if it
+    /// is not wrapped as it should be, or names a channel the stream does not carry.
     pub fn unwrap<'a>(
         &self,
         signal: Option<&str>,
         data: &'a str,
         stream_id: &str,
-    ) -> Option<(Vec<String>, Option<String>, &'a str)> {
+    ) -> Option<(Vec<Target>, &'a str)> {
         let rest = data.strip_prefix(r#"{"channel":""#)?;
         let (named, rest) = rest.split_once('"')?;
         let inner = rest.strip_prefix(r#","data":"#)?.strip_suffix('}')?;
         let part = self.part_of(named)?;
-        let targets = if signal.is_some() {
-            self.channels
+        let targets: Vec<(String, usize)> = match signal {
+            None => vec![(named.to_owned(), part)],
+            Some("overflow") => self.channels.clone(),
+            Some(_) => self
+                .channels
                 .iter()
                 .filter(|(_, i)| *i == part)
-                .map(|(c, _)| c.clone())
-                .collect()
-        } else {
-            vec![named.to_owned()]
+                .cloned()
+                .collect(),
         };
-        let id = part_cursor(stream_id, part, self.parts.len()).map(|c| c.encode());
-        Some((targets, id, inner))
+        let targets = targets
+            .into_iter()
+            .map(|(channel, part)| {
+                let id = part_cursor(stream_id, part, self.parts.len()).map(|c| c.encode());
+                (channel, id)
+            })
+            .collect();
+        Some((targets, inner))
     }
 }
 
@@ -174,31 +187,36 @@ mod tests {
         let stream = Stream::new("g.*,c0", &published());
         // Parts sorted: c0, then g.*.
         let id = "m0000abcd_1000_7.1f_.3._250..9";
-        let (targets, cursor, data) = stream
+        let of = |channel: &str, id: &str| (channel.to_owned(), Some(id.to_owned()));
+        let (targets, data) = stream
             .unwrap(None, r#"{"channel":"g.c2","data":{"p":1,"n":2}}"#, id)
             .unwrap();
-        assert_eq!(targets, ["g.c2"]);
+        assert_eq!(targets, [of("g.c2", "750~1f.9")]);
         assert_eq!(data, r#"{"p":1,"n":2}"#);
-        assert_eq!(cursor.as_deref(), Some("750~1f.9"));
-        let (targets, cursor, _) = stream
+        let (targets, _) = stream
             .unwrap(None, r#"{"channel":"c0","data":1}"#, id)
             .unwrap();
-        assert_eq!(
-            (targets, cursor.as_deref()),
-            (vec!["c0".into()], Some("1000~7.3"))
-        );
+        assert_eq!(targets, [of("c0", "1000~7.3")]);
         // A signal through the pattern concerns all of its channels.
-        let (targets, _, data) = stream
+        let (targets, data) = stream
             .unwrap(Some("reset"), r#"{"channel":"g.*","data":{"r":1}}"#, id)
             .unwrap();
-        assert_eq!(
-            (targets, data),
-            (vec!["g.c1".into(), "g.c2".into()], r#"{"r":1}"#)
-        );
-        let (targets, _, _) = stream
+        assert_eq!(targets, [of("g.c1", "750~1f.9"), of("g.c2", "750~1f.9")]);
+        assert_eq!(data, r#"{"r":1}"#);
+        let (targets, _) = stream
             .unwrap(Some("gap"), r#"{"channel":"g.c1","data":{}}"#, id)
             .unwrap();
-        assert_eq!(targets, ["g.c1", "g.c2"]);
+        assert_eq!(targets.len(), 2);
+        // An overflow ends the whole stream: every channel, with its own part.
+        let (targets, _) = stream
+            .unwrap(Some("overflow"), r#"{"channel":"g.*","data":{}}"#, id)
+            .unwrap();
+        let all = [
+            of("c0", "1000~7.3"),
+            of("g.c1", "750~1f.9"),
+            of("g.c2", "750~1f.9"),
+        ];
+        assert_eq!(targets, all);
         // Not wrapped, or a channel it does not carry.
         assert!(stream.unwrap(None, r#"{"p":1}"#, id).is_none());
         assert!(stream

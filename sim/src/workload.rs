@@ -221,12 +221,12 @@ async fn stream_once(
                 return;
             }
             match stream.unwrap(signal.as_deref(), event.data(), event.id()) {
-                Some((channels, id, data)) => {
-                    for channel in channels {
+                Some((channels, data)) => {
+                    for (channel, id) in channels {
                         trace.record(
                             &actor(&spec.name, &channel),
                             What::Event {
-                                id: id.clone(),
+                                id,
                                 event: signal.clone(),
                                 data: data.to_owned(),
                             },
