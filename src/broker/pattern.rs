@@ -238,6 +238,9 @@ impl Broker {
             frontier: Default::default(),
         };
         let mut replay = Vec::new();
+        // Channels kept only for history that has just expired: they go, as in
+        // `Broker::expire` (nothing else would remove them now they hold no event).
+        let mut emptied = Vec::new();
         let matching = state
             .channels
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
@@ -245,6 +248,9 @@ impl Broker {
         for (name, channel) in matching {
             let mut log = channel.log();
             log.expire(cutoff, &mut state.ledger);
+            if log.is_idle() {
+                emptied.push(channel.clone());
+            }
             for (origin, seq) in log.frontier.iter() {
                 cursor.frontier.advance(origin, seq);
             }
@@ -258,6 +264,9 @@ impl Broker {
                     .filter(|e| e.seq > from.frontier.get(e.origin) && e.is_for(&client))
                     .map(|e| (name.clone(), e.clone())),
             );
+        }
+        for channel in emptied {
+            self.remove_channel(state, &channel, &mut channel.log(), now);
         }
         replay.sort_by_key(|(_, entry)| entry.stamp);
         if let Resume::From(from) = resume {

@@ -494,3 +494,21 @@ fn a_bulk_publish_counts_and_feeds_pattern_readers_event_by_event() {
         );
     }
 }
+
+/// A pattern stream opening on a node expires the history of the matching channels
+/// it looks at; a channel kept only for that history must go with it, not stay as a
+/// dormant state that nothing expires any more (found by the simulation: seed 4 of
+/// `--scenario random` left one on a node).
+#[tokio::test(start_paused = true)]
+async fn a_pattern_opening_after_the_replay_age_leaves_no_empty_channel() {
+    let node = broker(0xa1);
+    let plain = node.subscribe("o.a", None, Resume::Live).unwrap();
+    node.publish("o.a", &number(1), None).unwrap();
+    drop(plain);
+    assert_eq!(node.stats().dormant_channels, 1, "kept for its history");
+    tokio::time::advance(Duration::from_secs(601)).await;
+    let stream = node.subscribe_many(&["o.*"], None, None).unwrap();
+    drop(stream);
+    node.expire();
+    assert_eq!(node.stats(), BrokerStats::default());
+}
