@@ -242,10 +242,13 @@ pub(crate) fn simulate(plan: &Plan, seed: u64) -> Result<Vec<crate::trace::Recor
             add_node(&mut sim, plan, i, seed, &ips, &origins, &stoppers, &trace);
         }
     }
+    let mut published: Vec<String> = plan.publishers.iter().map(|p| p.channel.clone()).collect();
+    published.sort_unstable();
+    published.dedup();
     for spec in &plan.subscribers {
         sim.client(
             spec.name.as_str(),
-            workload::subscriber(spec.clone(), ips.clone(), trace.clone()),
+            workload::subscriber(spec.clone(), published.clone(), ips.clone(), trace.clone()),
         );
     }
     for spec in &plan.publishers {

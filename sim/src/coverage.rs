@@ -28,6 +28,8 @@ pub const EXPECTED: &[&str] = &[
     "path:retry_deduplicated",
     "path:lost_to_crash",
     "path:lost_to_crash_signalled",
+    "stream:several_channels",
+    "stream:pattern",
 ];
 
 fn fault_kind(text: &str) -> Option<&'static str> {
@@ -56,6 +58,14 @@ pub fn of(records: &[Record], report: &Report) -> BTreeMap<String, u64> {
         }
     };
     for r in records {
+        // Events carried by streams of several channels, and by streams with a
+        // pattern (counted under the latter only).
+        if let What::Wrapped { stream, events } = &r.what {
+            match stream.contains('*') {
+                true => add("stream:pattern", *events),
+                false => add("stream:several_channels", *events),
+            }
+        }
         if let What::Fault(text) = &r.what {
             if let Some(kind) = fault_kind(text) {
                 add(kind, 1);

@@ -3,6 +3,7 @@
 //! - [`net`]: the transport seam over turmoil (UDP gossip, TCP relay and HTTP).
 //! - [`cluster`]: a [`Plan`] (nodes, workloads, fault schedule) run from a seed.
 //! - [`workload`]: an EventSource-like subscriber, a publisher, the final probe.
+//! - [`streams`]: streams of several channels and patterns, unwrapped per channel.
 //! - [`trace`]: what every client saw, and its digest.
 //! - [`check`]: the delivery contract as invariants over a trace.
 //! - [`scenarios`]: named plans shared by the tests and the command.
@@ -30,6 +31,7 @@ pub mod random;
 pub mod scale;
 pub mod scenarios;
 pub mod shrink;
+pub mod streams;
 pub mod trace;
 pub mod workload;
 

@@ -2,8 +2,10 @@
 //! workloads and faults the harness has. 3 to 7 nodes, some joining late; up to
 //! three channels; publishers on random nodes at random rates, some with ids that
 //! they retry on the next node after a failed or unanswered publish; subscribers
-//! that come and go, on one channel or several, hop to other nodes with their last
-//! id, some reading slowly enough to overflow a small buffer; and overlapping
+//! that come and go, on one channel or several (in two plans of five, on one
+//! stream of several channels or through a pattern such as `g.*`), hop to other
+//! nodes with their last id, some reading slowly enough to overflow a small
+//! buffer; and overlapping
 //! faults of every kind (partitions of any shape, one-way cuts, held links, loss,
 //! latency, crashes, restarts, planned stops), all healed at [`HEAL`].
 //!
@@ -16,6 +18,15 @@ use std::time::Duration;
 use crate::cluster::{Fault, Plan};
 use crate::scenarios::{secs, HEAL, LEAVE, REPLAY_AGE};
 use crate::workload::{PublisherSpec, SubscriberSpec};
+
+/// Salt of the second generator of a seed, that draws its streams of several
+/// channels and patterns (see [`several_channels_a_stream`]): drawing them leaves
+/// every draw of the first as it was, so a plan without them is the one the seed
+/// drew before they existed.
+const STREAMS_SALT: u64 = 0x0017_0003_5eed_c0de;
+
+/// The share of plans with streams of several channels or patterns.
+const STREAMS_SHARE: f64 = 0.4;
 
 /// splitmix64: small, and the same on every platform.
 pub(crate) struct Rng(u64);
@@ -103,7 +114,7 @@ pub fn random(seed: u64) -> Plan {
                 retry_with_id: rng.chance(0.7),
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
 
     let mut subscribers = Vec::new();
     for k in 0..3 + rng.index(6) {
@@ -197,6 +208,8 @@ pub fn random(seed: u64) -> Plan {
             faults.push((HEAL, Fault::Join(node)));
         }
     }
+    let mut publishers = publishers;
+    several_channels_a_stream(seed, channels, &mut publishers, &mut subscribers);
     // A slow reader backs up into the broker only through a short TCP window
     // (turmoil counts it in segments, and a lagging stream's writes are batched).
     let slow = subscribers.iter().any(|s| !s.read_delay.is_zero());
@@ -222,5 +235,61 @@ pub fn random(seed: u64) -> Plan {
         tcp_capacity: if slow || rng.chance(0.2) { 16 } else { 64 },
         planted: None,
         drain_timeout: Duration::from_secs(10),
+    }
+}
+
+/// In a share of plans ([`STREAMS_SHARE`], drawn from a generator of its own), some
+/// subscribers follow their channels on one stream, or through a pattern. The
+/// channels after `c0` move under the prefix `g.` (`g.c1`, `g.c2`) so that `g.*`
+/// matches them (a plan of one channel gets a second one, which some publishers
+/// move to); then each subscriber (`s0` always) may follow its channels on one
+/// stream (`c0,g.c1`), `g.*` and its other channels on one stream (`c0,g.*`), or
+/// `g.*` on a stream of its own beside the others (`c0` and `g.*`).
+fn several_channels_a_stream(
+    seed: u64,
+    mut channels: Vec<String>,
+    publishers: &mut [PublisherSpec],
+    subscribers: &mut [SubscriberSpec],
+) {
+    let mut rng = Rng::new(seed ^ STREAMS_SALT);
+    if !rng.chance(STREAMS_SHARE) {
+        return;
+    }
+    if channels.len() == 1 {
+        channels.push("c1".to_owned());
+        for publisher in publishers.iter_mut() {
+            if rng.chance(0.5) {
+                publisher.channel = "c1".to_owned();
+            }
+        }
+    }
+    let grouped = |channel: &str| match channel {
+        "c0" => channel.to_owned(),
+        _ => format!("g.{channel}"),
+    };
+    for publisher in publishers.iter_mut() {
+        publisher.channel = grouped(&publisher.channel);
+    }
+    for (k, subscriber) in subscribers.iter_mut().enumerate() {
+        let mine: Vec<String> = subscriber.channels.iter().map(|c| grouped(c)).collect();
+        let plain: Vec<String> = mine
+            .iter()
+            .filter(|c| !c.starts_with("g."))
+            .cloned()
+            .collect();
+        subscriber.channels = match rng.below(if k == 0 { 3 } else { 5 }) {
+            0 if mine.len() > 1 => vec![mine.join(",")],
+            0 | 1 => {
+                let mut one = plain;
+                one.push("g.*".to_owned());
+                vec![one.join(",")]
+            }
+            2 => {
+                let mut apart = plain;
+                apart.push("g.*".to_owned());
+                apart
+            }
+            _ => mine,
+        };
     }
 }

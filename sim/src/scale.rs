@@ -226,7 +226,12 @@ fn simulate(setup: &Setup) -> Result<Measured, String> {
         sim.client("subscribers", async move {
             let mut all = tokio::task::JoinSet::new();
             for spec in subscribers {
-                all.spawn_local(workload::subscriber(spec, ips.clone(), trace.clone()));
+                all.spawn_local(workload::subscriber(
+                    spec,
+                    Vec::new(),
+                    ips.clone(),
+                    trace.clone(),
+                ));
             }
             while let Some(done) = all.join_next().await {
                 done??;

@@ -36,6 +36,9 @@ pub enum What {
     Disconnected { reason: String },
     /// The subscriber closed for good.
     Left,
+    /// A connection of a stream of several channels or of a pattern ended, having
+    /// carried `events` events (each also recorded under its channel's actor).
+    Wrapped { stream: String, events: u64 },
     /// A publish answered 200: `(origin, seq)` is the event's place in its origin
     /// (`(0, 0)` for a `duplicate` answer). `sent_ms` is when the attempt was sent.
     Published {

@@ -9,6 +9,7 @@ use sse_cluster_client::Parser;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use crate::http;
+use crate::streams::Stream;
 use crate::trace::{Trace, What};
 
 /// The HTTP port every simulated node listens on.
@@ -28,12 +29,15 @@ const READ_TIMEOUT: Duration = Duration::from_secs(4);
 /// Fixed reconnect delay, like a browser honouring a short `retry:`.
 const RECONNECT_DELAY: Duration = Duration::from_millis(300);
 
-/// A subscriber that behaves like a page with one browser `EventSource` per channel.
+/// A subscriber that behaves like a page with one browser `EventSource` per entry
+/// of `channels`.
 #[derive(Debug, Clone)]
 pub struct SubscriberSpec {
     pub name: String,
-    /// Channels it subscribes to, each on its own stream (its trace actor is
-    /// `name@channel`).
+    /// Its streams, each on its own connection: a channel, or several channels and
+    /// patterns separated by commas on one stream (`c0,g.*`, see [`Stream`]). Each
+    /// channel it carries is judged apart: its trace actor is `name@channel`. No
+    /// channel may be carried by two of its streams.
     pub channels: Vec<String>,
     /// Nodes in the order it tries them; a reconnect moves to the next.
     pub nodes: Vec<usize>,
@@ -73,16 +77,20 @@ fn at(offset: Duration, start: Instant) -> Instant {
     start + offset
 }
 
+/// Runs `spec` in a plan whose publishers use the channels `published` (what its
+/// patterns match).
 pub(crate) async fn subscriber(
     spec: SubscriberSpec,
+    published: Vec<String>,
     ips: Vec<IpAddr>,
     trace: Trace,
 ) -> turmoil::Result {
     let mut streams = Vec::new();
-    for channel in spec.channels.clone() {
+    for path in spec.channels.clone() {
+        let stream = Stream::new(&path, &published);
         let (spec, ips, trace) = (spec.clone(), ips.clone(), trace.clone());
         streams.push(tokio::task::spawn_local(subscribe_one(
-            spec, channel, ips, trace,
+            spec, stream, ips, trace,
         )));
     }
     for stream in streams {
@@ -93,11 +101,17 @@ pub(crate) async fn subscriber(
 
 async fn subscribe_one(
     spec: SubscriberSpec,
-    channel: String,
+    stream: Stream,
     ips: Vec<IpAddr>,
     trace: Trace,
 ) -> turmoil::Result {
-    let me = actor(&spec.name, &channel);
+    // Every channel it carries gets the stream's comings and goings.
+    let actors: Vec<String> = stream.channels().map(|c| actor(&spec.name, c)).collect();
+    let record = |what: What| {
+        for me in &actors {
+            trace.record(me, what.clone());
+        }
+    };
     let origin_of_time = Instant::now() - turmoil::sim_elapsed().unwrap_or_default();
     sleep_until(at(spec.start, origin_of_time)).await;
     let deadline = at(spec.stop, origin_of_time);
@@ -106,15 +120,21 @@ async fn subscribe_one(
     while Instant::now() < deadline {
         let node = spec.nodes[attempt % spec.nodes.len()];
         attempt += 1;
-        trace.record(
-            &me,
-            What::Connecting {
-                node,
-                last_event_id: last_event_id.clone(),
-            },
-        );
+        record(What::Connecting {
+            node,
+            last_event_id: last_event_id.clone(),
+        });
         let addr = SocketAddr::new(ips[node], HTTP_PORT);
-        let once = stream_once(&spec, &me, &channel, node, addr, &mut last_event_id, &trace);
+        let mut events = 0;
+        let once = stream_once(
+            &spec,
+            &stream,
+            node,
+            addr,
+            &mut last_event_id,
+            &mut events,
+            &trace,
+        );
         let hop = async {
             match spec.hop_every {
                 Some(every) => sleep(every).await,
@@ -123,28 +143,41 @@ async fn subscribe_one(
         };
         let reason = tokio::select! {
             biased;
-            _ = sleep_until(deadline) => break,
-            reason = once => reason,
-            _ = hop => "moved to another node".to_owned(),
+            _ = sleep_until(deadline) => None,
+            reason = once => Some(reason),
+            _ = hop => Some("moved to another node".to_owned()),
         };
-        trace.record(&me, What::Disconnected { reason });
+        if !stream.is_single() {
+            trace.record(
+                &spec.name,
+                What::Wrapped {
+                    stream: stream.path.clone(),
+                    events,
+                },
+            );
+        }
+        let Some(reason) = reason else {
+            break;
+        };
+        record(What::Disconnected { reason });
         sleep(RECONNECT_DELAY).await;
     }
-    trace.record(&me, What::Left);
+    record(What::Left);
     Ok(())
 }
 
-/// One connection: returns why it ended.
+/// One connection: returns why it ended. Counts in `events` the events (not
+/// signals) it got.
 async fn stream_once(
     spec: &SubscriberSpec,
-    me: &str,
-    channel: &str,
+    stream: &Stream,
     node: usize,
     addr: SocketAddr,
     last_event_id: &mut Option<String>,
+    events: &mut u64,
     trace: &Trace,
 ) -> String {
-    let path = format!("/channel/{channel}");
+    let path = format!("/channel/{}", stream.path);
     let mut headers = vec![("accept", "text/event-stream")];
     let resume = last_event_id.clone();
     if let Some(id) = &resume {
@@ -157,7 +190,9 @@ async fn stream_once(
     if response.status() != 200 {
         return format!("status {}", response.status());
     }
-    trace.record(me, What::Opened { node });
+    for channel in stream.channels() {
+        trace.record(&actor(&spec.name, channel), What::Opened { node });
+    }
     let mut body = response.into_body();
     let mut parser = Parser::with_last_event_id(resume.as_deref().unwrap_or(""));
     loop {
@@ -171,14 +206,43 @@ async fn stream_once(
             continue;
         };
         parser.feed(&data, |event| {
-            trace.record(
-                me,
-                What::Event {
-                    id: Some(event.id().to_owned()).filter(|id| !id.is_empty()),
-                    event: (!event.is_message()).then(|| event.event().to_owned()),
-                    data: event.data().to_owned(),
-                },
-            );
+            let signal = (!event.is_message()).then(|| event.event().to_owned());
+            *events += u64::from(signal.is_none());
+            if stream.is_single() {
+                let channel = stream.path.as_str();
+                trace.record(
+                    &actor(&spec.name, channel),
+                    What::Event {
+                        id: Some(event.id().to_owned()).filter(|id| !id.is_empty()),
+                        event: signal,
+                        data: event.data().to_owned(),
+                    },
+                );
+                return;
+            }
+            match stream.unwrap(signal.as_deref(), event.data(), event.id()) {
+                Some((channels, data)) => {
+                    for (channel, id) in channels {
+                        trace.record(
+                            &actor(&spec.name, &channel),
+                            What::Event {
+                                id,
+                                event: signal.clone(),
+                                data: data.to_owned(),
+                            },
+                        );
+                    }
+                }
+                // The checker reports it as garbled.
+                None => trace.record(
+                    &actor(&spec.name, &stream.path),
+                    What::Event {
+                        id: None,
+                        event: None,
+                        data: format!("not wrapped for this stream: {}", event.data()),
+                    },
+                ),
+            }
         });
         if !parser.last_event_id().is_empty() {
             *last_event_id = Some(parser.last_event_id().to_owned());
