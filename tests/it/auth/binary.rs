@@ -1,0 +1,113 @@
+//! The binary's authorization flags: refused combinations exit 2 with one line that
+//! names the option, and a key alone guards publishing.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+use tokio::time::Instant;
+
+use super::*;
+use crate::common::server::*;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_sse-cluster");
+
+/// Runs `sse-cluster start` with `args` and a clean environment; it must exit 2
+/// with a one-line error naming `option`.
+async fn refused(args: &[&str], env: &[(&str, &str)], option: &str) {
+    let output = tokio::time::timeout(
+        WAIT,
+        Command::new(BINARY)
+            .arg("start")
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .output(),
+    )
+    .await
+    .expect("the binary answers in time")
+    .expect("run the binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(option), "names {option}: {stderr}");
+}
+
+#[tokio::test]
+async fn auth_without_a_key_is_refused_at_start() {
+    refused(&["--auth.subscribe"], &[], "--auth.subscribe").await;
+    refused(&["--auth.publish=true"], &[], "--auth.publish").await;
+    refused(&[], &[("AUTH_SUBSCRIBE", "true")], "--auth.subscribe").await;
+    refused(&[], &[("AUTH_JWT_SECRET", "")], "--auth.jwtSecret").await;
+}
+
+#[tokio::test]
+async fn unusable_key_files_are_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("sse-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let private = dir.join("private.pem");
+    std::fs::write(&private, RSA_PRIVATE).expect("write key");
+    let private = private.to_str().expect("UTF-8 path");
+    refused(
+        &["--auth.jwtPublicKeyFile", private],
+        &[],
+        "--auth.jwtPublicKeyFile",
+    )
+    .await;
+    let missing = dir.join("missing.pem");
+    refused(
+        &[],
+        &[("AUTH_JWT_PUBLIC_KEY_FILE", missing.to_str().expect("UTF-8"))],
+        "--auth.jwtPublicKeyFile",
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_key_alone_guards_publishing_and_leaves_subscribing_open() {
+    let port = free_port();
+    let port_text = port.to_string();
+    let gossip_port = free_port().to_string();
+    let mut child = Command::new(BINARY)
+        .arg("start")
+        .args(["--http.server.address", "127.0.0.1", "--log.level", "warn"])
+        .args([
+            "--http.server.port",
+            &port_text,
+            "--gossip.port",
+            &gossip_port,
+        ])
+        .env_clear()
+        .env("AUTH_JWT_SECRET", SECRET)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the binary");
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let deadline = Instant::now() + WAIT;
+    while client.get(url("/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "node never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let publish = |token: Option<String>| {
+        let mut request = client
+            .post(url("/channel/news"))
+            .header("content-type", "application/json")
+            .body(r#"{"data":1}"#);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(publish(None).await.expect("publish").status(), 401);
+    let token = hs256(grants(&["news"], &[]));
+    assert_eq!(publish(Some(token)).await.expect("publish").status(), 200);
+    let subscribe = client.get(url("/channel/news")).send().await.expect("GET");
+    assert_eq!(subscribe.status(), 200);
+    drop(subscribe);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
