@@ -1,18 +1,14 @@
 //! Properties of the decoders of untrusted input (issue 7): a publish either is
-//! refused or reads back, through an independent WHATWG EventSource parser, as exactly
-//! the event that was published; cursors round-trip; `Cursor::parse` never panics.
+//! refused or reads back, through the client crate's WHATWG EventSource parser (which
+//! shares nothing with the broker's encoder), as exactly the event that was published;
+//! cursors round-trip; `Cursor::parse` never panics.
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use sse_cluster::event::{
     encode_event, Cursor, Frontier, Publish, MAX_CURSOR_ORIGINS, MAX_RETRY_MS, RESERVED_EVENTS,
 };
-
-// The parser the fuzz targets use too: written from the WHATWG rules, sharing
-// nothing with the broker's encoder.
-#[allow(unreachable_pub, dead_code)]
-#[path = "../../fuzz/src/lib.rs"]
-mod sse;
+use sse_cluster_client::{Event, Parser};
 
 /// Characters that break or bend SSE framing, mixed with ordinary ones.
 const TRICKY: &str =
@@ -156,33 +152,26 @@ proptest! {
             publish.retry,
             &publish.data,
         );
-        let parsed = sse::parse_sse(&wire);
-        prop_assert_eq!(parsed.events.len(), 1, "{:?} -> {:?}", wire, parsed);
-        prop_assert!(parsed.pending_fields.is_empty(), "{:?}", parsed);
-        prop_assert!(parsed.comments.is_empty(), "{:?}", parsed);
-        prop_assert_eq!(&parsed.unterminated, "");
-        let event = &parsed.events[0];
-
+        let mut parser = Parser::new();
+        let events = parser.feed_to_vec(&wire);
+        prop_assert_eq!(events.len(), 1, "{:?} -> {:?}", wire, events);
+        prop_assert_eq!(parser.buffered(), 0, "nothing left undispatched: {:?}", wire);
         let compact = body.data.to_string();
-        prop_assert_eq!(&event.data, &compact);
         prop_assert_eq!(
-            &event.event_type,
-            body.event.as_deref().unwrap_or("message")
+            &events[0],
+            &Event {
+                event: body.event.clone().unwrap_or_else(|| "message".to_owned()),
+                data: compact,
+                id: body.id.clone().unwrap_or_default(),
+            }
         );
-        prop_assert_eq!(&event.last_event_id, body.id.as_deref().unwrap_or(""));
-
-        let mut expected = Vec::new();
-        if let Some(id) = &body.id {
-            expected.push(("id".to_owned(), id.clone()));
-        }
-        if let Some(event) = &body.event {
-            expected.push(("event".to_owned(), event.clone()));
-        }
-        if let Some(retry) = body.retry {
-            expected.push(("retry".to_owned(), retry.to_string()));
-        }
-        expected.push(("data".to_owned(), compact));
-        prop_assert_eq!(&event.fields, &expected, "no extra field or line");
+        prop_assert_eq!(parser.retry(), body.retry);
+        // One line a field (id, event, retry, data) and the blank line: nothing else,
+        // no comment, no field split in two.
+        let fields = 1 + usize::from(body.id.is_some())
+            + usize::from(body.event.is_some())
+            + usize::from(body.retry.is_some());
+        prop_assert_eq!(line_ends(&wire), fields + 1, "no extra field or line: {:?}", wire);
     }
 
     #[test]
@@ -206,22 +195,32 @@ proptest! {
     }
 }
 
+/// Line ends in `wire` as EventSource counts them: CRLF, LF or CR.
+fn line_ends(wire: &[u8]) -> usize {
+    let crlf = wire.windows(2).filter(|pair| pair == b"\r\n").count();
+    wire.iter().filter(|&&b| b == b'\n' || b == b'\r').count() - crlf
+}
+
 /// The parser itself follows the rules the properties rely on (so a lenient parser
 /// cannot make them pass).
 #[test]
-fn the_reference_parser_splits_on_every_line_ending() {
-    let parsed =
-        sse::parse_sse(b"data: a\rdata:b\r\ndata:  c\nevent: x\rid: 1\0\nretry\n\ndata: d");
-    assert_eq!(parsed.events.len(), 1, "{parsed:?}");
-    let event = &parsed.events[0];
+fn the_client_parser_splits_on_every_line_ending() {
+    let mut parser = Parser::new();
+    let events =
+        parser.feed_to_vec(b"data: a\rdata:b\r\ndata:  c\nevent: x\rid: 1\0\nretry\n\ndata: d");
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
     assert_eq!(event.data, "a\nb\n c");
-    assert_eq!(event.event_type, "x");
-    assert_eq!(event.last_event_id, "", "an id with NUL is ignored");
-    assert_eq!(event.fields.len(), 6);
-    assert_eq!(parsed.unterminated, "data: d");
-    let two = sse::parse_sse("data: 1\n\u{2028}data: 2\n\n".as_bytes());
+    assert_eq!(event.event, "x");
+    assert_eq!(event.id, "", "an id with NUL is ignored");
+    assert_eq!(parser.retry(), None, "a retry without digits is ignored");
     assert_eq!(
-        two.events[0].fields[1].0, "\u{2028}data",
-        "U+2028 is not a line break"
+        parser.buffered(),
+        "data: d".len(),
+        "the unterminated line is held"
     );
+    assert_eq!(line_ends(b"a\rb\r\nc\n\n"), 4);
+    let two = Parser::new().feed_to_vec("data: 1\n\u{2028}data: 2\n\n".as_bytes());
+    assert_eq!(two.len(), 1);
+    assert_eq!(two[0].data, "1", "U+2028 is not a line break");
 }
