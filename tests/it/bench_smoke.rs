@@ -6,9 +6,10 @@
 //! systems its helpers go unused.
 #![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
-use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+
+use crate::common::net::free_ports;
+use crate::common::node::NodeProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sse-cluster");
 
@@ -53,13 +54,13 @@ const FIELDS: &[&str] = &[
 #[cfg(target_os = "linux")]
 #[test]
 fn bench_against_a_real_node_delivers_everything_and_reports_every_figure() {
-    let node = Node::start();
-    let url = format!("http://127.0.0.1:{}/channel/{{channel}}", node.http_port);
+    let node = start_node();
+    let url = format!("http://127.0.0.1:{}/channel/{{channel}}", node.http);
     let output = Command::new(BIN)
         .args(["bench", "--json", "--sub-url", &url, "--pub-url", &url])
         .args(["-n", "50", "-c", "2", "-p", "2", "-r", "5000", "-d", "2s"])
         .args(["--settle", "200ms", "--drain-timeout", "10s"])
-        .args(["--server-pid", &node.child.id().to_string()])
+        .args(["--server-pid", &node.pid().to_string()])
         .output()
         .expect("run sse-cluster bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -103,8 +104,8 @@ fn bench_against_a_real_node_delivers_everything_and_reports_every_figure() {
 /// `--batch`: bulk publishes, each event of each request counted and delivered.
 #[test]
 fn bench_with_batches_publishes_in_bulk_and_delivers_every_event() {
-    let node = Node::start();
-    let url = format!("http://127.0.0.1:{}/channel/{{channel}}", node.http_port);
+    let node = start_node();
+    let url = format!("http://127.0.0.1:{}/channel/{{channel}}", node.http);
     let output = Command::new(BIN)
         .args(["bench", "--json", "--sub-url", &url, "--pub-url", &url])
         .args([
@@ -136,7 +137,7 @@ fn bench_with_batches_publishes_in_bulk_and_delivers_every_event() {
 #[test]
 fn bench_reports_lost_deliveries_with_a_failing_exit_code() {
     // Nothing listens on this port: every subscriber fails to connect.
-    let port = free_tcp_port();
+    let (port, _) = free_ports();
     let url = format!("http://127.0.0.1:{port}/channel/{{channel}}");
     let output = Command::new(BIN)
         .args(["bench", "--json", "--sub-url", &url, "--pub-url", &url])
@@ -150,47 +151,11 @@ fn bench_reports_lost_deliveries_with_a_failing_exit_code() {
     assert_eq!(report["connect_failures"], 3);
 }
 
-/// A broker node run from the real binary, killed on drop.
-struct Node {
-    child: Child,
-    http_port: u16,
-}
-
-impl Node {
-    fn start() -> Node {
-        let http_port = free_tcp_port();
-        let gossip_port = UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .expect("free UDP port")
-            .port();
-        let child = Command::new(BIN)
-            .args(["start", "--http.server.address", "127.0.0.1"])
-            .args(["--http.server.port", &http_port.to_string()])
-            .args(["--gossip.port", &gossip_port.to_string()])
-            .args(["--log.level", "warn"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start sse-cluster");
-        let node = Node { child, http_port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", http_port)).is_err() {
-            assert!(Instant::now() < deadline, "node did not listen in time");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        node
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free TCP port")
-        .port()
+/// A broker node run from the real binary, listening; killed on drop.
+fn start_node() -> NodeProcess {
+    let node = NodeProcess::builder()
+        .args(&["--log.level", "warn"])
+        .spawn();
+    node.wait_listening();
+    node
 }

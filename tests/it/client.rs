@@ -2,24 +2,25 @@
 //! loopback: what it publishes its subscriber reads, a retried publish keeps its
 //! idempotency key, and a subscriber whose node dies resumes on the next one.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use sse_cluster_client::{Error, Publish, Publisher, Signal, Subscriber};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
+use crate::common::node::{wait_for_members, NodeProcess};
+
 const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_the_publisher_sends_the_subscriber_reads_once() {
-    let node = NodeProcess::start(None);
-    wait_ready(&node, 1).await;
-    let mut subscriber = Subscriber::builder([node.base()], "news").build().unwrap();
+    let node = start_node(None);
+    wait_for_members(&node, 1).await;
+    let mut subscriber = Subscriber::builder([node.url("")], "news").build().unwrap();
     timeout(WAIT, subscriber.connect()).await.unwrap().unwrap();
-    let publisher = Publisher::builder([node.base()]).build().unwrap();
+    let publisher = Publisher::builder([node.url("")]).build().unwrap();
 
     let first = publisher
         .publish("news", &Publish::new("hello"))
@@ -69,9 +70,9 @@ async fn what_the_publisher_sends_the_subscriber_reads_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_whose_answer_is_lost_is_retried_on_the_next_node_and_delivered_once() {
-    let node = NodeProcess::start(None);
-    wait_ready(&node, 1).await;
-    let mut subscriber = Subscriber::builder([node.base()], "orders")
+    let node = start_node(None);
+    wait_for_members(&node, 1).await;
+    let mut subscriber = Subscriber::builder([node.url("")], "orders")
         .build()
         .unwrap();
     timeout(WAIT, subscriber.connect()).await.unwrap().unwrap();
@@ -81,7 +82,7 @@ async fn a_publish_whose_answer_is_lost_is_retried_on_the_next_node_and_delivere
     // each attempt carried the same key.
     let refusing = format!("http://127.0.0.1:{}", crate::common::net::free_ports().0);
     let lossy = answer_losing_proxy(node.http).await;
-    let publisher = Publisher::builder([refusing, lossy, node.base()])
+    let publisher = Publisher::builder([refusing, lossy, node.url("")])
         .backoff(Duration::from_millis(10))
         .build()
         .unwrap();
@@ -109,21 +110,21 @@ async fn a_publish_whose_answer_is_lost_is_retried_on_the_next_node_and_delivere
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_whose_node_dies_resumes_on_the_next_node_exactly() {
-    let mut a = NodeProcess::start(None);
-    let b = NodeProcess::start(Some(a.gossip));
-    wait_ready(&a, 2).await;
-    wait_ready(&b, 2).await;
+    let mut a = start_node(None);
+    let b = start_node(Some(a.gossip));
+    wait_for_members(&a, 2).await;
+    wait_for_members(&b, 2).await;
 
-    let mut moving = Subscriber::builder([a.base(), b.base()], "feed")
+    let mut moving = Subscriber::builder([a.url(""), b.url("")], "feed")
         .build()
         .unwrap();
     timeout(WAIT, moving.connect()).await.unwrap().unwrap();
-    assert_eq!(moving.node(), Some(a.base()));
+    assert_eq!(moving.node(), Some(a.url("")));
     // A subscriber on `b` keeps the channel (and its history) there.
-    let mut staying = Subscriber::builder([b.base()], "feed").build().unwrap();
+    let mut staying = Subscriber::builder([b.url("")], "feed").build().unwrap();
     timeout(WAIT, staying.connect()).await.unwrap().unwrap();
 
-    let on_a = Publisher::builder([a.base()]).build().unwrap();
+    let on_a = Publisher::builder([a.url("")]).build().unwrap();
     for n in 1..=3 {
         on_a.publish("feed", &Publish::new(n)).await.unwrap();
     }
@@ -133,7 +134,7 @@ async fn a_subscriber_whose_node_dies_resumes_on_the_next_node_exactly() {
     }
 
     a.kill9();
-    let on_b = Publisher::builder([b.base()]).build().unwrap();
+    let on_b = Publisher::builder([b.url("")]).build().unwrap();
     for n in 4..=6 {
         on_b.publish("feed", &Publish::new(n)).await.unwrap();
     }
@@ -147,7 +148,7 @@ async fn a_subscriber_whose_node_dies_resumes_on_the_next_node_exactly() {
         assert_eq!(data(next(&mut moving).await), n.to_string());
     }
     live.await.unwrap();
-    assert_eq!(moving.node(), Some(b.base()));
+    assert_eq!(moving.node(), Some(b.url("")));
 }
 
 async fn next(subscriber: &mut Subscriber) -> Signal {
@@ -215,88 +216,11 @@ async fn read_request(socket: &mut TcpStream) -> Vec<u8> {
     }
 }
 
-/// One node process; killed when dropped.
-struct NodeProcess {
-    http: u16,
-    gossip: u16,
-    child: Option<Child>,
-}
-
-impl NodeProcess {
-    fn start(seed: Option<u16>) -> NodeProcess {
-        let (http, gossip) = crate::common::net::free_ports();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sse-cluster"));
-        command.args([
-            "start".to_owned(),
-            format!("--http.server.port={http}"),
-            "--http.server.address=127.0.0.1".to_owned(),
-            format!("--gossip.port={gossip}"),
-            "--http.server.retry=300ms".to_owned(),
-        ]);
-        if let Some(seed) = seed {
-            command.arg(format!("--gossip.hosts=127.0.0.1:{seed}"));
-        }
-        let child = command
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sse-cluster");
-        NodeProcess {
-            http,
-            gossip,
-            child: Some(child),
-        }
-    }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http)
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// Waits until `node` is ready and sees `members` live members.
-async fn wait_ready(node: &NodeProcess, members: usize) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = match client.get(format!("{}/status", node.base())).send().await {
-            Ok(response) => response.json::<Value>().await.ok(),
-            Err(_) => None,
-        };
-        let live = status.as_ref().map_or(0, |s| {
-            s["gossip"]["members"]
-                .as_array()
-                .map_or(0, |m| m.iter().filter(|m| m["alive"] == true).count())
-        });
-        let ready = client
-            .get(format!("{}/readyz", node.base()))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if live == members && ready {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node {} did not see {members} live members",
-            node.base()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// A node that tells clients to reconnect after 300 ms; `seed` is another node's
+/// gossip port.
+fn start_node(seed: Option<u16>) -> NodeProcess {
+    NodeProcess::builder()
+        .seed(seed)
+        .args(&["--http.server.retry=300ms"])
+        .spawn()
 }

@@ -19,7 +19,7 @@ fn assert_json_400(status: u16, answer: &str, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn line_breaks_in_any_field_are_refused_or_escaped_and_the_stream_stays_exact() {
-    let mut node = Node::start(&[]).await;
+    let mut node = start_node(&[]).await;
     let mut subscriber = Subscriber::open(&node, "/channel/framing").await;
     let mut expected = String::from("retry: 3000\n\nid: C\n\n");
 

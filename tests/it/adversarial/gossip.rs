@@ -43,7 +43,7 @@ fn hostile_datagrams() -> Vec<Vec<u8>> {
 }
 
 async fn flood_and_check(extra: &[&str]) {
-    let mut node = Node::start(extra).await;
+    let mut node = start_node(extra).await;
     let before = node.metric("sse_gossip_rejected_total").await;
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let target = ("127.0.0.1", node.gossip);
@@ -84,7 +84,7 @@ async fn oversized_and_malformed_gossip_is_refused_by_a_keyed_node() {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gossip_decompression_bomb_is_dropped_before_it_inflates() {
-    let mut node = Node::start(&[]).await;
+    let mut node = start_node(&[]).await;
     let bomb = sse_cluster::fuzzing::gossip_ack_of_zero_blocks(2_000, 65_535);
     assert!(bomb.len() <= 65_507, "one datagram: {}", bomb.len());
     let before = node.metric("sse_gossip_rejected_total").await;

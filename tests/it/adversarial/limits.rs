@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::raw::*;
 
 /// A fresh client gets `/healthz` quickly while the attack is under way.
-async fn assert_serves_others(node: &Node) {
+async fn assert_serves_others(node: &NodeProcess) {
     let started = Instant::now();
     let answer = raw_request(
         node.addr(),
@@ -34,7 +34,7 @@ fn request_with_header(value_len: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_headers_are_refused_and_the_node_keeps_serving() {
-    let mut node = Node::start(&[]).await;
+    let mut node = start_node(&[]).await;
     // Request heads are capped at --http.server.maxHeaderBytes (16 KiB by default):
     // a larger one is answered 431 (read back thanks to the lingering close; past a
     // megabyte the node may hang up first), and the node keeps serving.
@@ -79,7 +79,7 @@ async fn huge_headers_are_refused_and_the_node_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_channel_and_client_names_are_refused_with_400() {
-    let mut node = Node::start(&[]).await;
+    let mut node = start_node(&[]).await;
     let longest = "c".repeat(128);
     for name in ["c".repeat(129), "c".repeat(10_000)] {
         for path in [
@@ -112,7 +112,7 @@ async fn long_channel_and_client_names_are_refused_with_400() {
 async fn three_thousand_channels_come_and_go() {
     const CHANNELS: usize = 3_000;
     // Every subscriber connects from 127.0.0.1.
-    let mut node = Node::start(&["--http.server.maxConnectionsPerAddress=5000"]).await;
+    let mut node = start_node(&["--http.server.maxConnectionsPerAddress=5000"]).await;
     let mut sockets = Vec::with_capacity(CHANNELS);
     for i in 0..CHANNELS {
         let mut socket = TcpStream::connect(node.addr()).await.expect("connect");
@@ -157,7 +157,7 @@ async fn three_thousand_channels_come_and_go() {
 /// throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_loris_client_is_cut_off_and_does_not_stall_anyone_else() {
-    let mut node = Node::start(&["--http.server.headerTimeout=3s"]).await;
+    let mut node = start_node(&["--http.server.headerTimeout=3s"]).await;
     let mut loris = Vec::new();
     for _ in 0..20 {
         loris.push(TcpStream::connect(node.addr()).await.expect("connect"));
@@ -194,7 +194,7 @@ async fn a_slow_loris_client_is_cut_off_and_does_not_stall_anyone_else() {
 /// up, whether or not their client is still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed_at_the_header_deadline() {
-    let node = Node::start(&["--http.server.headerTimeout=2s"]).await;
+    let node = start_node(&["--http.server.headerTimeout=2s"]).await;
     let mut socket = TcpStream::connect(node.addr()).await.expect("connect");
     socket
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")

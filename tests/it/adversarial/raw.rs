@@ -1,9 +1,7 @@
-//! Helpers: a node process on loopback whose stderr is kept, raw HTTP/1.1 over TCP,
-//! a streaming subscriber that sees the exact body bytes, and `/metrics`.
+//! Helpers: a node whose log is kept, raw HTTP/1.1 over TCP, and a streaming
+//! subscriber that sees the exact body bytes.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -12,142 +10,31 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 pub(crate) use crate::common::net::free_ports;
-use crate::common::{metrics, net};
+pub(crate) use crate::common::node::NodeProcess;
 
 /// How long any single wait may take before it counts as a failure.
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
-/// A node process; killed when dropped.
-pub(crate) struct Node {
-    pub(crate) http: u16,
-    pub(crate) gossip: u16,
-    child: Child,
-    stderr: PathBuf,
-    pub(crate) client: reqwest::Client,
+/// A node on loopback whose warnings are kept (a panic shows in [`NodeProcess::log`]),
+/// with `extra` flags; returns once it answers.
+pub(crate) async fn start_node(extra: &[&str]) -> NodeProcess {
+    let (http, gossip) = free_ports();
+    start_node_on(http, gossip, extra).await
 }
 
-impl Node {
-    /// Starts a node on loopback with `extra` flags and waits until it answers.
-    pub(crate) async fn start(extra: &[&str]) -> Node {
-        let (http, gossip) = free_ports();
-        Self::start_on(http, gossip, extra).await
-    }
-
-    pub(crate) async fn start_on(http: u16, gossip: u16, extra: &[&str]) -> Node {
-        let stderr =
-            std::env::temp_dir().join(format!("sse-adversarial-{}-{http}.log", std::process::id()));
-        let log = std::fs::File::create(&stderr).expect("stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_sse-cluster"))
-            .arg("start")
-            .arg(format!("--http.server.port={http}"))
-            .arg("--http.server.address=127.0.0.1")
-            .arg(format!("--gossip.port={gossip}"))
-            .arg("--http.client.timeout=2s")
+pub(crate) async fn start_node_on(http: u16, gossip: u16, extra: &[&str]) -> NodeProcess {
+    let node = NodeProcess::builder()
+        .ports(http, gossip)
+        .args(&[
+            "--http.client.timeout=2s",
             // No keep-alive comments in the middle of byte-exact comparisons.
-            .arg("--http.server.keepAlive=1h")
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start sse-cluster");
-        let node = Node {
-            http,
-            gossip,
-            child,
-            stderr,
-            client: reqwest::Client::new(),
-        };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(response) = node.client.get(node.url("/healthz")).send().await {
-                if response.status() == 200 {
-                    return node;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node did not start: {}",
-                node.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    pub(crate) fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.http))
-    }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http)
-    }
-
-    /// What the node wrote to stderr so far.
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// The node is still running, never panicked, and answers a fresh client.
-    pub(crate) async fn assert_healthy(&mut self) {
-        assert!(
-            self.child.try_wait().expect("child status").is_none(),
-            "node exited: {}",
-            self.log()
-        );
-        let log = self.log();
-        assert!(!log.contains("panicked"), "node panicked: {log}");
-        let response = timeout(WAIT, reqwest::get(self.url("/healthz")))
-            .await
-            .expect("healthz in time")
-            .expect("healthz");
-        assert_eq!(response.status(), 200);
-    }
-
-    pub(crate) async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
-        let response = self
-            .client
-            .post(self.url(path))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("publish request");
-        let status = response.status().as_u16();
-        (status, response.text().await.expect("answer body"))
-    }
-
-    pub(crate) async fn json(&self, path: &str) -> serde_json::Value {
-        net::get_json(&self.client, &self.url(path)).await
-    }
-
-    /// The node process's peak resident memory (`VmHWM`), in KiB.
-    #[cfg(target_os = "linux")]
-    pub(crate) fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the node's /proc status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc status")
-    }
-
-    pub(crate) async fn metric(&self, name: &str) -> u64 {
-        metrics::scrape(&self.client, &self.url("/metrics"), name).await
-    }
-
-    /// Waits until `check` holds for metric `name`; returns its value.
-    pub(crate) async fn wait_metric(&self, name: &str, check: impl Fn(u64) -> bool) -> u64 {
-        metrics::wait_metric(&self.client, &self.url("/metrics"), name, WAIT, check).await
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.stderr);
-    }
+            "--http.server.keepAlive=1h",
+        ])
+        .args(extra)
+        .keep_log()
+        .spawn();
+    node.wait_healthy().await;
+    node
 }
 
 /// What came back for a raw request: the status (`None`: closed without one).
@@ -186,7 +73,7 @@ pub(crate) struct Subscriber {
 }
 
 impl Subscriber {
-    pub(crate) async fn open(node: &Node, path: &str) -> Subscriber {
+    pub(crate) async fn open(node: &NodeProcess, path: &str) -> Subscriber {
         let response = node
             .client
             .get(node.url(path))

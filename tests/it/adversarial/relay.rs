@@ -30,7 +30,7 @@ fn signed(key: &ClusterKey, nonce: u8, sent_at: u64, origin: &str, from: u64) ->
     (query, key.relay_request([nonce; 16], sent_at, &context))
 }
 
-async fn relay_get(node: &Node, query: &str, auth: Option<&str>) -> reqwest::Response {
+async fn relay_get(node: &NodeProcess, query: &str, auth: Option<&str>) -> reqwest::Response {
     let mut request = node.client.get(node.url(&format!("/relay/v1?{query}")));
     if let Some(auth) = auth {
         request = request.header("x-relay-auth", auth);
@@ -43,7 +43,7 @@ async fn a_replayed_or_altered_relay_request_is_refused() {
     let key = tokio::task::spawn_blocking(|| ClusterKey::derive(SECRET))
         .await
         .expect("derive");
-    let mut node = Node::start(&[&format!("--gossip.secretKey={SECRET}")]).await;
+    let mut node = start_node(&[&format!("--gossip.secretKey={SECRET}")]).await;
 
     // Learn the node's origin: an authentic request for another origin gets 410.
     let (query, auth) = signed(&key, 1, now_ms(), "0", 1);
@@ -131,7 +131,7 @@ fn answer(entry: &[u8], seq: u64) -> Vec<u8> {
 
 /// A fake peer: joins gossip next to `node`, advertises a relay on `relay`, and
 /// answers every relay request with the next garbage entry.
-async fn hostile_peer(node: &Node) -> (chitchat::ChitchatHandle, Arc<AtomicUsize>) {
+async fn hostile_peer(node: &NodeProcess) -> (chitchat::ChitchatHandle, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
     let relay: SocketAddr = listener.local_addr().expect("relay addr");
     let served = Arc::new(AtomicUsize::new(0));
@@ -185,7 +185,7 @@ async fn hostile_peer(node: &Node) -> (chitchat::ChitchatHandle, Arc<AtomicUsize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_puller_survives_garbage_relay_answers() {
-    let mut node = Node::start(&[]).await;
+    let mut node = start_node(&[]).await;
     let mut subscriber = Subscriber::open(&node, "/channel/relayed").await;
     let (peer, served) = hostile_peer(&node).await;
 
@@ -217,7 +217,7 @@ async fn a_puller_survives_garbage_relay_answers() {
 /// a few lines, not one each, while the metric counts every one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_relay_requests_cannot_forge_or_flood_the_log() {
-    let mut node = Node::start(&[&format!("--gossip.secretKey={SECRET}")]).await;
+    let mut node = start_node(&[&format!("--gossip.secretKey={SECRET}")]).await;
     let forged = "origin=0&from=1&since=0&node=x%0A2026-01-01T00:00:00.000000Z%20%20WARN%20sse_cluster:%20forged%1B%5B2J";
     assert_eq!(relay_get(&node, forged, None).await.status(), 401);
     const FLOOD: u64 = 2_000;

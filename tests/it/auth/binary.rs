@@ -1,13 +1,10 @@
 //! The binary's authorization flags: refused combinations exit 2 with one line that
 //! names the option, and a key alone guards publishing.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use tokio::process::Command;
-use tokio::time::Instant;
 
 use super::*;
+use crate::common::node::NodeProcess;
 use crate::common::server::*;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sse-cluster");
@@ -66,32 +63,15 @@ async fn unusable_key_files_are_refused_at_start() {
 
 #[tokio::test]
 async fn a_key_alone_guards_publishing_and_leaves_subscribing_open() {
-    let port = free_port();
-    let port_text = port.to_string();
-    let gossip_port = free_port().to_string();
-    let mut child = Command::new(BINARY)
-        .arg("start")
-        .args(["--http.server.address", "127.0.0.1", "--log.level", "warn"])
-        .args([
-            "--http.server.port",
-            &port_text,
-            "--gossip.port",
-            &gossip_port,
-        ])
-        .env_clear()
+    // Only the key, from the environment: nothing else of the test's may configure it.
+    let node = NodeProcess::builder()
+        .args(&["--log.level", "warn"])
+        .clean_env()
         .env("AUTH_JWT_SECRET", SECRET)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the binary");
-    let client = reqwest::Client::new();
-    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
-    let deadline = Instant::now() + WAIT;
-    while client.get(url("/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "node never came up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .spawn();
+    node.wait_healthy().await;
+    let client = &node.client;
+    let url = |path: &str| node.url(path);
     let publish = |token: Option<String>| {
         let mut request = client
             .post(url("/channel/news"))
@@ -108,6 +88,4 @@ async fn a_key_alone_guards_publishing_and_leaves_subscribing_open() {
     let subscribe = client.get(url("/channel/news")).send().await.expect("GET");
     assert_eq!(subscribe.status(), 200);
     drop(subscribe);
-    let _ = child.start_kill();
-    let _ = child.wait().await;
 }

@@ -8,7 +8,7 @@
 //! test says why and passes, unless `SSE_REQUIRE_BROWSER=1`.
 
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};
 
+use crate::common::net::free_ports;
+use crate::common::node::NodeProcess;
+
 mod ui;
 
 const CHANNEL: &str = "browser-news";
@@ -36,8 +39,8 @@ async fn eventsource_in_chromium_gets_every_event_once_across_a_cut_stream() {
         return;
     };
     let dir = TempDir::new();
-    let node = Node::start(&dir).await;
-    let proxy = Proxy::start(node.http).await;
+    let node = start_node(&dir).await;
+    let proxy = Proxy::start(node.addr()).await;
     let page = PageServer::start(&format!("http://{}", proxy.addr)).await;
     let driver = ChromeDriver::start(&tools, &dir).await;
     let browser = driver.session(&tools, &dir).await;
@@ -56,7 +59,7 @@ async fn eventsource_in_chromium_gets_every_event_once_across_a_cut_stream() {
         (Some("ping"), r#"{"time":"12:00"}"#),
         (None, r#"{"n":3,"text":"naïve ✓ \"quoted\""}"#),
     ] {
-        expected.push(publish(&http, node.http, event, data).await);
+        expected.push(publish(&http, node.addr(), event, data).await);
     }
     assert_eq!(
         wait_received(&browser, expected.len()).await,
@@ -81,7 +84,7 @@ async fn eventsource_in_chromium_gets_every_event_once_across_a_cut_stream() {
         (None, r#"[1,2,3]"#),
         (None, r#""missed while away""#),
     ] {
-        expected.push(publish(&http, node.http, event, data).await);
+        expected.push(publish(&http, node.addr(), event, data).await);
     }
     let heads = wait_for("the browser to reconnect by itself", || async {
         let heads = proxy.request_heads();
@@ -116,7 +119,7 @@ async fn eventsource_in_chromium_gets_every_event_once_across_a_cut_stream() {
         (None, r#""live again""#),
         (Some("ping"), r#"{"time":"12:02"}"#),
     ] {
-        expected.push(publish(&http, node.http, event, data).await);
+        expected.push(publish(&http, node.addr(), event, data).await);
     }
     assert_eq!(
         wait_received(&browser, expected.len()).await,
@@ -145,7 +148,7 @@ async fn eventsource_in_chromium_gets_every_event_once_across_a_cut_stream() {
     // The node let go of the cut connection, and lets go of the channel when the page
     // closes its stream.
     wait_for("the node to hold one subscriber", || async {
-        let clients = channel_clients(&http, node.http).await;
+        let clients = channel_clients(&http, node.addr()).await;
         (clients == Some(1)).then_some(())
     })
     .await;
@@ -159,7 +162,7 @@ async fn eventsource_in_chromium_gets_every_event_once_across_a_cut_stream() {
     wait_for(
         "the channel to go away with its last subscriber",
         || async {
-            channel_clients(&http, node.http)
+            channel_clients(&http, node.addr())
                 .await
                 .is_none()
                 .then_some(())
@@ -325,16 +328,6 @@ async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
     Some(head)
 }
 
-fn free_tcp_port() -> u16 {
-    let listener = StdTcpListener::bind("127.0.0.1:0").expect("bind a free TCP port");
-    listener.local_addr().expect("local address").port()
-}
-
-fn free_udp_port() -> u16 {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a free UDP port");
-    socket.local_addr().expect("local address").port()
-}
-
 /// Where chromedriver and Chromium are, or why the test skips.
 struct BrowserTools {
     chromedriver: PathBuf,
@@ -423,57 +416,17 @@ fn print_log_on_panic(name: &str, log: &Path) {
     }
 }
 
-/// The real binary, killed on drop.
-struct Node {
-    http: SocketAddr,
-    log: PathBuf,
-    _child: Child,
-}
-
-impl Node {
-    async fn start(dir: &TempDir) -> Self {
-        let http = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
-        let log = dir.path().join("node.log");
-        let out = std::fs::File::create(&log).expect("create node log");
-        let err = out.try_clone().expect("clone node log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sse-cluster"))
-            .arg("start")
-            .args(["--http.server.address", "127.0.0.1"])
-            .args(["--http.server.port", &http.port().to_string()])
-            .args(["--gossip.port", &free_udp_port().to_string()])
-            .args(["--http.server.cors.enabled", "true"])
-            .args(["--http.server.retry", "300ms"])
-            // Short, so the node soon notices the connection the proxy cut.
-            .args(["--http.server.keepAlive", "500ms"])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start sse-cluster");
-        let node = Self {
-            http,
-            log,
-            _child: child,
-        };
-        let http_client = reqwest::Client::new();
-        wait_for("the node to be ready", || async {
-            let response = http_client
-                .get(format!("http://{http}/readyz"))
-                .send()
-                .await
-                .ok()?;
-            response.status().is_success().then_some(())
-        })
-        .await;
-        node
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        print_log_on_panic("sse-cluster", &self.log);
-    }
+/// The real binary, ready, its log in `dir` (printed if the test fails).
+async fn start_node(dir: &TempDir) -> NodeProcess {
+    let node = NodeProcess::builder()
+        .args(&["--http.server.cors.enabled", "true"])
+        .args(&["--http.server.retry", "300ms"])
+        // Short, so the node soon notices the connection the proxy cut.
+        .args(&["--http.server.keepAlive", "500ms"])
+        .log_to(dir.path().join("node.log"))
+        .spawn();
+    node.wait_ready().await;
+    node
 }
 
 /// A TCP proxy between the browser and the node that the test can cut, and that can
@@ -631,7 +584,7 @@ struct ChromeDriver {
 
 impl ChromeDriver {
     async fn start(tools: &BrowserTools, dir: &TempDir) -> Self {
-        let port = free_tcp_port();
+        let (port, _) = free_ports();
         let log = dir.path().join("chromedriver.log");
         let out = std::fs::File::create(&log).expect("create chromedriver log");
         let err = out.try_clone().expect("clone chromedriver log");

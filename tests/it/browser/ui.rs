@@ -45,7 +45,7 @@ async fn the_page_lists_the_node_publishes_and_watches_and_marks_a_reset() {
         return;
     };
     let dir = TempDir::new();
-    let node = Node::start(&dir).await;
+    let node = start_node(&dir).await;
     let driver = ChromeDriver::start(&tools, &dir).await;
     let browser = driver.session(&tools, &dir).await;
     browser
@@ -54,7 +54,7 @@ async fn the_page_lists_the_node_publishes_and_watches_and_marks_a_reset() {
         .expect("window size");
     let http = reqwest::Client::new();
     browser
-        .goto(&format!("http://{}/", node.http))
+        .goto(&format!("http://{}/", node.addr()))
         .await
         .expect("open the page");
 
@@ -63,7 +63,7 @@ async fn the_page_lists_the_node_publishes_and_watches_and_marks_a_reset() {
         &browser,
         "return [...document.querySelectorAll('#members tr.alive')].map(r => r.cells[1].textContent)",
         "the page to list this node as live",
-        |v| v == &json!([node.http.to_string()]),
+        |v| v == &json!([node.addr().to_string()]),
     )
     .await;
 
@@ -72,7 +72,7 @@ async fn the_page_lists_the_node_publishes_and_watches_and_marks_a_reset() {
     click(&browser, "#watch-start").await;
     wait_for("the node to hold the page's stream", || async {
         let status: Value = http
-            .get(format!("http://{}/status", node.http))
+            .get(format!("http://{}/status", node.addr()))
             .send()
             .await
             .ok()?

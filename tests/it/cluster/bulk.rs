@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::node::*;
+use crate::common::sse::*;
 
 /// A bulk publish of events `from..=to` (each `{"origin":0,"n":n}` with the id `e{n}`)
 /// to `path` on `node`; returns the answer lines.

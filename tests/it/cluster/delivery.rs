@@ -4,6 +4,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::node::*;
+use crate::common::sse::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_joined_through_one_seed_deliver_every_event_exactly_once() {
@@ -88,8 +89,8 @@ async fn a_killed_node_restarts_and_its_subscribers_resume_elsewhere_without_gap
     c.kill9();
     let (rest, _, ended) = collect(&mut on_c, 1000, Duration::from_secs(3)).await;
     assert!(ended, "the stream of a killed node ends");
-    let seen_on_c: Vec<SseEvent> = before.into_iter().chain(rest).collect();
-    let last_id = seen_on_c.last().unwrap().id.clone();
+    let seen_on_c: Vec<Event> = before.into_iter().chain(rest).collect();
+    let last_id = Some(seen_on_c.last().unwrap().id.clone());
 
     // The browser reconnects to another node with its Last-Event-ID.
     let mut resumed = subscribe(b.url("/channel/feed"), last_id).await;
@@ -101,7 +102,7 @@ async fn a_killed_node_restarts_and_its_subscribers_resume_elsewhere_without_gap
     let remaining = TOTAL as usize - seen_on_c.len();
     let (after, named, _) = collect(&mut resumed, remaining, Duration::from_secs(20)).await;
     assert!(named.is_empty(), "no reset or gap expected: {named:?}");
-    let all: Vec<SseEvent> = seen_on_c.into_iter().chain(after).collect();
+    let all: Vec<Event> = seen_on_c.into_iter().chain(after).collect();
     check_exactly_once(&all, &HashMap::from([(0, TOTAL)]));
 
     // `b` kept delivering throughout.
@@ -114,7 +115,7 @@ async fn a_killed_node_restarts_and_its_subscribers_resume_elsewhere_without_gap
     let mut fresh = Vec::new();
     while !fresh
         .iter()
-        .any(|e: &SseEvent| e.data.contains(&format!("\"n\":{}", TOTAL + 1)))
+        .any(|e: &Event| e.data.contains(&format!("\"n\":{}", TOTAL + 1)))
     {
         let (more, _, ended) = collect(&mut on_new_c, 1, Duration::from_secs(10)).await;
         assert!(

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::netns::*;
 use crate::common::node::*;
+use crate::common::sse::*;
 
 const NAME: &str = "peers.sse.test";
 

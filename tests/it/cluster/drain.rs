@@ -10,7 +10,9 @@ use rustix::process::Signal;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use crate::common::net::free_ports;
 use crate::common::node::*;
+use crate::common::sse::*;
 
 /// `--gossip.hosts` naming every node but `me`.
 fn seeds_but(gossip: &[u16], me: usize) -> String {
@@ -79,8 +81,8 @@ async fn steady_publisher(
 /// Events a subscriber received, in order, and the named events (signals).
 #[derive(Default)]
 struct Received {
-    events: Vec<SseEvent>,
-    signals: Vec<SseEvent>,
+    events: Vec<Event>,
+    signals: Vec<Event>,
     connections: usize,
 }
 
@@ -95,10 +97,10 @@ async fn follower(ports: Vec<u16>, first: usize, received: Arc<Mutex<Received>>)
             received.lock().unwrap().connections += 1;
             while let Some(Some(event)) = rx.recv().await {
                 let mut received = received.lock().unwrap();
-                if event.event.is_some() {
+                if event.event != "message" {
                     received.signals.push(event);
                 } else {
-                    last_id = event.id.clone();
+                    last_id = Some(event.id.clone());
                     received.events.push(event);
                 }
             }
@@ -208,7 +210,7 @@ async fn a_rolling_restart_under_steady_publishing_loses_nothing() {
             received.signals
         );
         assert!(received.connections >= 2, "follower {k} never moved");
-        let events: Vec<SseEvent> = received
+        let events: Vec<Event> = received
             .events
             .iter()
             .map(|event| {
@@ -218,7 +220,7 @@ async fn a_rolling_restart_under_steady_publishing_loses_nothing() {
                     .get(&n)
                     .copied()
                     .unwrap_or_else(|| panic!("follower {k}: event {n} was never accepted"));
-                SseEvent {
+                Event {
                     data: json!({"origin": origin, "n": rank}).to_string(),
                     ..event.clone()
                 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::node::*;
+use crate::common::sse::*;
 
 const CHANNELS: [&str; 3] = ["ma", "mb", "mc"];
 
@@ -21,7 +22,7 @@ async fn publish_range(nodes: [&NodeProcess; 2], range: std::ops::Range<u64>) {
 }
 
 /// Adds wrapped events to `got` (channel → numbers, in order).
-fn record(got: &mut BTreeMap<String, Vec<u64>>, events: &[SseEvent]) {
+fn record(got: &mut BTreeMap<String, Vec<u64>>, events: &[Event]) {
     for event in events {
         let json: Value = serde_json::from_str(&event.data).expect("JSON data");
         let channel = json["channel"].as_str().expect("channel").to_owned();
@@ -44,7 +45,7 @@ async fn a_stream_of_several_channels_resumes_exactly_on_another_node() {
     let (first, named, _) = collect(&mut on_a, 13, Duration::from_secs(20)).await;
     assert_eq!(first.len(), 13, "{named:?}");
     assert!(named.is_empty(), "{named:?}");
-    let last_id = first.last().and_then(|e| e.id.clone()).expect("an id");
+    let last_id = first.last().map(|e| e.id.clone()).expect("an id");
     assert!(last_id.starts_with('m'), "{last_id}");
     drop(on_a);
     publish_range([&a, &b], 10..15).await;

@@ -5,10 +5,10 @@
 
 use std::process::{Command, Stdio};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::io::AsyncReadExt;
 
 use crate::common::node::*;
+use crate::common::sse::*;
 
 pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
     let output = Command::new("ip")
@@ -186,11 +186,7 @@ impl Hosts {
     }
 
     /// Subscribes from inside namespace `i`.
-    pub(crate) fn subscribe_inside(
-        &self,
-        i: usize,
-        channel: &str,
-    ) -> (KillOnDrop, mpsc::UnboundedReceiver<Option<SseEvent>>) {
+    pub(crate) fn subscribe_inside(&self, i: usize, channel: &str) -> (KillOnDrop, Events) {
         let mut child = tokio::process::Command::new("ip")
             .args(["netns", "exec", &self.ns(i), "curl", "-sN"])
             .arg(self.url(i, &format!("/channel/{channel}")))
@@ -199,16 +195,13 @@ impl Hosts {
             .spawn()
             .expect("curl subscriber");
         let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (mut forward, rx) = Forward::new();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            let mut parser = SseParser::default();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(event) = parser.line(&line) {
-                    let _ = tx.send(Some(event));
-                }
+            let mut stdout = stdout;
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = stdout.read(&mut buf).await {
+                forward.feed(&buf[..n]);
             }
-            let _ = tx.send(None);
         });
         let pid = child.id().unwrap_or(0);
         tokio::spawn(async move { child.wait().await });

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::netns::*;
 use crate::common::node::*;
+use crate::common::sse::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_node_catches_up_exactly_once_after_the_network_heals() {
@@ -104,10 +105,7 @@ async fn a_node_cut_off_longer_than_the_queue_bound_gets_an_explicit_gap() {
     // Wait for the last event; everything before it arrives first.
     let mut events = Vec::new();
     let mut named = Vec::new();
-    while !events
-        .iter()
-        .any(|e: &SseEvent| e.data.contains("\"n\":22"))
-    {
+    while !events.iter().any(|e: &Event| e.data.contains("\"n\":22")) {
         let (more, signals, ended) = collect(&mut on_3, 1, Duration::from_secs(20)).await;
         assert!(
             !(ended || more.is_empty() && signals.is_empty()),
@@ -118,7 +116,7 @@ async fn a_node_cut_off_longer_than_the_queue_bound_gets_an_explicit_gap() {
     }
     let gap = named
         .iter()
-        .find(|e| e.event.as_deref() == Some("gap"))
+        .find(|e| e.event == "gap")
         .unwrap_or_else(|| panic!("expected an explicit gap, got {named:?} and {events:?}"));
     let upto = serde_json::from_str::<serde_json::Value>(&gap.data).unwrap()["upto"]
         .as_u64()

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::node::*;
+use crate::common::sse::*;
 
 /// One wrapped event: channel, n, id.
 type Got = (String, u64, String);
@@ -14,10 +15,7 @@ type Got = (String, u64, String);
 /// Wrapped events until two sentinels with data `token` (one per node) have come;
 /// returns the events (earlier sentinels among them left out), the named ones,
 /// and the last sentinel's id.
-async fn until_live(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Option<SseEvent>>,
-    token: &str,
-) -> (Vec<Got>, Vec<SseEvent>, String) {
+async fn until_live(rx: &mut Events, token: &str) -> (Vec<Got>, Vec<Event>, String) {
     let mut sentinels = 2;
     let (mut events, mut named) = (Vec::new(), Vec::new());
     loop {
@@ -26,13 +24,13 @@ async fn until_live(
             .expect("the sentinels in time")
             .flatten()
             .expect("stream ended early");
-        if event.event.is_some() {
+        if event.event != "message" {
             named.push(event);
             continue;
         }
         let json: Value = serde_json::from_str(&event.data).expect("JSON data");
         let channel = json["channel"].as_str().expect("channel").to_owned();
-        let id = event.id.expect("id");
+        let id = event.id;
         if json["data"] == token {
             sentinels -= 1;
             if sentinels == 0 {

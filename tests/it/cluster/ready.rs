@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::common::node::*;
+use crate::common::sse::*;
 
 /// `/readyz`'s status, or `None` while the node does not accept connections yet.
 async fn readyz(node: &NodeProcess) -> Option<u16> {

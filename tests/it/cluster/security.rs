@@ -4,6 +4,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::node::*;
+use crate::common::sse::*;
 
 async fn metric(node: &NodeProcess, name: &str) -> u64 {
     crate::common::metrics::scrape(&client(), &node.url("/metrics"), name).await

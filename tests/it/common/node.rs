@@ -1,15 +1,18 @@
-//! Helpers: real `sse-cluster` processes on loopback, an SSE reader, publishing.
+//! The node harness: `sse-cluster start` as a child process on loopback, and waits
+//! on what it reports. Every test that runs the binary as a node starts it here.
 
-use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
 
-pub(crate) use super::net::free_ports;
+use super::{metrics, net};
+
+/// How long a node may take to answer, and any wait on its metrics.
+const WAIT: Duration = Duration::from_secs(15);
 
 /// Node logs stay quiet (warnings, discarded) unless `NODE_LOG` sets a filter, in
 /// which case they go to the test's stderr.
@@ -25,49 +28,145 @@ pub(crate) fn quiet_unless_node_log(command: &mut Command) -> &mut Command {
         })
 }
 
-/// One node process; killed when dropped.
+/// Where a node's log goes.
+enum Log {
+    /// Warnings, discarded unless `NODE_LOG` is set ([`quiet_unless_node_log`]).
+    Quiet,
+    /// Info level as text, appended to a file the test names and reads.
+    File(PathBuf),
+    /// Warnings, to a file of the harness's that the test reads with
+    /// [`NodeProcess::log`]; removed when the node is dropped.
+    Kept(PathBuf),
+}
+
+/// How to start a node: [`NodeProcess::builder`], then [`NodeBuilder::spawn`].
+pub(crate) struct NodeBuilder {
+    http: u16,
+    gossip: u16,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    clean_env: bool,
+    log: Log,
+}
+
+impl NodeBuilder {
+    /// Chosen ports instead of free ones (a node started again where another was).
+    pub(crate) fn ports(mut self, http: u16, gossip: u16) -> Self {
+        self.http = http;
+        self.gossip = gossip;
+        self
+    }
+
+    /// Joins the cluster through the node whose gossip port is `seed`.
+    pub(crate) fn seed(mut self, seed: Option<u16>) -> Self {
+        if let Some(seed) = seed {
+            self.args.push(format!("--gossip.hosts=127.0.0.1:{seed}"));
+        }
+        self
+    }
+
+    pub(crate) fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Starts the node with no environment but `RUST_LOG` and what [`Self::env`]
+    /// sets, so the test's own environment cannot configure it.
+    pub(crate) fn clean_env(mut self) -> Self {
+        self.clean_env = true;
+        self
+    }
+
+    pub(crate) fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The node's log at info level, as text, appended to `path`.
+    pub(crate) fn log_to(mut self, path: PathBuf) -> Self {
+        self.log = Log::File(path);
+        self
+    }
+
+    /// The node's warnings kept for [`NodeProcess::log`] (a panic shows there).
+    pub(crate) fn keep_log(mut self) -> Self {
+        self.log = Log::Kept(std::env::temp_dir().join(format!(
+            "sse-node-{}-{}.log",
+            std::process::id(),
+            self.http
+        )));
+        self
+    }
+
+    /// Starts the process; it may not listen yet (see the `wait_` methods).
+    pub(crate) fn spawn(self) -> NodeProcess {
+        if let Log::Kept(path) = &self.log {
+            std::fs::File::create(path).expect("the node's log file");
+        }
+        let mut args = vec![
+            "start".to_owned(),
+            format!("--http.server.port={}", self.http),
+            "--http.server.address=127.0.0.1".to_owned(),
+            format!("--gossip.port={}", self.gossip),
+        ];
+        args.extend(self.args);
+        let mut node = NodeProcess {
+            http: self.http,
+            gossip: self.gossip,
+            client: reqwest::Client::new(),
+            child: None,
+            args,
+            env: self.env,
+            clean_env: self.clean_env,
+            log: self.log,
+        };
+        node.spawn();
+        node
+    }
+}
+
+/// One node process; killed when dropped (its log's tail printed if the test failed).
 pub(crate) struct NodeProcess {
     pub(crate) http: u16,
     pub(crate) gossip: u16,
+    /// A client for the node's HTTP API.
+    pub(crate) client: reqwest::Client,
     child: Option<Child>,
     args: Vec<String>,
-    /// Where its log goes (info level), when the test reads it.
-    log: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    clean_env: bool,
+    log: Log,
 }
 
 impl NodeProcess {
-    /// Starts a node; `seed` is another node's gossip port.
+    /// A node on free loopback ports with no flags of the test's yet.
+    pub(crate) fn builder() -> NodeBuilder {
+        let (http, gossip) = net::free_ports();
+        NodeBuilder {
+            http,
+            gossip,
+            args: Vec::new(),
+            env: Vec::new(),
+            clean_env: false,
+            log: Log::Quiet,
+        }
+    }
+
+    /// A cluster member: `seed` is another node's gossip port; relays and forwards
+    /// give up after 3 s.
     pub(crate) fn start(seed: Option<u16>, extra: &[&str]) -> NodeProcess {
-        let (http, gossip) = free_ports();
+        let (http, gossip) = net::free_ports();
         Self::start_on(http, gossip, seed, extra)
     }
 
+    /// Like [`NodeProcess::start`], on chosen ports.
     pub(crate) fn start_on(
         http: u16,
         gossip: u16,
         seed: Option<u16>,
         extra: &[&str],
     ) -> NodeProcess {
-        let mut args = vec![
-            "start".to_owned(),
-            format!("--http.server.port={http}"),
-            "--http.server.address=127.0.0.1".to_owned(),
-            format!("--gossip.port={gossip}"),
-            "--http.client.timeout=3s".to_owned(),
-        ];
-        if let Some(seed) = seed {
-            args.push(format!("--gossip.hosts=127.0.0.1:{seed}"));
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut node = NodeProcess {
-            http,
-            gossip,
-            child: None,
-            args,
-            log: None,
-        };
-        node.spawn();
-        node
+        Self::cluster_member(http, gossip, seed, extra).spawn()
     }
 
     /// Like [`NodeProcess::start_on`] (no seed), with the node's log (info level)
@@ -78,59 +177,181 @@ impl NodeProcess {
         extra: &[&str],
         log: PathBuf,
     ) -> NodeProcess {
-        let mut args = vec![
-            "start".to_owned(),
-            format!("--http.server.port={http}"),
-            "--http.server.address=127.0.0.1".to_owned(),
-            format!("--gossip.port={gossip}"),
-            "--http.client.timeout=3s".to_owned(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut node = NodeProcess {
-            http,
-            gossip,
-            child: None,
-            args,
-            log: Some(log),
-        };
-        node.spawn();
-        node
+        Self::cluster_member(http, gossip, None, extra)
+            .log_to(log)
+            .spawn()
+    }
+
+    fn cluster_member(http: u16, gossip: u16, seed: Option<u16>, extra: &[&str]) -> NodeBuilder {
+        Self::builder()
+            .ports(http, gossip)
+            .args(&["--http.client.timeout=3s"])
+            .seed(seed)
+            .args(extra)
     }
 
     fn spawn(&mut self) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sse-cluster"));
         command.args(&self.args);
+        if self.clean_env {
+            command.env_clear();
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         match &self.log {
-            Some(path) => {
+            Log::Quiet => {
+                quiet_unless_node_log(&mut command);
+            }
+            Log::File(path) | Log::Kept(path) => {
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
                     .expect("open the node's log file");
+                let level = if matches!(self.log, Log::File(_)) {
+                    "info"
+                } else {
+                    "warn"
+                };
                 command
-                    .env("RUST_LOG", "info")
+                    .env("RUST_LOG", level)
                     .env("LOG_FORMAT", "text")
                     .stdout(Stdio::null())
                     .stderr(file);
             }
-            None => {
-                quiet_unless_node_log(&mut command);
-            }
         }
+        command.stdin(Stdio::null());
         self.child = Some(command.spawn().expect("start sse-cluster"));
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.http))
+    }
+
+    /// The process id, while it runs.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// What the node wrote to its log file so far (empty for a quiet node).
+    pub(crate) fn log(&self) -> String {
+        match &self.log {
+            Log::Quiet => String::new(),
+            Log::File(path) | Log::Kept(path) => std::fs::read_to_string(path).unwrap_or_default(),
+        }
+    }
+
+    /// Waits (blocking the thread, for tests without a runtime) until the node
+    /// accepts connections.
+    pub(crate) fn wait_listening(&self) {
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(self.addr()).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node on port {} did not listen in time",
+                self.http
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `/healthz` answers 200: the node serves HTTP.
+    pub(crate) async fn wait_healthy(&self) {
+        self.wait_ok("/healthz").await
+    }
+
+    /// Waits until `/readyz` answers 200: the node is ready for traffic.
+    pub(crate) async fn wait_ready(&self) {
+        self.wait_ok("/readyz").await
+    }
+
+    async fn wait_ok(&self, path: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(response) = self.client.get(self.url(path)).send().await {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node on port {} did not answer {path}: {}",
+                self.http,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The node is still running, never panicked, and answers a fresh client.
+    pub(crate) async fn assert_healthy(&mut self) {
+        let child = self.child.as_mut().expect("running");
+        assert!(
+            child.try_wait().expect("child status").is_none(),
+            "node exited: {}",
+            self.log()
+        );
+        let log = self.log();
+        assert!(!log.contains("panicked"), "node panicked: {log}");
+        let response = timeout(WAIT, reqwest::get(self.url("/healthz")))
+            .await
+            .expect("healthz in time")
+            .expect("healthz");
+        assert_eq!(response.status(), 200);
+    }
+
+    /// POSTs `body` as JSON to `path`; the status and the answer's text.
+    pub(crate) async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("publish request");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("answer body"))
+    }
+
+    pub(crate) async fn json(&self, path: &str) -> Value {
+        net::get_json(&self.client, &self.url(path)).await
+    }
+
+    /// The node process's peak resident memory (`VmHWM`), in KiB.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the node's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+
+    pub(crate) async fn metric(&self, name: &str) -> u64 {
+        metrics::scrape(&self.client, &self.url("/metrics"), name).await
+    }
+
+    /// Waits until `check` holds for metric `name`; returns its value.
+    pub(crate) async fn wait_metric(&self, name: &str, check: impl Fn(u64) -> bool) -> u64 {
+        metrics::wait_metric(&self.client, &self.url("/metrics"), name, WAIT, check).await
     }
 
     /// Sends `signal` to the running process (through rustix, not an external `kill`).
     pub(crate) fn signal(&self, signal: rustix::process::Signal) {
-        let child = self.child.as_ref().expect("running");
-        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a positive pid");
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("a positive pid");
         rustix::process::kill_process(pid, signal)
-            .unwrap_or_else(|e| panic!("signal {signal:?} to {}: {e}", child.id()));
+            .unwrap_or_else(|e| panic!("signal {signal:?} to {pid:?}: {e}"));
     }
 
     /// Waits (polling, without blocking the runtime) until the process exits.
     pub(crate) async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = tokio::time::Instant::now() + within;
+        let deadline = Instant::now() + within;
         let child = self.child.as_mut().expect("running");
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
@@ -138,7 +359,7 @@ impl NodeProcess {
                 return status;
             }
             assert!(
-                tokio::time::Instant::now() < deadline,
+                Instant::now() < deadline,
                 "node on port {} did not exit within {within:?}",
                 self.http
             );
@@ -165,15 +386,23 @@ impl NodeProcess {
         self.kill9();
         self.spawn();
     }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http)
-    }
 }
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            let log = self.log();
+            let start = (log.len().saturating_sub(4000)..log.len())
+                .find(|&i| log.is_char_boundary(i))
+                .unwrap_or(0);
+            if start < log.len() {
+                eprintln!("--- node on port {} log ---\n{}", self.http, &log[start..]);
+            }
+        }
+        if let Log::Kept(path) = &self.log {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -237,129 +466,4 @@ pub(crate) async fn publish(node: &NodeProcess, channel: &str, body: Value) -> V
         response.status()
     );
     response.json().await.unwrap()
-}
-
-/// One SSE event as a client sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct SseEvent {
-    pub(crate) event: Option<String>,
-    pub(crate) data: String,
-    /// The last event id in effect after this event.
-    pub(crate) id: Option<String>,
-}
-
-/// Parses SSE lines into events.
-#[derive(Default)]
-pub(crate) struct SseParser {
-    event: Option<String>,
-    data: Option<String>,
-    id: Option<String>,
-}
-
-impl SseParser {
-    /// Feeds one line (without its newline); returns an event when one completes.
-    pub(crate) fn line(&mut self, line: &str) -> Option<SseEvent> {
-        if line.is_empty() {
-            let event = self.event.take();
-            return self.data.take().map(|data| SseEvent {
-                event,
-                data,
-                id: self.id.clone(),
-            });
-        }
-        if let Some(v) = line.strip_prefix("data: ") {
-            self.data = Some(v.to_owned());
-        } else if let Some(v) = line.strip_prefix("event: ") {
-            self.event = Some(v.to_owned());
-        } else if let Some(v) = line.strip_prefix("id: ") {
-            self.id = Some(v.to_owned());
-        }
-        None
-    }
-}
-
-/// Subscribes and forwards every event (with data) to the returned receiver; `None`
-/// when the stream ends.
-pub(crate) async fn subscribe(
-    url: String,
-    last_event_id: Option<String>,
-) -> mpsc::UnboundedReceiver<Option<SseEvent>> {
-    try_subscribe(url, last_event_id).await.expect("subscribe")
-}
-
-/// Like [`subscribe`], but a refused or failed subscribe is an error, not a panic.
-pub(crate) async fn try_subscribe(
-    url: String,
-    last_event_id: Option<String>,
-) -> Result<mpsc::UnboundedReceiver<Option<SseEvent>>, String> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut request = reqwest::Client::new().get(url);
-    if let Some(id) = last_event_id {
-        request = request.header("Last-Event-ID", id);
-    }
-    let response = request.send().await.map_err(|e| e.to_string())?;
-    if response.status() != 200 {
-        return Err(format!("status {}", response.status()));
-    }
-    tokio::spawn(async move {
-        let mut body = response.bytes_stream();
-        let mut buf = String::new();
-        let mut parser = SseParser::default();
-        while let Some(Ok(chunk)) = body.next().await {
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(pos) = buf.find('\n') {
-                let line: String = buf.drain(..=pos).collect();
-                if let Some(event) = parser.line(line.trim_end_matches('\n')) {
-                    let _ = tx.send(Some(event));
-                }
-            }
-        }
-        let _ = tx.send(None);
-    });
-    Ok(rx)
-}
-
-/// Collects events until `count` data events with no `event:` name arrived, the
-/// stream ends, or the timeout passes. Named events are returned separately.
-pub(crate) async fn collect(
-    rx: &mut mpsc::UnboundedReceiver<Option<SseEvent>>,
-    count: usize,
-    timeout: Duration,
-) -> (Vec<SseEvent>, Vec<SseEvent>, bool) {
-    let mut plain = Vec::new();
-    let mut named = Vec::new();
-    let deadline = tokio::time::Instant::now() + timeout;
-    while plain.len() < count {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(Some(event))) if event.event.is_none() => plain.push(event),
-            Ok(Some(Some(event))) => named.push(event),
-            Ok(Some(None)) | Ok(None) => return (plain, named, true),
-            Err(_) => break,
-        }
-    }
-    (plain, named, false)
-}
-
-/// Checks a subscriber's events: each (origin, n) once, and per-origin order.
-pub(crate) fn check_exactly_once(events: &[SseEvent], expected_per_origin: &HashMap<u64, u64>) {
-    let mut last: HashMap<u64, u64> = HashMap::new();
-    for event in events {
-        let value: Value = serde_json::from_str(&event.data).unwrap();
-        let origin = value["origin"].as_u64().unwrap();
-        let n = value["n"].as_u64().unwrap();
-        let previous = last.insert(origin, n);
-        assert!(
-            previous.is_none_or(|p| n == p + 1),
-            "origin {origin}: event {n} after {previous:?} (duplicate, gap or reorder)"
-        );
-    }
-    for (origin, count) in expected_per_origin {
-        assert_eq!(
-            last.get(origin).copied(),
-            Some(*count),
-            "origin {origin}: last event"
-        );
-    }
-    let total: u64 = expected_per_origin.values().sum();
-    assert_eq!(events.len() as u64, total, "total events");
 }
