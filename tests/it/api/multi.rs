@@ -254,11 +254,7 @@ async fn bad_channel_lists_are_400_saying_what_is_wrong() {
         ("/channel/a,b/client/x%2Cy", "client name"),
     ];
     for (path, says) in cases {
-        let response = server.http.get(server.url(path)).send().await.unwrap();
-        assert_eq!(response.status(), 400, "{path}");
-        let body: Value = response.json().await.unwrap();
-        let error = body["error"].as_str().expect("error");
-        assert!(error.contains(says), "{path}: {error}");
+        server.assert_refused(path, 400, says).await;
     }
     // Up to the limit is fine.
     let mut stream = open_stream(server.addr, "/channel/a,b,c", &[]).await;

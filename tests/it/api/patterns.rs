@@ -183,11 +183,7 @@ async fn bad_patterns_are_400_saying_what_is_wrong() {
         ("/channel/o.*/client/x*", "client name"),
     ];
     for (path, says) in cases {
-        let response = server.http.get(server.url(path)).send().await.unwrap();
-        assert_eq!(response.status(), 400, "{path}");
-        let body: Value = response.json().await.unwrap();
-        let error = body["error"].as_str().expect("error");
-        assert!(error.contains(says), "{path}: {error}");
+        server.assert_refused(path, 400, says).await;
     }
     // Publishing to a pattern is not a thing.
     let (status, _) = server.post("/channel/orders.*", r#"{"data":1}"#).await;

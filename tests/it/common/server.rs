@@ -1,5 +1,6 @@
-//! Helpers: a node on a real loopback socket, a raw HTTP/1.1 SSE client that sees
-//! the exact bytes, and small readers for the stream format and `/metrics`.
+//! A node in this process on a real loopback socket (chosen config, origin and clock),
+//! a raw HTTP/1.1 SSE client that sees the exact bytes (its blocks read with the
+//! client crate's parser), and the redaction of streams for snapshots.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use sse_cluster::config::Config;
 use sse_cluster::metrics::Metrics;
 use sse_cluster::node::{Node, Standalone};
 use sse_cluster::transport::tcp;
+use sse_cluster_client::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
@@ -104,6 +106,15 @@ impl Server {
         let (status, json) = self.post(path, body).await;
         assert_eq!(status, 200, "publish to {path} failed: {json}");
         json
+    }
+
+    /// GETs `path` and checks the answer: `status`, and an `error` that says `says`.
+    pub(crate) async fn assert_refused(&self, path: &str, status: u16, says: &str) {
+        let response = self.http.get(self.url(path)).send().await.expect("GET");
+        assert_eq!(response.status(), status, "{path}");
+        let body: serde_json::Value = response.json().await.expect("a JSON error");
+        let error = body["error"].as_str().expect("error");
+        assert!(error.contains(says), "{path}: {error}");
     }
 
     pub(crate) async fn get_json(&self, path: &str) -> serde_json::Value {
@@ -382,26 +393,45 @@ pub(crate) struct Frame {
 }
 
 impl Frame {
+    /// Reads one block (as [`RawStream::next_block`] returns it) with the client
+    /// crate's EventSource parser, and checks that it is as the broker writes blocks:
+    /// whole, each line a comment or a field the parser took, each field once (so
+    /// data on one line), no `event: message`.
     pub(crate) fn parse(block: &str) -> Frame {
-        let mut frame = Frame::default();
-        for line in block.lines().filter(|l| !l.is_empty()) {
-            if let Some(comment) = line.strip_prefix(':') {
-                frame.comments.push(comment.trim().to_owned());
-                continue;
-            }
-            let (field, value) = line.split_once(": ").unwrap_or((line, ""));
-            let slot = match field {
-                "id" => &mut frame.id,
-                "event" => &mut frame.event,
-                "retry" => &mut frame.retry,
-                "data" => {
-                    assert!(frame.data.is_none(), "one data line per event: {block:?}");
-                    &mut frame.data
-                }
-                other => panic!("unexpected field {other:?} in {block:?}"),
-            };
-            *slot = Some(value.to_owned());
-        }
+        let mut parser = Parser::new();
+        let mut events = parser.feed_to_vec(block.as_bytes()).into_iter();
+        let event = events.next();
+        assert!(
+            events.next().is_none() && parser.buffered() == 0,
+            "one whole block: {block:?}"
+        );
+        let frame = Frame {
+            id: Some(parser.last_event_id().to_owned()).filter(|id| !id.is_empty()),
+            event: event
+                .as_ref()
+                .map(|e| e.event.clone())
+                .filter(|name| name != "message"),
+            retry: parser.retry().map(|ms| ms.to_string()),
+            data: event.map(|e| e.data),
+            comments: block
+                .lines()
+                .filter_map(|line| line.strip_prefix(':'))
+                .map(|comment| comment.trim().to_owned())
+                .collect(),
+        };
+        let fields = [
+            frame.id.is_some(),
+            frame.event.is_some(),
+            frame.retry.is_some(),
+            frame.data.is_some(),
+        ];
+        let fields = fields.iter().filter(|&&set| set).count();
+        let lines = block.lines().filter(|line| !line.is_empty()).count();
+        assert_eq!(
+            lines,
+            fields + frame.comments.len(),
+            "a field the broker does not write, or one written twice: {block:?}"
+        );
         frame
     }
 
