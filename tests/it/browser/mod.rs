@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};
 
-use crate::common::net::free_ports;
+use crate::common::net::{free_ports, get_json};
 use crate::common::node::NodeProcess;
 
 mod ui;
@@ -35,15 +35,17 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eventsource_in_chromium_gets_every_event_once_across_a_cut_stream() {
-    let Some(tools) = BrowserTools::find() else {
+    let Some(Started {
+        browser,
+        _driver,
+        node,
+        _dir,
+    }) = start().await
+    else {
         return;
     };
-    let dir = TempDir::new();
-    let node = start_node(&dir).await;
     let proxy = Proxy::start(node.addr()).await;
     let page = PageServer::start(&format!("http://{}", proxy.addr)).await;
-    let driver = ChromeDriver::start(&tools, &dir).await;
-    let browser = driver.session(&tools, &dir).await;
     let http = reqwest::Client::new();
 
     // The page opens its EventSource through the proxy, on another origin than the page.
@@ -238,14 +240,7 @@ async fn publish(
 
 /// How many clients `/status` lists for the test channel; `None` when it has none.
 async fn channel_clients(http: &reqwest::Client, node: SocketAddr) -> Option<usize> {
-    let status: Value = http
-        .get(format!("http://{node}/status"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("status JSON");
+    let status = get_json(http, &format!("http://{node}/status")).await;
     status["channels"][CHANNEL].as_array().map(Vec::len)
 }
 
@@ -414,6 +409,31 @@ fn print_log_on_panic(name: &str, log: &Path) {
             .unwrap_or(0);
         eprintln!("--- {name} log ({}) ---\n{}", log.display(), &text[start..]);
     }
+}
+
+/// What every browser test starts from; dropped in this order.
+struct Started {
+    /// A WebDriver session of headless Chromium.
+    browser: Client,
+    _driver: ChromeDriver,
+    node: NodeProcess,
+    /// The logs and the browser's profile.
+    _dir: TempDir,
+}
+
+/// A node, chromedriver and a session; `None` (the test skips) without the tools.
+async fn start() -> Option<Started> {
+    let tools = BrowserTools::find()?;
+    let dir = TempDir::new();
+    let node = start_node(&dir).await;
+    let driver = ChromeDriver::start(&tools, &dir).await;
+    let browser = driver.session(&tools, &dir).await;
+    Some(Started {
+        browser,
+        _driver: driver,
+        node,
+        _dir: dir,
+    })
 }
 
 /// The real binary, ready, its log in `dir` (printed if the test fails).

@@ -41,13 +41,15 @@ async fn logged(browser: &Client) -> Vec<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_lists_the_node_publishes_and_watches_and_marks_a_reset() {
-    let Some(tools) = BrowserTools::find() else {
+    let Some(Started {
+        browser,
+        _driver,
+        node,
+        _dir,
+    }) = start().await
+    else {
         return;
     };
-    let dir = TempDir::new();
-    let node = start_node(&dir).await;
-    let driver = ChromeDriver::start(&tools, &dir).await;
-    let browser = driver.session(&tools, &dir).await;
     browser
         .set_window_size(1280, 860)
         .await

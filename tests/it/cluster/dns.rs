@@ -135,14 +135,7 @@ fn dnsmasq_or_skip() -> bool {
 
 /// The HTTP addresses of the members the node at `base` holds live.
 async fn live_members(base: &str) -> Vec<String> {
-    let status: serde_json::Value = client()
-        .get(format!("{base}/status"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("status json");
+    let status = crate::common::net::get_json(&client(), &format!("{base}/status")).await;
     let members = status["gossip"]["members"].as_array().cloned();
     members
         .unwrap_or_default()
