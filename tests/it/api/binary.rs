@@ -1,13 +1,14 @@
 //! The real binary: command line, environment variables and signals.
 
 use std::collections::BTreeMap;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
-use rustix::process::{kill_process, Pid, Signal};
-use tokio::process::{Child, Command};
+use rustix::process::Signal;
+use tokio::process::Command;
 use tokio::time::Instant;
 
+use crate::common::node::NodeProcess;
 use crate::common::server::*;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sse-cluster");
@@ -22,87 +23,31 @@ async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("run the binary")
 }
 
-/// A node started from the binary; killed if the test fails before stopping it.
-struct Process {
-    child: Child,
-    port: u16,
+/// A node started from the binary with `args` and only the environment `env`, on
+/// HTTP port `port` (which `args` or `env` sets); returns once it answers.
+async fn start(args: &[&str], env: &[(&str, &str)], port: u16) -> NodeProcess {
+    start_through(&[], args, env, port).await
 }
 
-impl Process {
-    async fn start(args: &[&str], env: &[(&str, &str)], port: u16) -> Process {
-        Process::start_in(Command::new(BINARY), args, env, port).await
+/// Like [`start`], through `launcher` (e.g. `taskset -c 0`).
+async fn start_through(
+    launcher: &[&str],
+    args: &[&str],
+    env: &[(&str, &str)],
+    port: u16,
+) -> NodeProcess {
+    let mut builder = NodeProcess::builder()
+        .http_port_set_by_test(port)
+        .through(launcher)
+        .args(&["--log.level", "warn"])
+        .args(args)
+        .clean_env();
+    for (name, value) in env {
+        builder = builder.env(name, value);
     }
-
-    /// Starts the binary through `command`, which runs it (e.g. `taskset -c 0 BINARY`).
-    async fn start_in(
-        mut command: Command,
-        args: &[&str],
-        env: &[(&str, &str)],
-        port: u16,
-    ) -> Process {
-        command
-            .arg("start")
-            .args(["--http.server.address", "127.0.0.1", "--log.level", "warn"]);
-        // Every node also binds its gossip port: give each its own, so tests that
-        // run in parallel do not collide on the default 42000.
-        let gossip_set =
-            args.contains(&"--gossip.port") || env.iter().any(|(k, _)| *k == "GOSSIP_PORT");
-        if !gossip_set {
-            let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("free UDP port");
-            let gossip = udp.local_addr().expect("UDP port").port().to_string();
-            drop(udp);
-            command.args(["--gossip.port", &gossip]);
-        }
-        command
-            .args(args)
-            .env_clear()
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let child = command.spawn().expect("spawn the binary");
-        let process = Process { child, port };
-        process.wait_healthy().await;
-        process
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
-    }
-
-    async fn wait_healthy(&self) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(response) = client.get(self.url("/healthz")).send().await {
-                assert_eq!(response.status(), 200);
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node on port {} never came up",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        let pid = self.child.id().expect("running");
-        let target = Pid::from_raw(pid as i32).expect("a positive pid");
-        kill_process(target, signal).unwrap_or_else(|e| panic!("signal {signal:?} to {pid}: {e}"));
-    }
-
-    /// Stops with SIGTERM and insists on a clean exit.
-    async fn stop(mut self) {
-        self.signal(Signal::TERM);
-        let status = tokio::time::timeout(WAIT, self.child.wait())
-            .await
-            .expect("exits after SIGTERM")
-            .expect("wait");
-        assert!(status.success(), "{status}");
-    }
+    let node = builder.spawn();
+    node.wait_healthy().await;
+    node
 }
 
 /// The configuration table of the README: flag → (env names, default).
@@ -259,7 +204,7 @@ async fn a_bad_value_prints_one_line_naming_the_option_and_exits_2() {
 async fn environment_variables_configure_the_node() {
     let port = free_port();
     let port_text = port.to_string();
-    let node = Process::start(&[], &[("HTTP_SERVER_PORT", &port_text)], port).await;
+    let node = start(&[], &[("HTTP_SERVER_PORT", &port_text)], port).await;
     let response = reqwest::get(node.url("/status")).await.expect("status");
     assert!(response
         .headers()
@@ -269,11 +214,11 @@ async fn environment_variables_configure_the_node() {
 
     let port = free_port();
     let port_text = port.to_string();
-    let node = Process::start(&[], &[("HTTP_PORT", &port_text)], port).await;
+    let node = start(&[], &[("HTTP_PORT", &port_text)], port).await;
     node.stop().await;
 
     let port = free_port();
-    let node = Process::start(
+    let node = start(
         &["--http.server.port", &port.to_string()],
         &[
             ("HTTP_SERVER_ENABLE_CORS", "true"),
@@ -307,16 +252,15 @@ async fn a_node_confined_to_one_cpu_runs_on_one_thread_and_serves() {
         return;
     };
     let port = free_port();
-    let mut command = Command::new(taskset);
-    command.args(["-c", "0", BINARY]);
-    let node = Process::start_in(
-        command,
+    let taskset = taskset.to_str().expect("a UTF-8 path");
+    let node = start_through(
+        &[taskset, "-c", "0"],
         &["--http.server.port", &port.to_string()],
         &[],
         port,
     )
     .await;
-    let pid = node.child.id().expect("running");
+    let pid = node.pid();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     let threads = status
         .lines()
@@ -357,7 +301,7 @@ async fn open_streams_end_on(signal: Signal) {
     const STREAMS: usize = 1000;
     let port = free_port();
     // Every stream comes from 127.0.0.1: room for them all, and the scrape.
-    let node = Process::start(
+    let node = start(
         &[
             "--http.server.port",
             &port.to_string(),
@@ -399,10 +343,7 @@ async fn open_streams_end_on(signal: Signal) {
     let started = Instant::now();
     let mut node = node;
     node.signal(signal);
-    let exit = tokio::time::timeout(WAIT, node.child.wait())
-        .await
-        .expect("exits after the signal")
-        .expect("wait");
+    let exit = node.wait_exit(WAIT).await;
     let exited = started.elapsed();
     assert_eq!(exit.code(), Some(0), "{signal:?}: {exit}");
     for reader in readers {

@@ -43,6 +43,10 @@ enum Log {
 pub(crate) struct NodeBuilder {
     http: u16,
     gossip: u16,
+    /// The harness passes `--http.server.port`; false when the test sets the port.
+    port_flag: bool,
+    /// A program (and its arguments) that runs the binary, as `taskset -c 0`.
+    launcher: Vec<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     clean_env: bool,
@@ -54,6 +58,21 @@ impl NodeBuilder {
     pub(crate) fn ports(mut self, http: u16, gossip: u16) -> Self {
         self.http = http;
         self.gossip = gossip;
+        self
+    }
+
+    /// The test sets the HTTP port itself, `http`, with a flag or an environment
+    /// variable of its own: the harness passes no `--http.server.port`.
+    pub(crate) fn http_port_set_by_test(mut self, http: u16) -> Self {
+        self.http = http;
+        self.port_flag = false;
+        self
+    }
+
+    /// Runs the binary through `launcher` (a program and its arguments, which then
+    /// run the binary with its own), as `taskset -c 0`.
+    pub(crate) fn through(mut self, launcher: &[&str]) -> Self {
+        self.launcher = launcher.iter().map(|a| a.to_string()).collect();
         self
     }
 
@@ -103,12 +122,14 @@ impl NodeBuilder {
         if let Log::Kept(path) = &self.log {
             std::fs::File::create(path).expect("the node's log file");
         }
-        let mut args = vec![
-            "start".to_owned(),
-            format!("--http.server.port={}", self.http),
-            "--http.server.address=127.0.0.1".to_owned(),
-            format!("--gossip.port={}", self.gossip),
-        ];
+        let mut args = self.launcher;
+        args.push(env!("CARGO_BIN_EXE_sse-cluster").to_owned());
+        args.push("start".to_owned());
+        if self.port_flag {
+            args.push(format!("--http.server.port={}", self.http));
+        }
+        args.push("--http.server.address=127.0.0.1".to_owned());
+        args.push(format!("--gossip.port={}", self.gossip));
         args.extend(self.args);
         let mut node = NodeProcess {
             http: self.http,
@@ -132,6 +153,7 @@ pub(crate) struct NodeProcess {
     /// A client for the node's HTTP API.
     pub(crate) client: reqwest::Client,
     child: Option<Child>,
+    /// The program (the binary, or its launcher) and its arguments.
     args: Vec<String>,
     env: Vec<(String, String)>,
     clean_env: bool,
@@ -145,6 +167,8 @@ impl NodeProcess {
         NodeBuilder {
             http,
             gossip,
+            port_flag: true,
+            launcher: Vec::new(),
             args: Vec::new(),
             env: Vec::new(),
             clean_env: false,
@@ -191,8 +215,8 @@ impl NodeProcess {
     }
 
     fn spawn(&mut self) {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sse-cluster"));
-        command.args(&self.args);
+        let mut command = Command::new(&self.args[0]);
+        command.args(&self.args[1..]);
         if self.clean_env {
             command.env_clear();
         }
@@ -347,6 +371,13 @@ impl NodeProcess {
         let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("a positive pid");
         rustix::process::kill_process(pid, signal)
             .unwrap_or_else(|e| panic!("signal {signal:?} to {pid:?}: {e}"));
+    }
+
+    /// Stops with SIGTERM and insists on a clean exit.
+    pub(crate) async fn stop(mut self) {
+        self.signal(rustix::process::Signal::TERM);
+        let status = self.wait_exit(WAIT).await;
+        assert!(status.success(), "{status}");
     }
 
     /// Waits (polling, without blocking the runtime) until the process exits.
