@@ -1,27 +1,13 @@
 //! The real binary: command line, environment variables and signals.
 
 use std::collections::BTreeMap;
-use std::process::Output;
 use std::time::Duration;
 
 use rustix::process::Signal;
-use tokio::process::Command;
 use tokio::time::Instant;
 
-use crate::common::node::NodeProcess;
+use crate::common::node::{assert_start_refused, run_binary, NodeProcess};
 use crate::common::server::*;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_sse-cluster");
-
-/// Runs the binary to completion with a clean environment.
-async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BINARY);
-    command.args(args).env_clear().envs(env.iter().copied());
-    tokio::time::timeout(WAIT, command.output())
-        .await
-        .expect("the binary answers in time")
-        .expect("run the binary")
-}
 
 /// A node started from the binary with `args` and only the environment `env`, on
 /// HTTP port `port` (which `args` or `env` sets); returns once it answers.
@@ -118,12 +104,12 @@ fn help_options(help: &str) -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn help_lists_every_option_of_the_readme() {
-    let top = run(&["--help"], &[]).await;
+    let top = run_binary(&["--help"], &[]).await;
     assert!(top.status.success());
     let top = String::from_utf8(top.stdout).expect("UTF-8");
     assert!(top.contains("start") && top.contains("--version"), "{top}");
 
-    let output = run(&["start", "--help"], &[]).await;
+    let output = run_binary(&["start", "--help"], &[]).await;
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).expect("UTF-8");
     let in_help = help_options(&help);
@@ -156,7 +142,7 @@ async fn help_lists_every_option_of_the_readme() {
 
 #[tokio::test]
 async fn version_prints_the_version() {
-    let output = run(&["--version"], &[]).await;
+    let output = run_binary(&["--version"], &[]).await;
     assert!(output.status.success());
     assert_eq!(
         String::from_utf8(output.stdout).expect("UTF-8").trim(),
@@ -181,23 +167,10 @@ async fn a_bad_value_prints_one_line_naming_the_option_and_exits_2() {
         (&["--log.format", "xml"][..], "--log.format"),
         (&["--no.such.flag", "1"][..], "--no.such.flag"),
     ] {
-        let output = run(&[&["start"], args].concat(), &[]).await;
-        let stderr = String::from_utf8(output.stderr).expect("UTF-8");
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
-        assert_eq!(
-            stderr.trim_end().lines().count(),
-            1,
-            "{args:?}: one line, got {stderr:?}"
-        );
-        assert!(stderr.contains(option), "{args:?}: {stderr:?}");
-        assert!(output.stdout.is_empty(), "{args:?}");
+        assert_start_refused(args, &[], option).await;
     }
     // The same check applies to values from the environment.
-    let output = run(&["start"], &[("SUBSCRIBER_BUFFER", "99999")]).await;
-    let stderr = String::from_utf8(output.stderr).expect("UTF-8");
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
-    assert!(stderr.contains("subscriber.buffer"), "{stderr:?}");
+    assert_start_refused(&[], &[("SUBSCRIBER_BUFFER", "99999")], "subscriber.buffer").await;
 }
 
 #[tokio::test]
@@ -327,14 +300,7 @@ async fn open_streams_end_on(signal: Signal) {
             streams.push(stream.await.expect("open a stream"));
         }
     }
-    let status: serde_json::Value = reqwest::get(node.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .map(|t| serde_json::json!(crate::common::metrics::metric_value(&t, "sse_subscribers")))
-        .expect("metrics text");
-    assert_eq!(status, STREAMS);
+    assert_eq!(node.metric("sse_subscribers").await, STREAMS as u64);
 
     let readers: Vec<_> = streams
         .into_iter()

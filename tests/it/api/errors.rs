@@ -512,10 +512,7 @@ async fn connections_over_the_per_address_limit_get_429_and_others_are_served() 
     let other = client_from_other_address();
     let metric = |name: &'static str| {
         let (other, url) = (other.clone(), server.url("/metrics"));
-        async move {
-            let text = other.get(url).send().await.expect("GET /metrics");
-            crate::common::metrics::metric_value(&text.text().await.expect("metrics text"), name)
-        }
+        async move { crate::common::metrics::scrape(&other, &url, name).await }
     };
     let mut streams = Vec::new();
     for _ in 0..limit {

@@ -1,41 +1,15 @@
 //! The binary's authorization flags: refused combinations exit 2 with one line that
 //! names the option, and a key alone guards publishing.
 
-use tokio::process::Command;
-
 use super::*;
-use crate::common::node::NodeProcess;
-use crate::common::server::*;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_sse-cluster");
-
-/// Runs `sse-cluster start` with `args` and a clean environment; it must exit 2
-/// with a one-line error naming `option`.
-async fn refused(args: &[&str], env: &[(&str, &str)], option: &str) {
-    let output = tokio::time::timeout(
-        WAIT,
-        Command::new(BINARY)
-            .arg("start")
-            .args(args)
-            .env_clear()
-            .envs(env.iter().copied())
-            .output(),
-    )
-    .await
-    .expect("the binary answers in time")
-    .expect("run the binary");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains(option), "names {option}: {stderr}");
-}
+use crate::common::node::{assert_start_refused, NodeProcess};
 
 #[tokio::test]
 async fn auth_without_a_key_is_refused_at_start() {
-    refused(&["--auth.subscribe"], &[], "--auth.subscribe").await;
-    refused(&["--auth.publish=true"], &[], "--auth.publish").await;
-    refused(&[], &[("AUTH_SUBSCRIBE", "true")], "--auth.subscribe").await;
-    refused(&[], &[("AUTH_JWT_SECRET", "")], "--auth.jwtSecret").await;
+    assert_start_refused(&["--auth.subscribe"], &[], "--auth.subscribe").await;
+    assert_start_refused(&["--auth.publish=true"], &[], "--auth.publish").await;
+    assert_start_refused(&[], &[("AUTH_SUBSCRIBE", "true")], "--auth.subscribe").await;
+    assert_start_refused(&[], &[("AUTH_JWT_SECRET", "")], "--auth.jwtSecret").await;
 }
 
 #[tokio::test]
@@ -45,14 +19,14 @@ async fn unusable_key_files_are_refused_at_start() {
     let private = dir.join("private.pem");
     std::fs::write(&private, RSA_PRIVATE).expect("write key");
     let private = private.to_str().expect("UTF-8 path");
-    refused(
+    assert_start_refused(
         &["--auth.jwtPublicKeyFile", private],
         &[],
         "--auth.jwtPublicKeyFile",
     )
     .await;
     let missing = dir.join("missing.pem");
-    refused(
+    assert_start_refused(
         &[],
         &[("AUTH_JWT_PUBLIC_KEY_FILE", missing.to_str().expect("UTF-8"))],
         "--auth.jwtPublicKeyFile",

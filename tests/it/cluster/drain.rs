@@ -297,12 +297,9 @@ async fn while_draining_a_node_is_not_ready_refuses_publishes_and_logs_what_was_
         assert_eq!(refused.status(), 503, "bulk publish to {path}");
         assert!(refused.headers().get("retry-after").is_some());
     }
-    let metrics = crate::common::metrics::scrape_text(&client, &a.url("/metrics")).await;
     assert_eq!(
-        crate::common::metrics::metric_value(
-            &metrics,
-            "sse_request_errors_total{kind=\"draining\"}"
-        ),
+        a.metric("sse_request_errors_total{kind=\"draining\"}")
+            .await,
         3
     );
 

@@ -6,10 +6,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::common::node::*;
 use crate::common::sse::*;
 
-async fn metric(node: &NodeProcess, name: &str) -> u64 {
-    crate::common::metrics::scrape(&client(), &node.url("/metrics"), name).await
-}
-
 async fn member_ids(node: &NodeProcess) -> Vec<String> {
     let status = crate::common::net::get_json(&client(), &node.url("/status")).await;
     status["gossip"]["members"]
@@ -54,7 +50,7 @@ async fn a_node_with_the_wrong_key_is_never_admitted_and_cannot_inject_events() 
         ["intruder"],
         "the intruder learns no member"
     );
-    assert!(metric(&a, "sse_gossip_rejected_total").await > 0);
+    assert!(a.metric("sse_gossip_rejected_total").await > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +73,7 @@ async fn the_relay_refuses_readers_without_the_key() {
         .await
         .unwrap();
     assert_eq!(forged.status(), 401, "forged token");
-    assert!(metric(&a, "sse_relay_rejected_total").await >= 2);
+    assert!(a.metric("sse_relay_rejected_total").await >= 2);
 
     // Without a key the relay is open (and the node said so at start).
     let open = NodeProcess::start(None, &[]);
@@ -118,7 +114,7 @@ async fn without_a_key_the_relay_answers_only_member_addresses() {
     wait_for_members(&open, 1).await;
     let stranger = relay_status_from([127, 0, 0, 3], &open).await;
     assert!(stranger.contains(" 403 "), "{stranger}");
-    assert!(metric(&open, "sse_relay_rejected_total").await >= 1);
+    assert!(open.metric("sse_relay_rejected_total").await >= 1);
     // The member's own address (127.0.0.1, where it advertises) is answered.
     let member = relay_status_from([127, 0, 0, 1], &open).await;
     assert!(member.contains(" 410 "), "{member}");
@@ -132,23 +128,12 @@ async fn with_authorization_a_node_without_a_key_keeps_its_relay_closed() {
         "--auth.subscribe=true",
         "--auth.jwtSecret=0123456789abcdef0123456789abcdef",
     ];
-    let mut refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_sse-cluster"))
-        .arg("start")
-        .args(auth)
-        .arg("--gossip.hosts=127.0.0.1:1")
-        .args(["--http.server.port=0", "--gossip.port=0"])
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run sse-cluster");
-    let status = tokio::time::timeout(Duration::from_secs(20), refused.wait())
-        .await
-        .expect("a node with tokens and no cluster secret started anyway")
-        .expect("exit status");
-    assert!(!status.success());
-    let mut stderr = String::new();
-    let mut pipe = refused.stderr.take().expect("stderr");
-    pipe.read_to_string(&mut stderr).await.expect("read stderr");
+    let ports = ["--http.server.port=0", "--gossip.port=0"];
+    let seed = ["--gossip.hosts=127.0.0.1:1"];
+    // A node with tokens and no cluster secret must not start.
+    let refused = run_binary(&[&["start"][..], &auth, &seed, &ports].concat(), &[]).await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("gossip.secretKey"), "{stderr}");
 
     let alone = NodeProcess::start(None, &auth);

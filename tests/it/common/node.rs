@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -497,4 +497,34 @@ pub(crate) async fn publish(node: &NodeProcess, channel: &str, body: Value) -> V
         response.status()
     );
     response.json().await.unwrap()
+}
+
+/// Runs the binary with `args` and only the environment `env`, to completion (a
+/// refused start, `--help`).
+pub(crate) async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sse-cluster"));
+    command
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    timeout(Duration::from_secs(20), command.output())
+        .await
+        .expect("the binary answers in time")
+        .expect("run the binary")
+}
+
+/// Runs `sse-cluster start` with `args` and only the environment `env`: it must exit
+/// 2 with one line on stderr that names `option`, and nothing on stdout.
+pub(crate) async fn assert_start_refused(args: &[&str], env: &[(&str, &str)], option: &str) {
+    let output = run_binary(&[&["start"], args].concat(), env).await;
+    let stderr = String::from_utf8(output.stderr).expect("UTF-8");
+    assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{args:?} {env:?}: one line, got {stderr:?}"
+    );
+    assert!(stderr.contains(option), "{args:?} {env:?}: {stderr:?}");
+    assert!(output.stdout.is_empty(), "{args:?} {env:?}");
 }
