@@ -324,15 +324,7 @@ async fn the_stream_is_a_subscriber_of_each_channel_and_targeting_reaches_it() {
 
     // Closing the streams ends their channels.
     drop((zoe, anonymous));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let status = server.get_json("/status").await;
-        if status["channels"].as_object().is_some_and(|c| c.is_empty()) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{status}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    server.wait_no_channels().await;
     assert_eq!(server.metric("sse_subscribers").await, 0);
 }
 

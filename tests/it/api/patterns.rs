@@ -82,15 +82,7 @@ async fn a_pattern_stream_gets_every_matching_channel_wrapped_and_makes_no_chann
     // Published channels are the only ones, and with the stream gone, nothing is
     // listed under the pattern.
     drop(stream);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let status = server.get_json("/status").await;
-        if status["channels"].as_object().is_some_and(|c| c.is_empty()) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{status}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    server.wait_no_channels().await;
     // A targeted publish finds a client that follows the channel through a pattern.
     let mut zoe = open_stream(server.addr, "/channel/dm:*/client/zoe", &[]).await;
     zoe.next_block().await.expect("cursor");

@@ -35,13 +35,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eventsource_in_chromium_gets_every_event_once_across_a_cut_stream() {
-    let Some(Started {
-        browser,
-        _driver,
-        node,
-        _dir,
-    }) = start().await
-    else {
+    let Some((browser, node, _driver, _dir)) = start().await else {
         return;
     };
     let proxy = Proxy::start(node.addr()).await;
@@ -411,29 +405,16 @@ fn print_log_on_panic(name: &str, log: &Path) {
     }
 }
 
-/// What every browser test starts from; dropped in this order.
-struct Started {
-    /// A WebDriver session of headless Chromium.
-    browser: Client,
-    _driver: ChromeDriver,
-    node: NodeProcess,
-    /// The logs and the browser's profile.
-    _dir: TempDir,
-}
-
-/// A node, chromedriver and a session; `None` (the test skips) without the tools.
-async fn start() -> Option<Started> {
+/// What every browser test starts from: a WebDriver session of headless Chromium, the
+/// node, chromedriver, and the directory of their logs and the browser's profile (to
+/// be dropped in this order); `None` (the test skips) without the tools.
+async fn start() -> Option<(Client, NodeProcess, ChromeDriver, TempDir)> {
     let tools = BrowserTools::find()?;
     let dir = TempDir::new();
     let node = start_node(&dir).await;
     let driver = ChromeDriver::start(&tools, &dir).await;
     let browser = driver.session(&tools, &dir).await;
-    Some(Started {
-        browser,
-        _driver: driver,
-        node,
-        _dir: dir,
-    })
+    Some((browser, node, driver, dir))
 }
 
 /// The real binary, ready, its log in `dir` (printed if the test fails).

@@ -41,13 +41,7 @@ async fn logged(browser: &Client) -> Vec<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_lists_the_node_publishes_and_watches_and_marks_a_reset() {
-    let Some(Started {
-        browser,
-        _driver,
-        node,
-        _dir,
-    }) = start().await
-    else {
+    let Some((browser, node, _driver, _dir)) = start().await else {
         return;
     };
     browser

@@ -131,6 +131,19 @@ impl Server {
         metrics::wait_metric(&self.http, &self.url("/metrics"), name, WAIT, check).await
     }
 
+    /// Waits until `/status` lists no channel (the last streams are gone).
+    pub(crate) async fn wait_no_channels(&self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let status = self.get_json("/status").await;
+            if status["channels"].as_object().is_some_and(|c| c.is_empty()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the node and waits for `run` to return.
     pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
