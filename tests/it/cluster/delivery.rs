@@ -111,7 +111,7 @@ async fn a_killed_node_restarts_and_its_subscribers_resume_elsewhere_without_gap
 
     // The restarted node rejoined: its new subscriber gets new events from `a` (after,
     // possibly, some it caught up on while starting), each once.
-    publish(&a, "feed", json!({"data": {"origin": 0, "n": TOTAL + 1}})).await;
+    publish(&a, "feed", json!({"origin": 0, "n": TOTAL + 1})).await;
     let mut fresh = Vec::new();
     while !fresh
         .iter()

@@ -250,13 +250,13 @@ async fn while_draining_a_node_is_not_ready_refuses_publishes_and_logs_what_was_
         wait_for_members(node, 2).await;
     }
     let mut on_b = subscribe(b.url("/channel/held"), None).await;
-    publish(&a, "held", json!({"data": 1})).await;
+    publish(&a, "held", json!(1)).await;
     let (events, _, _) = collect(&mut on_b, 1, Duration::from_secs(5)).await;
     assert_eq!(events.len(), 1, "b pulls from a");
 
     // b stops reading: what a accepts next stays unpulled.
     b.signal(Signal::STOP);
-    publish(&a, "held", json!({"data": 2})).await;
+    publish(&a, "held", json!(2)).await;
     let started = Instant::now();
     a.signal(Signal::TERM);
     let client = client();
@@ -339,7 +339,7 @@ async fn a_drained_node_exits_once_its_peers_read_its_departure() {
     for node in [&a, &b, &c] {
         wait_for_members(node, 3).await;
     }
-    publish(&a, "leave", json!({"data": 1})).await;
+    publish(&a, "leave", json!(1)).await;
     a.signal(Signal::TERM);
     let status = a.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}");

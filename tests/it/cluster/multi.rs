@@ -16,7 +16,7 @@ async fn publish_range(nodes: [&NodeProcess; 2], range: std::ops::Range<u64>) {
     for n in range {
         for (i, channel) in CHANNELS.iter().enumerate() {
             let node = nodes[(n as usize + i) % 2];
-            publish(node, channel, json!({"data": {"n": n}})).await;
+            publish(node, channel, json!({"n": n})).await;
         }
     }
 }

@@ -128,13 +128,8 @@ impl Hosts {
 
     /// Publishes `{"origin": 1, "n": n}` on node `i` from the host's side.
     pub(crate) async fn publish_from_host(&self, i: usize, channel: &str, n: u64) {
-        let response = client()
-            .post(self.url(i, &format!("/channel/{channel}")))
-            .json(&serde_json::json!({"data": {"origin": 1, "n": n}}))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
+        let data = serde_json::json!({"origin": 1, "n": n});
+        publish_to(&self.url(i, ""), channel, data).await;
     }
 
     pub(crate) fn cut(&self, i: usize) {

@@ -49,7 +49,7 @@ async fn until_live(rx: &mut Events, token: &str) -> (Vec<Got>, Vec<Event>, Stri
 /// them (each node's events reach a stream in the order it accepted them).
 async fn sentinels(nodes: [&NodeProcess; 2], token: &str) {
     for node in nodes {
-        publish(node, "orders.live", json!({ "data": token })).await;
+        publish(node, "orders.live", json!(token)).await;
     }
 }
 
@@ -69,7 +69,7 @@ async fn a_pattern_subscriber_gets_another_nodes_events_once_and_resumes_anywher
         for n in range {
             let node = if on_b(n) { &b } else { &a };
             let channel = channels[n as usize % channels.len()];
-            publish(node, channel, json!({"data": {"n": n}})).await;
+            publish(node, channel, json!({"n": n})).await;
             if channel.starts_with("orders.") {
                 expected.entry(channel.into()).or_default().push(n);
             }

@@ -33,7 +33,7 @@ async fn a_seeded_node_without_peers_turns_ready_after_the_ready_timeout() {
     }
     let mut stream = subscribe(node.url("/channel/alone"), None).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    publish(&node, "alone", serde_json::json!({"data": "still served"})).await;
+    publish(&node, "alone", serde_json::json!("still served")).await;
     let (events, _, _) = collect(&mut stream, 1, Duration::from_secs(5)).await;
     assert_eq!(events[0].data, "\"still served\"");
 }

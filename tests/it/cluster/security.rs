@@ -31,8 +31,8 @@ async fn a_node_with_the_wrong_key_is_never_admitted_and_cannot_inject_events() 
     let mut on_a = subscribe(a.url("/channel/secure"), None).await;
     // Give the intruder many gossip rounds to try.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    publish(&intruder, "secure", json!({"data": {"origin": 9, "n": 1}})).await;
-    publish(&b, "secure", json!({"data": {"origin": 1, "n": 1}})).await;
+    publish(&intruder, "secure", json!({"origin": 9, "n": 1})).await;
+    publish(&b, "secure", json!({"origin": 1, "n": 1})).await;
 
     // The keyed relay delivers b's event; the intruder's never arrives.
     let (events, _, _) = collect(&mut on_a, 2, Duration::from_secs(5)).await;

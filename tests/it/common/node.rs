@@ -7,6 +7,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use sse_cluster_client::{Publish, Published, Publisher};
 use tokio::time::{timeout, Instant};
 
 use super::{metrics, net};
@@ -484,19 +485,22 @@ pub(crate) async fn wait_for_members_within(base: &str, members: usize, within: 
     }
 }
 
-pub(crate) async fn publish(node: &NodeProcess, channel: &str, body: Value) -> Value {
-    let response = client()
-        .post(node.url(&format!("/channel/{channel}")))
-        .json(&body)
-        .send()
+/// Publishes `data` to `channel` on `node`, once (no retry on another node), with
+/// the client crate's publisher; anything but a 200 fails the test.
+pub(crate) async fn publish(node: &NodeProcess, channel: &str, data: Value) -> Published {
+    publish_to(&node.url(""), channel, data).await
+}
+
+/// Like [`publish`], to the node at `base` (`http://host:port`).
+pub(crate) async fn publish_to(base: &str, channel: &str, data: Value) -> Published {
+    Publisher::builder([base])
+        .attempts(1)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("a node address")
+        .publish(channel, &Publish::new(data))
         .await
-        .expect("publish");
-    assert!(
-        response.status().is_success(),
-        "publish: {}",
-        response.status()
-    );
-    response.json().await.unwrap()
+        .unwrap_or_else(|e| panic!("publish to {channel} on {base}: {e}"))
 }
 
 /// Runs the binary with `args` and only the environment `env`, to completion (a
