@@ -6,6 +6,7 @@ use std::time::Duration;
 use rustix::process::Signal;
 use tokio::time::Instant;
 
+use crate::common::net::free_ports;
 use crate::common::node::{assert_start_refused, run_binary, NodeProcess};
 use crate::common::server::*;
 
@@ -175,7 +176,7 @@ async fn a_bad_value_prints_one_line_naming_the_option_and_exits_2() {
 
 #[tokio::test]
 async fn environment_variables_configure_the_node() {
-    let port = free_port();
+    let (port, _) = free_ports();
     let port_text = port.to_string();
     let node = start(&[], &[("HTTP_SERVER_PORT", &port_text)], port).await;
     let response = reqwest::get(node.url("/status")).await.expect("status");
@@ -185,12 +186,12 @@ async fn environment_variables_configure_the_node() {
         .is_none());
     node.stop().await;
 
-    let port = free_port();
+    let (port, _) = free_ports();
     let port_text = port.to_string();
     let node = start(&[], &[("HTTP_PORT", &port_text)], port).await;
     node.stop().await;
 
-    let port = free_port();
+    let (port, _) = free_ports();
     let node = start(
         &["--http.server.port", &port.to_string()],
         &[
@@ -224,7 +225,7 @@ async fn a_node_confined_to_one_cpu_runs_on_one_thread_and_serves() {
         eprintln!("SKIPPED: taskset (util-linux) is not installed");
         return;
     };
-    let port = free_port();
+    let (port, _) = free_ports();
     let taskset = taskset.to_str().expect("a UTF-8 path");
     let node = start_through(
         &[taskset, "-c", "0"],
@@ -272,7 +273,7 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
 async fn open_streams_end_on(signal: Signal) {
     let _heavy = HEAVY.lock().await;
     const STREAMS: usize = 1000;
-    let port = free_port();
+    let (port, _) = free_ports();
     // Every stream comes from 127.0.0.1: room for them all, and the scrape.
     let node = start(
         &[

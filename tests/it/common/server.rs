@@ -521,14 +521,6 @@ pub(crate) fn redact(stream: &str) -> String {
     result
 }
 
-/// A free loopback port for a child process to bind.
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// Stream bytes as a snapshot shows them: redacted, each line's `\n` written out so
 /// blank lines (the event terminators) are visible, and invisible characters named.
 pub(crate) fn wire(stream: &str) -> String {
