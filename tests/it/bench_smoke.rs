@@ -2,9 +2,7 @@
 //! real binary benchmarks it briefly, and the JSON report says every event reached
 //! every subscriber and carries every figure.
 //!
-//! The server's memory and CPU come from `/proc`: that test is Linux-only, and on other
-//! systems its helpers go unused.
-#![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
+//! The server's memory and CPU come from `/proc`: that test is Linux-only.
 
 use std::process::Command;
 
@@ -14,6 +12,7 @@ use crate::common::node::NodeProcess;
 const BIN: &str = env!("CARGO_BIN_EXE_sse-cluster");
 
 /// Every field of the JSON report.
+#[cfg(target_os = "linux")]
 const FIELDS: &[&str] = &[
     "label",
     "sub_url",
