@@ -260,7 +260,7 @@ impl Node {
             (self.config.replay_age / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)),
             stop_rx,
         ));
-        let mut app = http::app(state);
+        let mut app = http::app(state.clone());
         if let Some(extra) = extra {
             app = extra.merge(app);
         }
@@ -286,6 +286,7 @@ impl Node {
         http::serve(
             listener,
             app,
+            state,
             http::ServeSettings {
                 header_read_timeout: self.config.header_read_timeout,
                 max_header_bytes: self.config.max_header_bytes,

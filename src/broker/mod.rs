@@ -102,6 +102,10 @@ struct Shared {
     outbox_notify: Notify,
     /// Set once the node closes its streams: every subscription ends.
     closing: AtomicBool,
+    /// The last keep-alive sweep's threshold (ms): a stream that sent anything after
+    /// it was not silent. A stream of several channels checks it, since the sweep
+    /// marks each of its parts on its own.
+    keep_alive_silent_since_ms: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -236,6 +240,7 @@ impl Broker {
                 }),
                 outbox_notify: Notify::new(),
                 closing: AtomicBool::new(false),
+                keep_alive_silent_since_ms: AtomicU64::new(0),
                 settings,
             }),
         }

@@ -56,6 +56,11 @@ pub struct MultiSubscription {
     scratch: Vec<Arc<Entry>>,
     /// The same for a pattern, with each entry's channel.
     pattern_scratch: Vec<(Arc<str>, Arc<Entry>)>,
+    /// When this stream last sent anything (ms). Each part keeps its own time for
+    /// the keep-alive sweep, which would otherwise find a part silent while the
+    /// stream was busy with another, or mark the parts of one quiet stream in
+    /// turn and send it a comment for each.
+    last_sent_ms: u64,
 }
 
 /// One named part of a stream: a channel, or a pattern (see `pattern`).
@@ -207,6 +212,7 @@ impl Broker {
             overflowed: None,
             scratch: Vec::new(),
             pattern_scratch: Vec::new(),
+            last_sent_ms: self.shared.clock.now_ms(),
         };
         // Each channel's reset and replay in turn; the client's cursor after each
         // replayed event covers what its resume cursor already had.
@@ -325,11 +331,23 @@ impl MultiSubscription {
                 break;
             }
         }
+        let shared = &self.broker().shared;
+        let (now, silent_since) = (
+            shared.clock.now_ms(),
+            shared.keep_alive_silent_since_ms.load(Relaxed),
+        );
         if !out.is_empty() {
+            self.last_sent_ms = now;
             return Poll::Ready(Next::Data(out.freeze()));
         }
         if keep_alive {
-            return Poll::Ready(Next::Data(Bytes::from_static(KEEP_ALIVE)));
+            if self.last_sent_ms <= silent_since {
+                self.last_sent_ms = now;
+                return Poll::Ready(Next::Data(Bytes::from_static(KEEP_ALIVE)));
+            }
+            // Not silent after all: the part that asked left no waker, so look again
+            // and park.
+            skipped = true;
         }
         if skipped {
             cx.waker().wake_by_ref();

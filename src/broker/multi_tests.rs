@@ -449,3 +449,51 @@ proptest! {
         check_resume(&mut pair, &set, &seen, cut % (events + 1), on);
     }
 }
+
+/// A stream of several channels is kept alive as one stream: a comment only after
+/// a whole interval in which it sent nothing on any channel, one comment however
+/// many of its parts the sweep finds quiet, and never a silence past the
+/// interval and the sweep's period.
+#[tokio::test(start_paused = true)]
+async fn a_stream_of_several_channels_is_kept_alive_as_one_stream() {
+    let node = broker(0xa1);
+    let mut stream = node.subscribe_many(&["a", "b", "c"], None, None).unwrap();
+    drain(&mut stream);
+    let interval = Duration::from_secs(10);
+    // The node sweeps four times an interval; times below are in quarters.
+    let mut sends = vec![(0, false)];
+    for quarter in 1..=48u32 {
+        tokio::time::advance(interval / 4).await;
+        // Events on one channel now and then, the others quiet.
+        if [6, 19, 20, 33].contains(&quarter) {
+            let channel = ["b", "a", "c", "b"][quarter as usize % 4];
+            node.publish(channel, &number(u64::from(quarter)), None)
+                .unwrap();
+        }
+        node.keep_alive(interval);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        while let Poll::Ready(next) = stream.poll_next(&mut cx) {
+            match next {
+                Next::Data(bytes) => sends.push((quarter, bytes.starts_with(b":"))),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    let comments = sends.iter().filter(|(_, comment)| *comment).count();
+    assert!(comments >= 6, "{sends:?}");
+    for pair in sends.windows(2) {
+        let ((before, _), (at, comment)) = (pair[0], pair[1]);
+        if comment {
+            assert!(
+                at - before >= 4,
+                "a comment {} quarters after a send: {sends:?}",
+                at - before
+            );
+        }
+        assert!(
+            at - before <= 5,
+            "silent for {} quarters: {sends:?}",
+            at - before
+        );
+    }
+}

@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use crate::event::{encode_id_only, Cursor, Frontier, KEEP_ALIVE};
 use crate::faults::Bug;
 
-use super::channel::{Channel, Entry, Mode};
-use super::{Broker, Sink};
+use super::channel::{Channel, Entry, Mode, Subscriber};
+use super::{Broker, Shared, Sink};
 
 /// What a subscriber gets next.
 #[derive(Debug)]
@@ -159,26 +159,15 @@ impl Subscription {
                 break;
             }
         }
-        if me.next == head && me.seen.as_ref().is_some_and(|s| log.frontier.covers(s)) {
-            // This node has caught up with what the subscriber had seen elsewhere,
-            // and it has looked at every event up to here.
-            me.seen = None;
-        }
-        if count > 0 {
-            me.keep_alive_due = false;
-            me.last_sent_ms = shared.clock.now_ms();
-            shared.metrics.events_delivered.fetch_add(count, Relaxed);
-            return Poll::Ready(Next::Data(match batch {
+        let caught_up = me.next == head;
+        match end_poll(me, caught_up, &log.frontier, count, shared, cx) {
+            Ending::Sent => Poll::Ready(Next::Data(match batch {
                 Some(buf) => buf.freeze(),
                 None => single.unwrap_or_default(),
-            }));
+            })),
+            Ending::KeepAlive => Poll::Ready(Next::Data(Bytes::from_static(KEEP_ALIVE))),
+            Ending::Parked => Poll::Pending,
         }
-        if std::mem::take(&mut me.keep_alive_due) {
-            me.last_sent_ms = shared.clock.now_ms();
-            return Poll::Ready(Next::Data(Bytes::from_static(KEEP_ALIVE)));
-        }
-        me.mode = Mode::Parked(cx.waker().clone());
-        Poll::Pending
     }
 
     /// Like [`Subscription::poll_next`], for a stream of several channels that
@@ -226,21 +215,12 @@ impl Subscription {
                 break;
             }
         }
-        if me.next == head && me.seen.as_ref().is_some_and(|s| log.frontier.covers(s)) {
-            me.seen = None;
+        let caught_up = me.next == head;
+        match end_poll(me, caught_up, &log.frontier, count, shared, cx) {
+            Ending::Sent => Poll::Ready(Polled::Entries),
+            Ending::KeepAlive => Poll::Ready(Polled::KeepAlive),
+            Ending::Parked => Poll::Pending,
         }
-        if count > 0 {
-            me.keep_alive_due = false;
-            me.last_sent_ms = shared.clock.now_ms();
-            shared.metrics.events_delivered.fetch_add(count, Relaxed);
-            return Poll::Ready(Polled::Entries);
-        }
-        if std::mem::take(&mut me.keep_alive_due) {
-            me.last_sent_ms = shared.clock.now_ms();
-            return Poll::Ready(Polled::KeepAlive);
-        }
-        me.mode = Mode::Parked(cx.waker().clone());
-        Poll::Pending
     }
 
     /// Takes this subscriber's socket back from appends for good (to end the stream
@@ -264,4 +244,44 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         self.broker.unsubscribe(&self.channel, self.id);
     }
+}
+
+/// How a poll of a subscriber's entries ends.
+enum Ending {
+    /// It took entries for the subscriber (counted as delivered).
+    Sent,
+    /// It took none, and the subscriber is due a keep-alive comment.
+    KeepAlive,
+    /// It took none: the subscriber waits with `cx`'s waker.
+    Parked,
+}
+
+/// The end of a poll that took `count` entries for `me`, having looked at every
+/// entry up to the head if `caught_up`. Once it has, and this node's `frontier`
+/// covers what the subscriber had seen elsewhere, its ids need no longer cover
+/// that.
+#[inline]
+fn end_poll(
+    me: &mut Subscriber,
+    caught_up: bool,
+    frontier: &Frontier,
+    count: u64,
+    shared: &Shared,
+    cx: &Context<'_>,
+) -> Ending {
+    if caught_up && me.seen.as_ref().is_some_and(|s| frontier.covers(s)) {
+        me.seen = None;
+    }
+    if count > 0 {
+        me.keep_alive_due = false;
+        me.last_sent_ms = shared.clock.now_ms();
+        shared.metrics.events_delivered.fetch_add(count, Relaxed);
+        return Ending::Sent;
+    }
+    if std::mem::take(&mut me.keep_alive_due) {
+        me.last_sent_ms = shared.clock.now_ms();
+        return Ending::KeepAlive;
+    }
+    me.mode = Mode::Parked(cx.waker().clone());
+    Ending::Parked
 }

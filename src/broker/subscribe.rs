@@ -207,6 +207,10 @@ impl Broker {
             .clock
             .now_ms()
             .saturating_sub(interval.as_millis() as u64);
+        let shared = &self.shared;
+        shared
+            .keep_alive_silent_since_ms
+            .store(silent_since, Relaxed);
         let mut due = 0;
         self.for_each_log(|log, fanout| due += log.keep_alive(silent_since, fanout));
         self.for_each_pattern_reader(|reader| due += usize::from(reader.keep_alive(silent_since)));

@@ -1,15 +1,16 @@
 //! The public HTTP API (see the README for the routes). `app` builds the router
 //! from shared state, so tests can drive it with or without a socket.
 
+mod answer;
 mod auth;
 mod bulk;
-mod direct;
 mod error;
 mod headers;
 mod publish;
 mod server;
 mod status;
 mod subscribe;
+mod subscriber;
 mod ui;
 
 use std::sync::Arc;
@@ -150,29 +151,40 @@ async fn method_not_allowed(method: Method) -> ApiError {
 
 async fn connection_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     use axum::response::IntoResponse;
+    match over_connection_limit(&state) {
+        Some(refusal) => refusal.into_response(),
+        None => next.run(request).await,
+    }
+}
+
+/// The refusal of a channel route while the node is over `--http.server.maxConnections`.
+fn over_connection_limit(state: &AppState) -> Option<ApiError> {
     let open = state
         .metrics
         .open_connections
         .load(std::sync::atomic::Ordering::Relaxed);
-    if open as usize > state.settings.max_connections {
-        return ApiError::new(
+    (open as usize > state.settings.max_connections).then(|| {
+        ApiError::new(
             ErrorKind::Overloaded,
             format!(
                 "this node is at its limit of {} connections; retry later or elsewhere",
                 state.settings.max_connections
             ),
         )
-        .into_response();
-    }
-    next.run(request).await
+    })
 }
 
 async fn count_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
+    count_error(&state, &response);
+    response
+}
+
+/// Counts `response` in the error metrics if it is an error answer.
+fn count_error(state: &AppState, response: &Response) {
     if let Some(kind) = response.extensions().get::<ErrorKind>() {
         state.metrics.request_error(*kind);
     }
-    response
 }
 
 /// CORS for browsers on other origins: every response allows any origin, and a
@@ -199,9 +211,13 @@ async fn cors_layer(request: Request, next: Next) -> Response {
     } else {
         next.run(request).await
     };
-    response.headers_mut().insert(
+    allow_any_origin(response.headers_mut());
+    response
+}
+
+fn allow_any_origin(headers: &mut axum::http::HeaderMap) {
+    headers.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
     );
-    response
 }

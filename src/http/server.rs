@@ -6,7 +6,7 @@
 //! - the request head is read with a deadline and a size cap (slow or oversized
 //!   heads are closed or answered 431 before any handler runs);
 //! - a subscribe (`GET /channel/...`) is answered, and its event stream written,
-//!   straight on the socket (see `direct.rs`);
+//!   straight on the socket (see `subscriber`);
 //! - every other request is served by hyper, with the bytes already read replayed.
 
 use std::collections::HashMap;
@@ -26,7 +26,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
-use super::direct::{self, write_plain};
+use super::answer::write_plain;
+use super::{subscriber, AppState};
 use crate::log::RateLimited;
 use crate::metrics::Metrics;
 use crate::refusal::ErrorKind;
@@ -124,12 +125,14 @@ fn log_refused(log: &RateLimited, ip: IpAddr, limit: usize) {
     }
 }
 
-/// Serves `app` on `listener` until `stop` turns true, then stops accepting and
+/// Serves `app` on `listener` (and subscribes with `state`, the state `app` was
+/// built with: see `subscriber`) until `stop` turns true, then stops accepting and
 /// waits (at most `drain`) for open connections to finish. Open event streams end
 /// on `stop` by themselves.
 pub async fn serve<L>(
     mut listener: L,
     app: Router,
+    state: AppState,
     settings: ServeSettings,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
@@ -176,13 +179,20 @@ pub async fn serve<L>(
                 }
             },
         };
-        let (app, stop) = (app.clone(), stop.clone());
+        let (routes, stop) = ((app.clone(), state.clone()), stop.clone());
         let held = Held {
             _open: guard,
             _place: place,
             peer: addr.peer_ip(),
         };
-        tokio::spawn(connection(io, app, settings, metrics.clone(), stop, held));
+        tokio::spawn(connection(
+            io,
+            routes,
+            settings,
+            metrics.clone(),
+            stop,
+            held,
+        ));
     }
     drop(listener);
     let drained = async {
@@ -268,7 +278,7 @@ async fn read_head<Io: AsyncRead + Unpin>(
 
 async fn connection<Io>(
     mut io: Io,
-    app: Router,
+    (app, state): (Router, AppState),
     settings: ServeSettings,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
@@ -295,10 +305,10 @@ async fn connection<Io>(
         }
         Err(HeadError::Closed | HeadError::Io) => return,
     };
-    if let Some(request) = direct::subscribe_request(&buf[..head_len]) {
+    if let Some(request) = subscriber::subscribe_request(&buf[..head_len]) {
         // The head buffer is not needed for the life of the stream.
         drop(buf);
-        return direct::serve(io, request, app, held).await;
+        return subscriber::serve(io, request, state, held).await;
     }
     // Boxed: this task's future is sized for its largest branch, and a subscriber's
     // should not carry room for a whole hyper connection.

@@ -1,29 +1,22 @@
-//! Subscribe routes: the `text/event-stream` response.
+//! Subscribe routes: what a subscribe asks for (its channels, its access, where it
+//! resumes) and the stream that answers it. The router's handlers answer with a
+//! hyper body; the server answers most subscribes on the socket itself
+//! (`subscriber`), calling [`open`] directly.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
-
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use axum::Extension;
-use bytes::BytesMut;
-use futures_util::Stream;
 use serde::Deserialize;
-use tokio::time::{sleep_until, Instant, Sleep};
 
 use super::auth::SubscribeAccess;
+use super::subscriber::{EventStream, Source};
 use super::{ApiError, AppState};
 use crate::broker::{
-    pattern_prefix, wrap_data, ManySubscribeError, MultiSubscription, Next, Resume, Sink,
-    SubscribeError, Subscription,
+    pattern_prefix, ManySubscribeError, MultiSubscription, Resume, SubscribeError, Subscription,
 };
-use crate::event::{encode_event, encode_retry, validate_name, Cursor};
+use crate::event::{validate_name, Cursor};
 use crate::refusal::ErrorKind;
 
 #[derive(Debug, Deserialize)]
@@ -38,11 +31,12 @@ pub(super) async fn subscribe(
     access: SubscribeAccess,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<SubscribeQuery>, QueryRejection>,
-    direct: Option<Extension<WantDirect>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(channel) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    open(state, access, &channel, None, query, direct, &headers)
+    let last_event_id = last_event_id(&headers, query.ok());
+    let stream = open(&state, access, &channel, None, last_event_id.as_deref())?;
+    Ok(stream_response(Body::from_stream(stream)))
 }
 
 pub(super) async fn subscribe_client(
@@ -50,66 +44,69 @@ pub(super) async fn subscribe_client(
     access: SubscribeAccess,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<SubscribeQuery>, QueryRejection>,
-    direct: Option<Extension<WantDirect>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path((channel, client)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    validate_name("client", &client).map_err(|e| ApiError::bad_request(e.0))?;
-    open(
-        state,
+    let last_event_id = last_event_id(&headers, query.ok());
+    let stream = open(
+        &state,
         access,
         &channel,
         Some(&client),
-        query,
-        direct,
-        &headers,
-    )
+        last_event_id.as_deref(),
+    )?;
+    Ok(stream_response(Body::from_stream(stream)))
 }
 
-fn open(
-    state: AppState,
+/// Where a subscribe resumes. The header wins over the query parameter: browsers
+/// send the header on their own reconnects, while the query keeps the id the page
+/// was first opened with. An empty id is none.
+pub(super) fn last_event_id(
+    headers: &HeaderMap,
+    query: Option<Query<SubscribeQuery>>,
+) -> Option<String> {
+    headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned())
+        .or_else(|| query.and_then(|Query(q)| q.last_event_id))
+        .filter(|id| !id.is_empty())
+}
+
+/// Opens the stream of a subscribe to `channel` (one name, a list, or patterns) as
+/// `client`, if named, for a request with `access`, resuming after
+/// `last_event_id`.
+pub(super) fn open(
+    state: &AppState,
     access: SubscribeAccess,
     channel: &str,
     client: Option<&str>,
-    query: Result<Query<SubscribeQuery>, QueryRejection>,
-    direct: Option<Extension<WantDirect>>,
-    headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+    last_event_id: Option<&str>,
+) -> Result<EventStream, ApiError> {
+    if let Some(client) = client {
+        validate_name("client", client).map_err(|e| ApiError::bad_request(e.0))?;
+    }
     let set = channel_set(channel, state.settings.max_channels_per_stream)?;
     for channel in &set {
         access.access.subscribe(channel, client)?;
     }
-    // The header wins over the query parameter: browsers send the header on their
-    // own reconnects, while the query keeps the id the page was first opened with.
-    let last_event_id = headers
-        .get("last-event-id")
-        .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned())
-        .or_else(|| query.ok().and_then(|Query(q)| q.last_event_id));
-    let last_event_id = last_event_id.as_deref().filter(|id| !id.is_empty());
     let source = match &set[..] {
         // A pattern is always wrapped: its events come from several channels.
         [name] if pattern_prefix(name).is_none() => {
-            Source::One(subscribe_one(&state, channel, client, last_event_id)?)
+            Source::One(subscribe_one(state, channel, client, last_event_id)?)
         }
         _ => Source::Many(Box::new(subscribe_many(
-            &state,
+            state,
             &set,
             client,
             last_event_id,
         )?)),
     };
-    let stream = EventStream::new(source, &state.settings, access.deadline);
-    let mut response = match direct {
-        // The server writes the stream on the socket itself.
-        Some(_) => {
-            let mut response = Response::new(Body::empty());
-            response
-                .extensions_mut()
-                .insert(DirectStream(Arc::new(Mutex::new(Some(stream)))));
-            response
-        }
-        None => Response::new(Body::from_stream(stream)),
-    };
+    Ok(EventStream::new(source, &state.settings, access.deadline))
+}
+
+/// A stream's answer: `200`, the event-stream headers, and `body`.
+pub(super) fn stream_response(body: Body) -> Response {
+    let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(
@@ -119,7 +116,7 @@ fn open(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tells nginx-style proxies not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    response
 }
 
 /// The channels of a subscribe path: one name, or several joined with `,` (a
@@ -237,151 +234,4 @@ fn subscribe_many(
             SubscribeError::ClientTaken => client_taken(client, &channel),
             SubscribeError::ChannelsFull(full) => full.into(),
         })
-}
-
-/// Marks a request the server answers on the socket itself (see `http::server`):
-/// its event stream comes back in the response's [`DirectStream`] extension instead
-/// of in the body.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WantDirect;
-
-/// A subscriber's event stream handed to the server's own writer.
-#[derive(Clone)]
-pub(crate) struct DirectStream(pub(crate) Arc<Mutex<Option<EventStream>>>);
-
-impl DirectStream {
-    pub(crate) fn take(&self) -> Option<EventStream> {
-        self.0.lock().ok()?.take()
-    }
-}
-
-/// A subscriber's event stream: the first chunk (`retry:`, any reset and replayed
-/// events, the cursor), then events as they come, keep-alive comments while idle
-/// (both from [`Subscription::poll_next`]), and a last event when the subscriber
-/// overflows or its token expires. Polled by hand rather than built from
-/// combinators: it is woken once per event per subscriber, the hottest path there is.
-pub(crate) struct EventStream {
-    source: Source,
-    /// The subscriber's token expires then: the stream ends with `event: expired`.
-    expires: Option<Pin<Box<Sleep>>>,
-    expired: bool,
-    first: Option<Bytes>,
-    done: bool,
-}
-
-/// What a stream reads: one channel, or several (see `broker::multi`).
-enum Source {
-    One(Subscription),
-    /// Boxed: streams of one channel, the many, stay as small as before.
-    Many(Box<MultiSubscription>),
-}
-
-impl EventStream {
-    fn new(mut source: Source, settings: &super::HttpSettings, expires: Option<Instant>) -> Self {
-        // The first chunk goes out at once: `retry:` (so `onopen` fires), then any
-        // reset and replayed events, then the cursor.
-        let mut first = BytesMut::from(&encode_retry(settings.retry.as_millis() as u64)[..]);
-        let preamble = match &mut source {
-            Source::One(subscription) => subscription.take_preamble(),
-            Source::Many(subscription) => subscription.take_preamble(),
-        };
-        if let Some(preamble) = preamble {
-            first.extend_from_slice(&preamble);
-        }
-        EventStream {
-            source,
-            expires: expires.map(|at| Box::pin(sleep_until(at))),
-            expired: false,
-            first: Some(first.freeze()),
-            done: false,
-        }
-    }
-
-    /// The first chunk, if not yet taken (to send it with the response head).
-    pub(crate) fn take_first(&mut self) -> Option<Bytes> {
-        self.first.take()
-    }
-
-    /// Lets publishers write events to `sink` directly while this stream waits (see
-    /// [`Subscription::attach`]); the stream's writer must then write exactly the
-    /// chunks this stream yields, and nothing else.
-    pub(crate) fn attach(&mut self, sink: Arc<dyn Sink>) {
-        // A stream of several channels frames its events itself: no direct writes.
-        if let Source::One(subscription) = &mut self.source {
-            subscription.attach(sink);
-        }
-    }
-
-    fn end_with(&mut self, frame: Bytes) -> Poll<Option<Bytes>> {
-        self.done = true;
-        Poll::Ready(Some(frame))
-    }
-
-    /// The next chunk to write; `None` when the stream is over.
-    pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(first));
-        }
-        if self.done {
-            return Poll::Ready(None);
-        }
-        if let Some(expires) = &mut self.expires {
-            self.expired = self.expired || expires.as_mut().poll(cx).is_ready();
-        }
-        if self.expired {
-            // The last bytes are ours: take the socket back from publishers first.
-            let carry = match &mut self.source {
-                Source::One(subscription) => ready!(subscription.poll_release(cx)),
-                Source::Many(_) => None,
-            };
-            let expired = encode_event(
-                None,
-                Some("expired"),
-                None,
-                r#"{"reason":"the token expired; reconnect with a new one"}"#,
-            );
-            return self.end_with(match carry {
-                Some(carry) => [carry, expired].concat().into(),
-                None => expired,
-            });
-        }
-        let next = match &mut self.source {
-            Source::One(subscription) => ready!(subscription.poll_next(cx)),
-            Source::Many(subscription) => ready!(subscription.poll_next(cx)),
-        };
-        match next {
-            Next::Data(bytes) => Poll::Ready(Some(bytes)),
-            Next::Overflow { behind } => {
-                let (channel, client) = match &self.source {
-                    Source::One(s) => (Some(s.channel()), s.client_id()),
-                    Source::Many(s) => (s.overflowed_channel(), s.client_id()),
-                };
-                tracing::info!(
-                    channel,
-                    client,
-                    behind,
-                    "disconnecting a subscriber that fell behind"
-                );
-                let mut data = format!(
-                    r#"{{"reason":"subscriber fell behind its buffer; reconnect with Last-Event-ID","behind":{behind}}}"#
-                );
-                if let (Source::Many(_), Some(channel)) = (&self.source, channel) {
-                    data = wrap_data(channel, &data);
-                }
-                self.end_with(encode_event(None, Some("overflow"), None, &data))
-            }
-            Next::Closed => {
-                self.done = true;
-                Poll::Ready(None)
-            }
-        }
-    }
-}
-
-impl Stream for EventStream {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.poll_chunk(cx).map(|chunk| chunk.map(Ok))
-    }
 }

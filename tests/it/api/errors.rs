@@ -257,6 +257,7 @@ async fn every_bad_input_gets_its_status_and_a_json_error() {
         ("too long", long.as_str(), &["channel", "128"][..]),
         ("non-ASCII", "caf%C3%A9", &["channel", "'é'"][..]),
         ("newline", "a%0Ab", &["channel"][..]),
+        ("byte that is not UTF-8", "a%FFb", &["UTF-8"][..]),
     ] {
         let channel_path = format!("/channel/{name}");
         let client_path = format!("/channel/{name}/client/me");

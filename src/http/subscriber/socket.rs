@@ -1,151 +1,23 @@
-//! The subscriber's direct path: a subscribe (`GET /channel/...`) is answered, and
-//! its event stream written, straight on the socket rather than through a hyper
-//! connection.
-//!
-//! Why: an idle subscriber then costs its socket and its stream state, not a general
-//! HTTP connection's read and write buffers (16 KiB in hyper), and an append can
-//! write an event to a parked subscriber's socket itself ([`SharedIo`], the
-//! broker's [`Sink`](crate::broker::Sink)) instead of waking its task: one write per
-//! subscriber per event, no wake. The request still goes through the one router
-//! (authorization, validation and error answers stay there); the subscribe handler
-//! hands its [`EventStream`] back here in a response extension ([`DirectStream`]).
-//!
-//! The parts, in the order a subscriber meets them: [`subscribe_request`] reads the
-//! head the server already read, [`serve`] routes it and writes the answer,
-//! `pump` writes the stream until either end closes. The server loop (`server.rs`)
-//! owns the connection until then: limits, the head's deadline and size.
+//! A subscriber's socket once its stream is open: the stream's task ([`pump`]) and
+//! the publishers that write to the socket directly ([`SharedIo`], the broker's
+//! [`Sink`](crate::broker::Sink)) share it.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{header, HeaderValue, Method, Request, StatusCode, Uri, Version};
-use axum::Router;
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tower::ServiceExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::subscribe::{DirectStream, EventStream, WantDirect};
+use super::stream::EventStream;
 use crate::transport::TrySend;
-
-/// The kernel send buffer a subscriber's socket may use (Linux allocates twice
-/// this, for its own bookkeeping). The broker keeps a subscriber's backlog itself
-/// (`--subscriber.buffer` events) and writes at most a 64 KiB batch at a time, so a
-/// bigger kernel buffer only lets a client that stops reading pin more memory.
-const SUBSCRIBER_SEND_BUFFER: usize = 64 * 1024;
-
-/// Answers a subscribe read by [`subscribe_request`]: its event stream, written by a
-/// task of its own that keeps `held` (the connection's place in the server's counts)
-/// until the stream ends, or its error answer.
-pub(super) async fn serve<Io>(
-    mut io: Io,
-    request: Result<Request<Body>, StatusCode>,
-    app: Router,
-    held: impl Send + 'static,
-) where
-    Io: AsyncRead + AsyncWrite + TrySend + Unpin + Send + 'static,
-{
-    match request {
-        // Boxed: routing needs a large future for a moment, and its answer is
-        // written by a task of its own (see `pump`).
-        Ok(request) => match Box::pin(route_subscribe(app, request)).await {
-            Routed::Stream(first, stream) => {
-                io.limit_send_buffer(SUBSCRIBER_SEND_BUFFER);
-                tokio::spawn(pump(io, first, stream, held));
-            }
-            Routed::Whole(answer) => {
-                let _ = io.write_all(&answer).await;
-                let _ = io.shutdown().await;
-            }
-        },
-        Err(status) => {
-            let _ = write_plain(&mut io, status, "malformed request").await;
-        }
-    }
-}
-
-/// The request, if the head is a `GET /channel/...` (a subscribe); `Err` if it is one
-/// but malformed.
-pub(super) fn subscribe_request(head: &[u8]) -> Option<Result<Request<Body>, StatusCode>> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Request::new(&mut headers);
-    match parsed.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        // Let hyper answer what it makes of anything else.
-        _ => return None,
-    }
-    if parsed.method != Some("GET") || !parsed.path.is_some_and(|p| p.starts_with("/channel/")) {
-        return None;
-    }
-    let build =
-        || -> Result<Request<Body>, StatusCode> {
-            let uri: Uri = parsed
-                .path
-                .unwrap_or("/")
-                .parse()
-                .map_err(|_| StatusCode::BAD_REQUEST)?;
-            let mut request = Request::builder().method(Method::GET).uri(uri).version(
-                if parsed.version == Some(0) {
-                    Version::HTTP_10
-                } else {
-                    Version::HTTP_11
-                },
-            );
-            for h in parsed.headers.iter() {
-                request = request.header(h.name, h.value);
-            }
-            request
-                .body(Body::empty())
-                .map_err(|_| StatusCode::BAD_REQUEST)
-        };
-    Some(build())
-}
-
-/// What the router made of a subscribe.
-enum Routed {
-    /// An event stream, and the bytes to send first: the response head and the
-    /// stream's first chunk, in one write.
-    Stream(Bytes, EventStream),
-    /// Any other answer (an error): head and body.
-    Whole(Vec<u8>),
-}
-
-/// Runs a subscribe through the router.
-async fn route_subscribe(app: Router, mut request: Request<Body>) -> Routed {
-    request.extensions_mut().insert(WantDirect);
-    let Ok(mut response) = app.oneshot(request).await;
-    let stream = response
-        .extensions_mut()
-        .remove::<DirectStream>()
-        .and_then(|direct| direct.take());
-    let (parts, body) = response.into_parts();
-    match stream {
-        Some(mut stream) => {
-            // Close-delimited: the stream ends when the connection does, with no
-            // chunk framing on every event.
-            let mut first = response_head(parts.status, &parts.headers, None);
-            first.extend_from_slice(&stream.take_first().unwrap_or_default());
-            Routed::Stream(Bytes::from(first), stream)
-        }
-        None => {
-            let body = axum::body::to_bytes(body, 1 << 20)
-                .await
-                .unwrap_or_default();
-            let mut answer = response_head(parts.status, &parts.headers, Some(body.len()));
-            answer.extend_from_slice(&body);
-            Routed::Whole(answer)
-        }
-    }
-}
 
 /// Writes a subscriber's event stream on its socket until either ends. The socket is
 /// shared with publishers: while the stream waits with nothing to write, an append
 /// may write its event to the socket directly (see [`SharedIo`]), which spares a
 /// task wake per subscriber per event.
-async fn pump<Io>(io: Io, first: Bytes, mut stream: EventStream, _held: impl Send)
+pub(super) async fn pump<Io>(io: Io, first: Bytes, mut stream: EventStream, _held: impl Send)
 where
     Io: AsyncRead + AsyncWrite + TrySend + Unpin + Send + 'static,
 {
@@ -241,73 +113,12 @@ impl<Io: AsyncWrite + TrySend + Unpin + Send> crate::broker::Sink for SharedIo<I
     }
 }
 
-fn response_head(
-    status: StatusCode,
-    headers: &axum::http::HeaderMap,
-    content_length: Option<usize>,
-) -> Vec<u8> {
-    let mut head = Vec::with_capacity(256);
-    head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(status.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    head.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        if name == header::CONNECTION
-            || name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-        {
-            continue;
-        }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    if let Some(len) = content_length {
-        head.extend_from_slice(format!("content-length: {len}\r\n").as_bytes());
-    }
-    head.extend_from_slice(b"connection: close\r\n\r\n");
-    head
-}
-
-/// Answers a refused request head and closes. Closing a socket with unread input
-/// makes the kernel reset the connection, which can destroy the answer before the
-/// client reads it; so, after answering, the rest of its input is read and dropped
-/// for a moment (a "lingering close", bounded in time and bytes).
-pub(super) async fn write_plain<Io: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut Io,
-    status: StatusCode,
-    message: &str,
-) -> io::Result<()> {
-    let body = serde_json::json!({ "error": message }).to_string();
-    let mut headers = axum::http::HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    super::headers::secure(&mut headers);
-    io.write_all(&response_head(status, &headers, Some(body.len())))
-        .await?;
-    io.write_all(body.as_bytes()).await?;
-    io.shutdown().await?;
-    // On the heap: an array here would enlarge every connection's task.
-    let mut sink = vec![0u8; 4096];
-    let mut drained = 0usize;
-    let linger = async {
-        while drained < 1 << 20 {
-            match io.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), linger).await;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+
     use super::*;
 
     /// A direct write locks a subscriber's connection and reads the socket's
