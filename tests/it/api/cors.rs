@@ -24,6 +24,19 @@ fn header(response: &reqwest::Response, name: &str) -> Option<String> {
         .map(|v| v.to_str().expect("ASCII header").to_owned())
 }
 
+/// A browser's preflight of a cross-origin POST to `path`, with `extra` headers.
+async fn preflight(server: &Server, path: &str, extra: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = server
+        .http
+        .request(Method::OPTIONS, server.url(path))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST");
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("preflight")
+}
+
 #[tokio::test]
 async fn cors_enabled_answers_preflight_on_every_route() {
     let server = Server::start(sse_cluster::Config {
@@ -32,15 +45,12 @@ async fn cors_enabled_answers_preflight_on_every_route() {
     })
     .await;
     for path in ROUTES {
-        let response = server
-            .http
-            .request(Method::OPTIONS, server.url(path))
-            .header("origin", "https://app.example")
-            .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "content-type")
-            .send()
-            .await
-            .expect("preflight");
+        let response = preflight(
+            &server,
+            path,
+            &[("access-control-request-headers", "content-type")],
+        )
+        .await;
         assert!(
             response.status().is_success(),
             "{path}: {}",
@@ -129,14 +139,7 @@ async fn cors_disabled_sends_no_cors_headers() {
         .iter()
         .all(|(name, _)| !name.starts_with("access-control-")));
     for path in ROUTES {
-        let preflight = server
-            .http
-            .request(Method::OPTIONS, server.url(path))
-            .header("origin", "https://app.example")
-            .header("access-control-request-method", "POST")
-            .send()
-            .await
-            .expect("preflight");
+        let preflight = preflight(&server, path, &[]).await;
         assert!(
             !preflight.status().is_success(),
             "{path}: preflight answered"
