@@ -38,7 +38,7 @@ let
   privilegedPort = cfg.port < 1024;
 
   # Every option of `sse-cluster start` is passed explicitly, so the unit file shows
-  # the whole configuration. tests/nix_module.rs checks these flags against the real
+  # the whole configuration. tests/it/nix_module.rs checks these flags against the real
   # binary: it takes every string literal in this file that starts with `--` as a
   # flag passed to it, so mention flags elsewhere only inside backticks. The secrets
   # are not among them: they travel through the environment so they never show up in

@@ -1,5 +1,5 @@
 //! The transport seam's conformance suite (`sse_cluster::transport::conformance`)
-//! inside a turmoil simulation; `tests/transport_seam.rs` runs the same suite on real
+//! inside a turmoil simulation; `tests/it/transport_seam.rs` runs the same suite on real
 //! tokio sockets.
 
 use std::io;

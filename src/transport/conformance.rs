@@ -4,8 +4,8 @@
 //! sockets of production and the turmoil sockets of the simulation is a difference
 //! between what the simulation proves and what production does.
 //!
-//! Test-only (the `testing` feature). Two test binaries run it: `tests/transport_seam.rs`
-//! on real tokio sockets and `sim/tests/transport_seam.rs` inside a turmoil simulation.
+//! Test-only (the `testing` feature). Two test binaries run it: `tests/it/transport_seam.rs`
+//! on real tokio sockets and `sim/tests/it/transport_seam.rs` inside a turmoil simulation.
 //! They cannot be one binary: the simulation's binaries replace `clock_gettime`, so
 //! real time does not pass in them.
 
