@@ -2,7 +2,7 @@
 //! a new generation), client workloads, and a fault schedule, all from one seed.
 
 use std::cell::RefCell;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -127,32 +127,32 @@ pub(crate) fn origin_for(seed: u64, node: usize, generation: u64) -> u64 {
     (x ^ (x >> 31)) | 1
 }
 
+/// The configuration of node `me` of `plan`, its peers at `ips`.
 pub(crate) fn node_config(plan: &Plan, me: usize, ips: &[IpAddr]) -> Config {
-    Config {
-        bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        http_port: HTTP_PORT,
-        gossip_port: GOSSIP_PORT,
-        // Every node but itself is a seed (filtered by the cluster code): a node
-        // can rejoin through any survivor.
-        gossip_hosts: ips
-            .iter()
-            .map(|ip| SocketAddr::new(*ip, GOSSIP_PORT).to_string())
-            .collect(),
-        gossip_advertise: Some(ips[me]),
-        node_id: Some(node_name(me)),
-        http_client_timeout: Duration::from_secs(3),
-        keep_alive: Duration::from_secs(1),
-        retry: Duration::from_millis(300),
-        replay_age: plan.replay_age,
-        subscriber_buffer: plan.subscriber_buffer,
-        write_stall_timeout: Duration::from_secs(5),
-        relay_queue_events: plan.relay_queue_events,
-        faults: sse_cluster::faults::Faults {
-            planted: plan.planted,
-        },
-        shutdown_drain_timeout: plan.drain_timeout,
-        ..Config::default()
-    }
+    let mut config = Config::default();
+    let http = &mut config.http;
+    http.port = HTTP_PORT;
+    http.keep_alive = Duration::from_secs(1);
+    http.retry = Duration::from_millis(300);
+    http.write_stall_timeout = Duration::from_secs(5);
+    let cluster = &mut config.cluster;
+    cluster.gossip_port = GOSSIP_PORT;
+    // Every node but itself is a seed (filtered by the cluster code): a node can
+    // rejoin through any survivor.
+    cluster.seeds = ips
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, GOSSIP_PORT).to_string())
+        .collect();
+    cluster.advertise = Some(ips[me]);
+    cluster.node_id = Some(node_name(me));
+    cluster.client_timeout = Duration::from_secs(3);
+    cluster.drain_timeout = plan.drain_timeout;
+    let broker = &mut config.broker;
+    broker.replay_age = plan.replay_age;
+    broker.subscriber_buffer = plan.subscriber_buffer;
+    broker.relay_queue_events = plan.relay_queue_events;
+    broker.faults.planted = plan.planted;
+    config
 }
 
 /// Registers node `i` as a host factory: every (re)start is a new generation.
@@ -192,7 +192,7 @@ fn add_node(
         stoppers.set(i, stop);
         async move {
             let elapsed = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
-            let listener = SimListener::bind(SocketAddr::new(config.bind, HTTP_PORT)).await?;
+            let listener = SimListener::bind(SocketAddr::new(config.http.bind, HTTP_PORT)).await?;
             let node = Node::new(config, origin, Clock::starting_at(EPOCH_MS + elapsed));
             let shutdown = async move {
                 // A dropped sender (the host crashed or restarted) never stops it.

@@ -157,7 +157,7 @@ fn add_node(
         let (brokers, ips, seam) = (brokers.clone(), ips.clone(), seam.clone());
         async move {
             let elapsed = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
-            let bound = turmoil::net::TcpListener::bind((config.bind, HTTP_PORT)).await?;
+            let bound = turmoil::net::TcpListener::bind((config.http.bind, HTTP_PORT)).await?;
             let listener = seam::CountingListener {
                 inner: bound,
                 nodes: ips.clone(),

@@ -27,21 +27,11 @@ use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
 use super::direct::{self, write_plain};
+use super::HttpSettings;
 use crate::log::RateLimited;
 use crate::metrics::Metrics;
 use crate::refusal::ErrorKind;
 use crate::transport::{PeerIp, RemoteIp, TrySend};
-
-/// Bounds on request heads.
-#[derive(Debug, Clone, Copy)]
-pub struct ServeSettings {
-    /// A client must send its whole request head within this time.
-    pub header_read_timeout: Duration,
-    /// Largest request head (request line and headers), in bytes.
-    pub max_header_bytes: usize,
-    /// Open connections from one client IP address; more are answered 429.
-    pub max_connections_per_address: usize,
-}
 
 /// Open connections, so shutdown can wait for them to finish.
 #[derive(Default)]
@@ -126,11 +116,12 @@ fn log_refused(log: &RateLimited, ip: IpAddr, limit: usize) {
 
 /// Serves `app` on `listener` until `stop` turns true, then stops accepting and
 /// waits (at most `drain`) for open connections to finish. Open event streams end
-/// on `stop` by themselves.
+/// on `stop` by themselves. Of `settings` it reads the bounds on connections and
+/// request heads.
 pub async fn serve<L>(
     mut listener: L,
     app: Router,
-    settings: ServeSettings,
+    settings: Arc<HttpSettings>,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
@@ -176,7 +167,7 @@ pub async fn serve<L>(
                 }
             },
         };
-        let (app, stop) = (app.clone(), stop.clone());
+        let (app, stop, settings) = (app.clone(), stop.clone(), settings.clone());
         let held = Held {
             _open: guard,
             _place: place,
@@ -269,7 +260,7 @@ async fn read_head<Io: AsyncRead + Unpin>(
 async fn connection<Io>(
     mut io: Io,
     app: Router,
-    settings: ServeSettings,
+    settings: Arc<HttpSettings>,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
     held: Held,
@@ -318,7 +309,7 @@ async fn serve_hyper<Io>(
     io: Rewind<Io>,
     app: Router,
     peer: Option<IpAddr>,
-    settings: ServeSettings,
+    settings: Arc<HttpSettings>,
     mut stop: watch::Receiver<bool>,
 ) where
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,

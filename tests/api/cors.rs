@@ -26,11 +26,9 @@ fn header(response: &reqwest::Response, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn cors_enabled_answers_preflight_on_every_route() {
-    let server = Server::start(sse_cluster::Config {
-        cors_enabled: true,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.http.cors_enabled = true;
+    let server = Server::start(config).await;
     for path in ROUTES {
         let response = server
             .http
@@ -66,11 +64,9 @@ async fn cors_enabled_answers_preflight_on_every_route() {
 
 #[tokio::test]
 async fn cors_enabled_marks_every_answer() {
-    let server = Server::start(sse_cluster::Config {
-        cors_enabled: true,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.http.cors_enabled = true;
+    let server = Server::start(config).await;
     let stream = RawStream::get(
         server.addr,
         "/channel/news",

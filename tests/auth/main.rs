@@ -72,10 +72,9 @@ pub(crate) fn grants(publish: &[&str], subscribe: &[&str]) -> Value {
 
 /// A loopback node that checks HS256 tokens on both sides.
 pub(crate) fn hs_config() -> Config {
-    Config {
-        auth_jwt_secret: Some(SECRET.into()),
-        auth_publish: true,
-        auth_subscribe: true,
-        ..common::config()
-    }
+    let mut config = common::config();
+    config.auth.jwt_secret = Some(SECRET.into());
+    config.auth.publish = true;
+    config.auth.subscribe = true;
+    config
 }
