@@ -7,96 +7,13 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use sse_cluster::clock::Clock;
-use sse_cluster::faults::Bug;
 use sse_cluster::node::Node;
 use sse_cluster::Config;
 
 use crate::net::{SimListener, SimNetwork};
+use crate::plan::{node_name, origin_for, Fault, Origins, Plan, EPOCH_MS, GOSSIP_PORT, HTTP_PORT};
 use crate::trace::{Trace, What};
-use crate::workload::{self, PublisherSpec, SubscriberSpec, HTTP_PORT};
-
-/// Gossip port of every simulated node.
-pub const GOSSIP_PORT: u16 = 42000;
-/// Wall time at the start of every simulation (cursors carry it).
-pub const EPOCH_MS: u64 = 1_750_000_000_000;
-
-/// One fault (or repair) of the schedule. Node sets are node indices.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Fault {
-    /// Cut every link between the two groups (both ways).
-    Partition(Vec<usize>, Vec<usize>),
-    /// Cut `from → to` only.
-    PartitionOneWay(usize, usize),
-    /// Restore every link between nodes (partitions and holds).
-    HealAll,
-    /// Queue messages between two nodes until released.
-    Hold(usize, usize),
-    Release(usize, usize),
-    /// Kill a node; nothing runs there until `Restart`.
-    Crash(usize),
-    /// A planned stop (SIGTERM): the node drains, leaves and exits; nothing runs
-    /// there until `Restart`. Unlike a crash, it may lose nothing.
-    Stop(usize),
-    /// Start a node again (a new process: new generation and origin).
-    Restart(usize),
-    /// Start a node that was not running yet.
-    Join(usize),
-    /// Start a node again if it is down (no-op otherwise).
-    Revive(usize),
-    /// Drop this fraction of messages on every node-to-node link.
-    Loss(f64),
-    /// Maximum latency on every link.
-    Latency(Duration),
-}
-
-/// Everything a run does.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub name: String,
-    pub nodes: usize,
-    /// Nodes not started at time zero (they `Join` later).
-    pub late_nodes: Vec<usize>,
-    pub subscribers: Vec<SubscriberSpec>,
-    pub publishers: Vec<PublisherSpec>,
-    pub faults: Vec<(Duration, Fault)>,
-    /// When the probe asks every running node for its state.
-    pub probe_at: Duration,
-    /// Config tweaks on top of the simulation defaults.
-    pub subscriber_buffer: usize,
-    pub replay_age: Duration,
-    /// `--relay.queueEvents` of every node: small, a long cut overflows it.
-    pub relay_queue_events: usize,
-    /// Segments in flight on a simulated TCP connection before a write blocks
-    /// (turmoil's default is 64): small, a slow reader backs up into the broker.
-    pub tcp_capacity: usize,
-    /// A bug planted in every node (see `sse_cluster::faults`).
-    pub planted: Option<Bug>,
-    /// `--shutdown.drainTimeout` of every node (zero: a stop does not wait).
-    pub drain_timeout: Duration,
-}
-
-/// The origin each node runs with now, shared with clients.
-#[derive(Debug, Clone, Default)]
-pub struct Origins(Rc<RefCell<Vec<u64>>>);
-
-impl Origins {
-    pub fn current(&self, node: usize) -> u64 {
-        self.0.borrow().get(node).copied().unwrap_or(0)
-    }
-
-    /// Node `node` now runs with `origin` (for harnesses that start nodes themselves).
-    pub(crate) fn set(&self, node: usize, origin: u64) {
-        let mut all = self.0.borrow_mut();
-        if all.len() <= node {
-            all.resize(node + 1, 0);
-        }
-        all[node] = origin;
-    }
-}
-
-pub fn node_name(i: usize) -> String {
-    format!("n{i}")
-}
+use crate::workload;
 
 /// The stop signal (SIGTERM) of each node's running process.
 #[derive(Default, Clone)]
@@ -116,15 +33,6 @@ impl Stoppers {
             let _ = stop.send(());
         }
     }
-}
-
-/// A node's origin for one generation: distinct per (seed, node, generation).
-pub(crate) fn origin_for(seed: u64, node: usize, generation: u64) -> u64 {
-    let mut x = seed ^ ((node as u64 + 1) << 40) ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    // splitmix64 finaliser
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (x ^ (x >> 31)) | 1
 }
 
 /// The configuration of node `me` of `plan`, its peers at `ips`.
@@ -179,13 +87,7 @@ fn add_node(
             *g
         };
         let origin = origin_for(seed, i, gen);
-        {
-            let mut all = origins.0.borrow_mut();
-            if all.len() <= i {
-                all.resize(i + 1, 0);
-            }
-            all[i] = origin;
-        }
+        origins.set(i, origin);
         trace.record(&node_name(i), What::NodeStarted { node: i, origin });
         let config = config.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
