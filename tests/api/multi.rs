@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use sse_cluster::Config;
 
 use crate::common::*;
 
