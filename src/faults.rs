@@ -1,7 +1,7 @@
 //! Faults the simulation suite plants to prove its checker and its random search can
 //! find real mistakes. They exist only in builds with the `testing` feature (the `sim`
-//! and `fuzz` crates turn it on); a production build has an empty [`Faults`] and
-//! every question here answers "no".
+//! and `fuzz` crates turn it on); a production build has no `Faults` at all, only
+//! the names of the bugs, and the broker's every question about them answers "no".
 
 /// A planted bug: each is a plausible mistake in the delivery path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,28 +55,19 @@ impl Bug {
     }
 }
 
-/// The faults a node runs with.
+/// The faults a node runs with (`BrokerSettings::faults`). Only builds with the
+/// `testing` feature have it; without it the broker's `planted` is always false.
+#[cfg(feature = "testing")]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Faults {
     /// The planted bug, if any.
-    #[cfg(feature = "testing")]
     pub planted: Option<Bug>,
 }
 
+#[cfg(feature = "testing")]
 impl Faults {
     /// Whether `bug` is planted in this node.
     pub fn has(&self, bug: Bug) -> bool {
-        #[cfg(feature = "testing")]
-        return self.planted == Some(bug);
-        #[cfg(not(feature = "testing"))]
-        {
-            let _ = bug;
-            false
-        }
-    }
-
-    /// Whether relayed duplicates are applied anyway.
-    pub fn dedup_disabled(&self) -> bool {
-        self.has(Bug::DedupOff)
+        self.planted == Some(bug)
     }
 }

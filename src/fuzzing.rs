@@ -26,7 +26,7 @@ pub fn small_broker(now_ms: u64) -> Broker {
             relay_queue_bytes: 1 << 16,
             replay_max_bytes: 1 << 30,
             max_channels: 100_000,
-            faults: Default::default(),
+            ..BrokerSettings::default()
         },
         Arc::new(crate::metrics::Metrics::default()),
     )

@@ -1,12 +1,55 @@
 //! Logging what clients and peers send, safely: untrusted text is escaped and cut
 //! short before it reaches a log line, and warnings a client can trigger at will
-//! are rate-limited. (What they count is kept whole in metrics.)
+//! are rate-limited. (What they count is kept whole in metrics.) Also the log's part
+//! of the node's configuration, and the setup of the binary's log from it.
 
 use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// Where log lines go and which: the log part of the node's [`crate::Config`].
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// `--log.format`.
+    pub format: LogFormat,
+    /// A level or filter (`--log.level`); `RUST_LOG`, when set, takes precedence.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sends the process's log to stderr as `settings` say (once, at start).
+pub fn init(settings: &LogSettings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match settings.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
 
 /// Longest piece of untrusted text a log line shows, in characters.
 const MAX_SHOWN: usize = 128;

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sse_cluster::clock::Clock;
-use sse_cluster::config::{parse_duration, Config, ConfigError};
+use sse_cluster::config::{
+    parse_duration, AuthSettings, BrokerSettings, ClusterSettings, Config, ConfigError,
+    HttpSettings, LogSettings,
+};
 use sse_cluster::node::Node;
 use sse_cluster::transport::tcp::{self, TokioNetwork};
 
@@ -229,55 +232,70 @@ impl StartArgs {
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(8080)
         });
-        let auth_jwt_public_key = match &self.auth_jwt_public_key_file {
+        let jwt_public_key = match &self.auth_jwt_public_key_file {
             None => None,
             Some(path) => Some(std::fs::read_to_string(path).map_err(|error| ConfigError {
                 option: "auth.jwtPublicKeyFile",
                 message: format!("cannot read {}: {error}", path.display()),
             })?),
         };
-        let has_key = self.auth_jwt_secret.is_some() || auth_jwt_public_key.is_some();
+        let has_key = self.auth_jwt_secret.is_some() || jwt_public_key.is_some();
         Ok(Config {
-            bind: self.http_address,
-            http_port,
-            gossip_port: self.gossip_port,
-            gossip_hosts: self
-                .gossip_hosts
-                .iter()
-                .filter(|h| !h.is_empty())
-                .cloned()
-                .collect(),
-            gossip_secret_key: self.gossip_secret_key.clone(),
-            gossip_advertise: self.gossip_advertise,
-            node_id: self.node_id.clone(),
-            relay_queue_events: self.relay_queue_events,
-            relay_queue_bytes: self.relay_queue_bytes,
-            http_client_timeout: self.http_client_timeout,
-            cors_enabled: self.cors_enabled,
-            ui_enabled: self.ui_enabled,
-            keep_alive: self.keep_alive,
-            retry: self.retry,
-            replay_events: self.replay_events,
-            replay_age: self.replay_age,
-            replay_max_bytes: self.replay_max_bytes,
-            channels_max: self.channels_max,
-            subscriber_buffer: self.subscriber_buffer,
-            subscriber_max_channels: self.subscriber_max_channels,
-            max_body_bytes: self.max_body_bytes,
-            max_bulk_bytes: self.max_bulk_bytes,
-            max_connections: self.max_connections,
-            max_connections_per_address: self.max_connections_per_address,
-            write_stall_timeout: self.write_timeout,
-            header_read_timeout: self.header_timeout,
-            body_read_timeout: self.body_timeout,
-            max_header_bytes: self.max_header_bytes,
-            auth_jwt_secret: self.auth_jwt_secret.clone(),
-            auth_jwt_public_key,
-            auth_publish: self.auth_publish.unwrap_or(has_key),
-            auth_subscribe: self.auth_subscribe,
-            shutdown_drain_timeout: self.shutdown_drain_timeout,
-            gossip_ready_timeout: self.gossip_ready_timeout,
-            faults: Default::default(),
+            http: HttpSettings {
+                bind: self.http_address,
+                port: http_port,
+                retry: self.retry,
+                keep_alive: self.keep_alive,
+                max_body_bytes: self.max_body_bytes,
+                max_bulk_bytes: self.max_bulk_bytes,
+                body_timeout: self.body_timeout,
+                header_read_timeout: self.header_timeout,
+                max_header_bytes: self.max_header_bytes,
+                max_connections: self.max_connections,
+                max_connections_per_address: self.max_connections_per_address,
+                write_stall_timeout: self.write_timeout,
+                cors_enabled: self.cors_enabled,
+                ui_enabled: self.ui_enabled,
+                max_channels_per_stream: self.subscriber_max_channels,
+            },
+            auth: AuthSettings {
+                jwt_secret: self.auth_jwt_secret.clone(),
+                jwt_public_key,
+                publish: self.auth_publish.unwrap_or(has_key),
+                subscribe: self.auth_subscribe,
+            },
+            broker: BrokerSettings {
+                replay_events: self.replay_events,
+                replay_age: self.replay_age,
+                subscriber_buffer: self.subscriber_buffer,
+                relay_queue_events: self.relay_queue_events,
+                relay_queue_bytes: self.relay_queue_bytes,
+                replay_max_bytes: self.replay_max_bytes,
+                max_channels: self.channels_max,
+                ..BrokerSettings::default()
+            },
+            cluster: ClusterSettings {
+                gossip_port: self.gossip_port,
+                seeds: self
+                    .gossip_hosts
+                    .iter()
+                    .filter(|h| !h.is_empty())
+                    .cloned()
+                    .collect(),
+                ready_timeout: self.gossip_ready_timeout,
+                advertise: self.gossip_advertise,
+                node_id: self.node_id.clone(),
+                secret_key: self.gossip_secret_key.clone(),
+                client_timeout: self.http_client_timeout,
+                drain_timeout: self.shutdown_drain_timeout,
+            },
+            log: LogSettings {
+                format: match self.log_format {
+                    LogFormat::Text => sse_cluster::log::LogFormat::Text,
+                    LogFormat::Json => sse_cluster::log::LogFormat::Json,
+                },
+                level: self.log_level.clone(),
+            },
         })
     }
 }
@@ -318,8 +336,8 @@ fn start(args: StartArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(args.log_format, &args.log_level);
-    warn_about_auth(&config);
+    sse_cluster::log::init(&config.log);
+    warn_about_auth(&config.auth);
     let runtime = match node_runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
@@ -336,29 +354,30 @@ fn start(args: StartArgs) -> ExitCode {
 
 async fn run(mut config: Config) -> anyhow::Result<()> {
     use anyhow::Context;
-    let addr = SocketAddr::new(config.bind, config.http_port);
+    let addr = SocketAddr::new(config.http.bind, config.http.port);
     let options = tcp::HttpSocketOptions {
-        unacknowledged_timeout: config.write_stall_timeout,
-        keep_alive: config.keep_alive,
+        unacknowledged_timeout: config.http.write_stall_timeout,
+        keep_alive: config.http.keep_alive,
     };
     let listener = tcp::bind_http(addr, options)
         .await
         .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
     let http_port = axum::serve::Listener::local_addr(&listener)
         .map(|a| a.port())
-        .unwrap_or(config.http_port);
+        .unwrap_or(config.http.port);
     let origin = random_origin();
-    if config.gossip_advertise.is_none() {
-        config.gossip_advertise = Some(advertise_address(&config).await);
+    let cluster = &mut config.cluster;
+    if cluster.advertise.is_none() {
+        cluster.advertise = Some(advertise_address(config.http.bind, &cluster.seeds).await);
     }
-    if config.node_id.is_none() {
+    if cluster.node_id.is_none() {
         // Hostname, address and port: unique even for nodes that share a hostname
         // and a port number (containers, network namespaces).
-        let ip = config
-            .gossip_advertise
+        let ip = cluster
+            .advertise
             .map(|ip| ip.to_string())
             .unwrap_or_default();
-        config.node_id = Some(format!("{}@{ip}:{http_port}", hostname()));
+        cluster.node_id = Some(format!("{}@{ip}:{http_port}", hostname()));
     }
     tracing::info!(%addr, origin = format_args!("{origin:x}"), "listening");
     let node = Node::new(config, origin, Clock::system());
@@ -369,30 +388,29 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
 }
 
 /// Authorization settings that work but are probably not what was meant.
-fn warn_about_auth(config: &Config) {
-    if matches!(&config.auth_jwt_secret, Some(secret) if secret.len() < 32) {
+fn warn_about_auth(auth: &AuthSettings) {
+    if matches!(&auth.jwt_secret, Some(secret) if secret.len() < 32) {
         tracing::warn!(
             "--auth.jwtSecret is shorter than 32 bytes: HS256 tokens are easier to forge"
         );
     }
-    let has_key = config.auth_jwt_secret.is_some() || config.auth_jwt_public_key.is_some();
-    if has_key && !config.auth_publish && !config.auth_subscribe {
+    if auth.has_key() && !auth.required() {
         tracing::warn!("a token key is set but neither --auth.publish nor --auth.subscribe is on: the API is open");
     }
 }
 
 /// The address peers should use for this node: the bind address if it is specific,
 /// else the local address that routes to the first seed, else loopback.
-async fn advertise_address(config: &Config) -> IpAddr {
-    if !config.bind.is_unspecified() {
-        return config.bind;
+async fn advertise_address(bind: IpAddr, seeds: &[String]) -> IpAddr {
+    if !bind.is_unspecified() {
+        return bind;
     }
-    for seed in &config.gossip_hosts {
+    for seed in seeds {
         let Ok(mut addrs) = tokio::net::lookup_host(seed.as_str()).await else {
             continue;
         };
         let Some(target) = addrs.next() else { continue };
-        let probe = std::net::UdpSocket::bind((config.bind, 0)).and_then(|s| {
+        let probe = std::net::UdpSocket::bind((bind, 0)).and_then(|s| {
             s.connect(target)?;
             s.local_addr()
         });
@@ -447,22 +465,6 @@ fn build_runtime(
         eprintln!("error: cannot start the runtime: {error}");
         ExitCode::FAILURE
     })
-}
-
-fn init_logging(format: LogFormat, level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 async fn shutdown_signal() {

@@ -9,14 +9,14 @@ use std::time::Duration;
 use axum::serve::Listener;
 use tokio::sync::watch;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 
-use crate::broker::{Broker, BrokerSettings};
+use crate::broker::Broker;
 use crate::clock::Clock;
-use crate::cluster::{relay, Cluster, ClusterSecret, ClusterSettings, Drainer};
+use crate::cluster::{relay, Cluster, Drainer};
 use crate::config::Config;
 use crate::event::Origin;
-use crate::http::{self, AppShared, AppState, ClusterView, HttpSettings, MemberInfo};
+use crate::http::{self, AppShared, AppState, ClusterView, MemberInfo};
 use crate::metrics::Metrics;
 use crate::transport::{Guarded, Network, PeerIp, TrySend};
 
@@ -58,21 +58,7 @@ impl Node {
     /// supplies wall time for cursors.
     pub fn new(config: Config, origin: Origin, clock: Clock) -> Self {
         let metrics = Arc::new(Metrics::default());
-        let broker = Broker::new(
-            origin,
-            clock,
-            BrokerSettings {
-                replay_events: config.replay_events,
-                replay_age: config.replay_age,
-                subscriber_buffer: config.subscriber_buffer,
-                relay_queue_events: config.relay_queue_events,
-                relay_queue_bytes: config.relay_queue_bytes,
-                replay_max_bytes: config.replay_max_bytes,
-                max_channels: config.channels_max,
-                faults: config.faults,
-            },
-            metrics.clone(),
-        );
+        let broker = Broker::new(origin, clock, config.broker.clone(), metrics.clone());
         Node {
             config,
             clock,
@@ -113,10 +99,10 @@ impl Node {
     /// Like [`Node::run`], and joins the cluster over `network`: gossip on the
     /// configured port, relay from every live peer. On `shutdown` it drains first:
     /// not ready, publishes refused, until every live peer pulled what it accepted
-    /// (at most `config.shutdown_drain_timeout`), then it leaves gossip.
-    /// `config.gossip_advertise` and `config.node_id` should be resolved by the
-    /// caller (loopback and a name made from the origin otherwise); `http_port` is
-    /// the port peers reach this node on.
+    /// (at most `config.cluster.drain_timeout`), then it leaves gossip.
+    /// `config.cluster.advertise` and `config.cluster.node_id` should be resolved by
+    /// the caller (loopback and a name made from the origin otherwise); `http_port`
+    /// is the port peers reach this node on.
     pub async fn run_clustered<L, N>(
         self,
         listener: L,
@@ -132,68 +118,31 @@ impl Node {
     {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (drain_tx, drain_rx) = watch::channel(false);
-        let advertise = self
-            .config
-            .gossip_advertise
-            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let secret = match self.config.gossip_secret_key.clone() {
-            Some(key) => {
-                let clock = self.clock;
-                let prefix = self.broker.origin();
-                let derived =
-                    tokio::task::spawn_blocking(move || ClusterSecret::new(&key, clock, prefix))
-                        .await?;
-                Some(Arc::new(derived))
-            }
-            None => None,
-        };
-        let settings = ClusterSettings {
-            node_id: self
-                .config
-                .node_id
-                .clone()
-                .unwrap_or_else(|| format!("node-{:x}", self.broker.origin())),
-            generation: self.clock.now_ms(),
-            origin: self.broker.origin(),
-            gossip_listen: SocketAddr::new(self.config.bind, self.config.gossip_port),
-            gossip_advertise: SocketAddr::new(advertise, self.config.gossip_port),
-            http_advertise: SocketAddr::new(advertise, http_port),
-            seeds: self.config.gossip_hosts.clone(),
-            ready_timeout: self.config.gossip_ready_timeout,
-            gossip_interval: Duration::from_millis(500),
-            client_timeout: self.config.http_client_timeout,
-            secret: secret.clone(),
-        };
-        if self.config.gossip_secret_key.is_none() {
-            if self.config.auth_required() {
+        if self.config.cluster.secret_key.is_none() {
+            if self.config.auth.required() {
                 tracing::warn!("no --gossip.secretKey with authorization on: this node runs alone and its relay answers nobody");
             } else {
                 tracing::warn!("no --gossip.secretKey: gossip is open to anyone who can reach its port, and the relay to the addresses gossip knows as members");
             }
         }
-        tracing::info!(
-            node = %settings.node_id,
-            gossip = %settings.gossip_advertise,
-            http = %settings.http_advertise,
-            seeds = ?settings.seeds,
-            "joining the cluster"
-        );
         let cluster = Cluster::start(
             network,
             self.broker.clone(),
             self.metrics.clone(),
-            settings,
+            self.clock,
+            &self.config.cluster,
+            SocketAddr::new(self.config.http.bind, http_port),
             stop_rx.clone(),
         )
         .await?;
-        let open_to = if self.config.auth_required() {
+        let open_to = if self.config.auth.required() {
             relay::OpenTo::Nobody
         } else {
             relay::OpenTo::Members(cluster.member_ips())
         };
         let relay = relay::router(relay::RelayServer {
             broker: self.broker.clone(),
-            secret,
+            secret: cluster.secret(),
             open_to,
             ping: Duration::from_secs(1),
             shutdown: stop_rx.clone(),
@@ -206,7 +155,7 @@ impl Node {
             stop_tx,
             stop_rx,
             drain_tx,
-            drainer: Some(cluster.drainer(self.config.shutdown_drain_timeout)),
+            drainer: Some(cluster.drainer()),
         };
         let result = self
             .serve(listener, view, Some(relay), stop, shutdown)
@@ -234,22 +183,13 @@ impl Node {
             drain_tx,
             drainer,
         } = stop;
+        let settings = Arc::new(self.config.http.clone());
         let state = AppState::new(AppShared {
             broker: self.broker.clone(),
             metrics: self.metrics.clone(),
             cluster,
-            settings: Arc::new(HttpSettings {
-                retry: self.config.retry,
-                max_body_bytes: self.config.max_body_bytes,
-                max_bulk_bytes: self.config.max_bulk_bytes,
-                max_bulk_events: self.config.max_bulk_events(),
-                body_timeout: self.config.body_read_timeout,
-                max_connections: self.config.max_connections,
-                cors_enabled: self.config.cors_enabled,
-                ui_enabled: self.config.ui_enabled,
-                max_channels_per_stream: self.config.subscriber_max_channels,
-            }),
-            auth: Arc::new(http::Auth::new(&self.config, self.clock)),
+            settings: settings.clone(),
+            auth: Arc::new(http::Auth::new(&self.config.auth, self.clock)),
             bulk_turns: Arc::new(tokio::sync::Semaphore::new(http::BULK_PUBLISHES_AT_ONCE)),
             shutdown: stop_rx.clone(),
             draining: drain_tx.subscribe(),
@@ -257,19 +197,16 @@ impl Node {
         let serve_stop = stop_rx.clone();
         let reaper = tokio::spawn(expire_history(
             self.broker.clone(),
-            (self.config.replay_age / 4).clamp(Duration::from_millis(100), Duration::from_secs(5)),
+            (self.config.broker.replay_age / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(5)),
             stop_rx,
         ));
         let mut app = http::app(state.clone());
         if let Some(extra) = extra {
             app = extra.merge(app);
         }
-        let listener = Guarded::new(
-            listener,
-            self.metrics.clone(),
-            self.config.write_stall_timeout,
-        );
-        let keep_alive = tokio::spawn(keep_alive(self.broker.clone(), self.config.keep_alive));
+        let listener = Guarded::new(listener, self.metrics.clone(), settings.write_stall_timeout);
+        let keep_alive = tokio::spawn(keep_alive(self.broker.clone(), settings.keep_alive));
         let broker = self.broker.clone();
         let stop_on_signal = tokio::spawn(async move {
             shutdown.await;
@@ -287,11 +224,7 @@ impl Node {
             listener,
             app,
             state,
-            http::ServeSettings {
-                header_read_timeout: self.config.header_read_timeout,
-                max_header_bytes: self.config.max_header_bytes,
-                max_connections_per_address: self.config.max_connections_per_address,
-            },
+            settings,
             self.metrics.clone(),
             serve_stop,
             Duration::from_secs(10),

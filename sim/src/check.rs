@@ -31,7 +31,7 @@ const SIGNAL_SLACK_MS: u64 = 100;
 const RETRY_MUST_DEDUP_MS: u64 = 2_000;
 
 /// Wall time of the simulation's start, as cursors carry it.
-const EPOCH_MS: u64 = crate::cluster::EPOCH_MS;
+const EPOCH_MS: u64 = crate::plan::EPOCH_MS;
 
 /// What a run did and what it violated.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -2,101 +2,18 @@
 //! a new generation), client workloads, and a fault schedule, all from one seed.
 
 use std::cell::RefCell;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
 use sse_cluster::clock::Clock;
-use sse_cluster::faults::Bug;
 use sse_cluster::node::Node;
 use sse_cluster::Config;
 
 use crate::net::{SimListener, SimNetwork};
+use crate::plan::{node_name, origin_for, Fault, Origins, Plan, EPOCH_MS, GOSSIP_PORT, HTTP_PORT};
 use crate::trace::{Trace, What};
-use crate::workload::{self, PublisherSpec, SubscriberSpec, HTTP_PORT};
-
-/// Gossip port of every simulated node.
-pub const GOSSIP_PORT: u16 = 42000;
-/// Wall time at the start of every simulation (cursors carry it).
-pub const EPOCH_MS: u64 = 1_750_000_000_000;
-
-/// One fault (or repair) of the schedule. Node sets are node indices.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Fault {
-    /// Cut every link between the two groups (both ways).
-    Partition(Vec<usize>, Vec<usize>),
-    /// Cut `from → to` only.
-    PartitionOneWay(usize, usize),
-    /// Restore every link between nodes (partitions and holds).
-    HealAll,
-    /// Queue messages between two nodes until released.
-    Hold(usize, usize),
-    Release(usize, usize),
-    /// Kill a node; nothing runs there until `Restart`.
-    Crash(usize),
-    /// A planned stop (SIGTERM): the node drains, leaves and exits; nothing runs
-    /// there until `Restart`. Unlike a crash, it may lose nothing.
-    Stop(usize),
-    /// Start a node again (a new process: new generation and origin).
-    Restart(usize),
-    /// Start a node that was not running yet.
-    Join(usize),
-    /// Start a node again if it is down (no-op otherwise).
-    Revive(usize),
-    /// Drop this fraction of messages on every node-to-node link.
-    Loss(f64),
-    /// Maximum latency on every link.
-    Latency(Duration),
-}
-
-/// Everything a run does.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub name: String,
-    pub nodes: usize,
-    /// Nodes not started at time zero (they `Join` later).
-    pub late_nodes: Vec<usize>,
-    pub subscribers: Vec<SubscriberSpec>,
-    pub publishers: Vec<PublisherSpec>,
-    pub faults: Vec<(Duration, Fault)>,
-    /// When the probe asks every running node for its state.
-    pub probe_at: Duration,
-    /// Config tweaks on top of the simulation defaults.
-    pub subscriber_buffer: usize,
-    pub replay_age: Duration,
-    /// `--relay.queueEvents` of every node: small, a long cut overflows it.
-    pub relay_queue_events: usize,
-    /// Segments in flight on a simulated TCP connection before a write blocks
-    /// (turmoil's default is 64): small, a slow reader backs up into the broker.
-    pub tcp_capacity: usize,
-    /// A bug planted in every node (see `sse_cluster::faults`).
-    pub planted: Option<Bug>,
-    /// `--shutdown.drainTimeout` of every node (zero: a stop does not wait).
-    pub drain_timeout: Duration,
-}
-
-/// The origin each node runs with now, shared with clients.
-#[derive(Debug, Clone, Default)]
-pub struct Origins(Rc<RefCell<Vec<u64>>>);
-
-impl Origins {
-    pub fn current(&self, node: usize) -> u64 {
-        self.0.borrow().get(node).copied().unwrap_or(0)
-    }
-
-    /// Node `node` now runs with `origin` (for harnesses that start nodes themselves).
-    pub(crate) fn set(&self, node: usize, origin: u64) {
-        let mut all = self.0.borrow_mut();
-        if all.len() <= node {
-            all.resize(node + 1, 0);
-        }
-        all[node] = origin;
-    }
-}
-
-pub fn node_name(i: usize) -> String {
-    format!("n{i}")
-}
+use crate::workload;
 
 /// The stop signal (SIGTERM) of each node's running process.
 #[derive(Default, Clone)]
@@ -118,41 +35,32 @@ impl Stoppers {
     }
 }
 
-/// A node's origin for one generation: distinct per (seed, node, generation).
-pub(crate) fn origin_for(seed: u64, node: usize, generation: u64) -> u64 {
-    let mut x = seed ^ ((node as u64 + 1) << 40) ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    // splitmix64 finaliser
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (x ^ (x >> 31)) | 1
-}
-
+/// The configuration of node `me` of `plan`, its peers at `ips`.
 pub(crate) fn node_config(plan: &Plan, me: usize, ips: &[IpAddr]) -> Config {
-    Config {
-        bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        http_port: HTTP_PORT,
-        gossip_port: GOSSIP_PORT,
-        // Every node but itself is a seed (filtered by the cluster code): a node
-        // can rejoin through any survivor.
-        gossip_hosts: ips
-            .iter()
-            .map(|ip| SocketAddr::new(*ip, GOSSIP_PORT).to_string())
-            .collect(),
-        gossip_advertise: Some(ips[me]),
-        node_id: Some(node_name(me)),
-        http_client_timeout: Duration::from_secs(3),
-        keep_alive: Duration::from_secs(1),
-        retry: Duration::from_millis(300),
-        replay_age: plan.replay_age,
-        subscriber_buffer: plan.subscriber_buffer,
-        write_stall_timeout: Duration::from_secs(5),
-        relay_queue_events: plan.relay_queue_events,
-        faults: sse_cluster::faults::Faults {
-            planted: plan.planted,
-        },
-        shutdown_drain_timeout: plan.drain_timeout,
-        ..Config::default()
-    }
+    let mut config = Config::default();
+    let http = &mut config.http;
+    http.port = HTTP_PORT;
+    http.keep_alive = Duration::from_secs(1);
+    http.retry = Duration::from_millis(300);
+    http.write_stall_timeout = Duration::from_secs(5);
+    let cluster = &mut config.cluster;
+    cluster.gossip_port = GOSSIP_PORT;
+    // Every node but itself is a seed (filtered by the cluster code): a node can
+    // rejoin through any survivor.
+    cluster.seeds = ips
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, GOSSIP_PORT).to_string())
+        .collect();
+    cluster.advertise = Some(ips[me]);
+    cluster.node_id = Some(node_name(me));
+    cluster.client_timeout = Duration::from_secs(3);
+    cluster.drain_timeout = plan.drain_timeout;
+    let broker = &mut config.broker;
+    broker.replay_age = plan.replay_age;
+    broker.subscriber_buffer = plan.subscriber_buffer;
+    broker.relay_queue_events = plan.relay_queue_events;
+    broker.faults.planted = plan.planted;
+    config
 }
 
 /// Registers node `i` as a host factory: every (re)start is a new generation.
@@ -179,20 +87,14 @@ fn add_node(
             *g
         };
         let origin = origin_for(seed, i, gen);
-        {
-            let mut all = origins.0.borrow_mut();
-            if all.len() <= i {
-                all.resize(i + 1, 0);
-            }
-            all[i] = origin;
-        }
+        origins.set(i, origin);
         trace.record(&node_name(i), What::NodeStarted { node: i, origin });
         let config = config.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         stoppers.set(i, stop);
         async move {
             let elapsed = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
-            let listener = SimListener::bind(SocketAddr::new(config.bind, HTTP_PORT)).await?;
+            let listener = SimListener::bind(SocketAddr::new(config.http.bind, HTTP_PORT)).await?;
             let node = Node::new(config, origin, Clock::starting_at(EPOCH_MS + elapsed));
             let shutdown = async move {
                 // A dropped sender (the host crashed or restarted) never stops it.

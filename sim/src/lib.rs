@@ -1,7 +1,9 @@
 //! Deterministic simulation of an sse-cluster under turmoil.
 //!
+//! - [`plan`]: what a run does ([`Plan`]: nodes, workloads, fault schedule), the
+//!   ports, names and timeline every run shares, and the nodes' origins.
 //! - [`net`]: the transport seam over turmoil (UDP gossip, TCP relay and HTTP).
-//! - [`cluster`]: a [`Plan`] (nodes, workloads, fault schedule) run from a seed.
+//! - [`cluster`]: a [`Plan`] run from a seed.
 //! - [`workload`]: an EventSource-like subscriber, a publisher, the final probe.
 //! - [`streams`]: streams of several channels and patterns, unwrapped per channel.
 //! - [`trace`]: what every client saw, and its digest.
@@ -26,6 +28,7 @@ pub mod cluster;
 pub mod coverage;
 mod http;
 pub mod net;
+pub mod plan;
 mod probe_check;
 pub mod random;
 pub mod scale;
@@ -40,7 +43,7 @@ use std::sync::{Mutex, Once};
 use rand::SeedableRng;
 
 pub use check::{check, Report};
-pub use cluster::{Fault, Plan};
+pub use plan::{Fault, Plan};
 
 /// The result of one run.
 #[derive(Debug, Clone)]

@@ -271,7 +271,7 @@ fn shrink(plan: sse_cluster_sim::Plan, seed: u64, name: &str, args: &Args) -> Ex
         eprintln!("seed {seed} {name} does not fail: nothing to shrink");
         return ExitCode::FAILURE;
     }
-    let candidates = sse_cluster_sim::shrink::candidates(&plan, scenarios::HEAL);
+    let candidates = sse_cluster_sim::shrink::candidates(&plan, sse_cluster_sim::plan::HEAL);
     let mut trials = 0;
     for cut in candidates {
         // A count cut of a publisher already dropped changes nothing.

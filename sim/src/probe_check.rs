@@ -19,7 +19,7 @@ pub(crate) fn check_probes(records: &[Record], violate: &mut impl FnMut(&'static
         .iter()
         .filter_map(|w| match w {
             What::Probe { node, .. } | What::ProbeFailed { node, .. } => {
-                Some(crate::cluster::node_name(*node))
+                Some(crate::plan::node_name(*node))
             }
             _ => None,
         })

@@ -15,9 +15,7 @@
 
 use std::time::Duration;
 
-use crate::cluster::{Fault, Plan};
-use crate::scenarios::{secs, HEAL, LEAVE, REPLAY_AGE};
-use crate::workload::{PublisherSpec, SubscriberSpec};
+use crate::plan::{secs, Fault, Plan, PublisherSpec, SubscriberSpec, HEAL, LEAVE, REPLAY_AGE};
 
 /// Salt of the second generator of a seed, that draws its streams of several
 /// channels and patterns (see [`several_channels_a_stream`]): drawing them leaves

@@ -30,9 +30,13 @@ use sse_cluster::broker::Broker;
 use sse_cluster::clock::Clock;
 use sse_cluster::node::Node;
 
-use crate::cluster::{self, node_name, Plan};
+use crate::cluster;
+use crate::plan::{
+    node_name, origin_for, Origins, Plan, PublisherSpec, SubscriberSpec, CHANNEL, EPOCH_MS,
+    HTTP_PORT,
+};
 use crate::trace::Trace;
-use crate::workload::{self, PublisherSpec, SubscriberSpec, HTTP_PORT};
+use crate::workload;
 
 use report::{all_delivered, summarise};
 pub use report::{table_header, table_row, Measured};
@@ -145,7 +149,7 @@ fn add_node(
     brokers: &Brokers,
 ) {
     let config = cluster::node_config(&plan(setup), i, ips);
-    let origin = cluster::origin_for(setup.seed, i, 1);
+    let origin = origin_for(setup.seed, i, 1);
     let network = seam::CountingNetwork {
         me: i,
         seam: seam.clone(),
@@ -157,13 +161,13 @@ fn add_node(
         let (brokers, ips, seam) = (brokers.clone(), ips.clone(), seam.clone());
         async move {
             let elapsed = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
-            let bound = turmoil::net::TcpListener::bind((config.bind, HTTP_PORT)).await?;
+            let bound = turmoil::net::TcpListener::bind((config.http.bind, HTTP_PORT)).await?;
             let listener = seam::CountingListener {
                 inner: bound,
                 nodes: ips.clone(),
                 seam: seam.clone(),
             };
-            let clock = Clock::starting_at(cluster::EPOCH_MS + elapsed);
+            let clock = Clock::starting_at(EPOCH_MS + elapsed);
             let node = Node::new(config, origin, clock);
             brokers.borrow_mut()[i] = Some(node.broker().clone());
             let forever = std::future::pending::<()>();
@@ -188,7 +192,7 @@ fn simulate(setup: &Setup) -> Result<Measured, String> {
     let end = end(setup);
     let mut sim = turmoil::Builder::new()
         .rng_seed(setup.seed)
-        .epoch(std::time::UNIX_EPOCH + Duration::from_millis(cluster::EPOCH_MS))
+        .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
         .simulation_duration(end + Duration::from_secs(30))
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(Duration::from_millis(1))
@@ -217,7 +221,7 @@ fn simulate(setup: &Setup) -> Result<Measured, String> {
             },
             stop: end,
             read_delay: Duration::ZERO,
-            channels: vec![workload::CHANNEL.to_owned()],
+            channels: vec![CHANNEL.to_owned()],
             hop_every: None,
         })
         .collect();
@@ -247,7 +251,7 @@ fn simulate(setup: &Setup) -> Result<Measured, String> {
         count: ((setup.publish_at - IDLE - setup.join_at).as_millis() / TICK_INTERVAL.as_millis())
             as u32,
         interval: TICK_INTERVAL,
-        channel: workload::CHANNEL.to_owned(),
+        channel: CHANNEL.to_owned(),
         retry_with_id: false,
     };
     let publisher = PublisherSpec {
@@ -257,13 +261,13 @@ fn simulate(setup: &Setup) -> Result<Measured, String> {
         start: setup.publish_at,
         count: setup.events,
         interval: setup.interval,
-        channel: workload::CHANNEL.to_owned(),
+        channel: CHANNEL.to_owned(),
         retry_with_id: false,
     };
-    let origins = cluster::Origins::default();
+    let origins = Origins::default();
     for i in 0..n {
         // Known before it starts: every node runs one generation.
-        origins.set(i, cluster::origin_for(setup.seed, i, 1));
+        origins.set(i, origin_for(setup.seed, i, 1));
     }
     for spec in [ticker, publisher] {
         let name = spec.name.clone();

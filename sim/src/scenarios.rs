@@ -1,23 +1,13 @@
 //! Named plans: the scenario tests and the command run these.
 //!
-//! Every plan follows one timeline (simulated seconds): nodes start at 0 and
-//! gossip; subscribers open at 3; publishers run from 5 to about 20; faults fall
-//! inside that window and everything is healed at [`HEAL`]; subscribers stay until
-//! [`LEAVE`] to drain, then leave; the probe runs once the replay age has passed.
+//! Every plan follows the timeline of [`crate::plan`].
 
 use std::time::Duration;
 
-use crate::cluster::{Fault, Plan};
-use crate::workload::{PublisherSpec, SubscriberSpec, CHANNEL};
+use crate::plan::{
+    secs, Fault, Plan, PublisherSpec, SubscriberSpec, CHANNEL, HEAL, LEAVE, REPLAY_AGE,
+};
 use sse_cluster::faults::Bug;
-
-pub const HEAL: Duration = Duration::from_secs(21);
-pub const LEAVE: Duration = Duration::from_secs(33);
-pub const REPLAY_AGE: Duration = Duration::from_secs(4);
-
-pub(crate) fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s)
-}
 
 /// Names of every scenario the command knows (besides `random`, the generator of
 /// [`crate::random`], and `random_links`, the earlier link-faults-only schedules).

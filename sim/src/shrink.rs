@@ -9,7 +9,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::cluster::{Fault, Plan};
+use crate::plan::{Fault, Plan};
 
 /// Applies the cuts in `without` (comma-separated names, see the module docs).
 pub fn without(mut plan: Plan, without: &str) -> Result<Plan, String> {

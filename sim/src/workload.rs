@@ -9,13 +9,9 @@ use sse_cluster_client::Parser;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use crate::http;
+use crate::plan::{Origins, PublisherSpec, SubscriberSpec, HTTP_PORT};
 use crate::streams::Stream;
 use crate::trace::{Trace, What};
-
-/// The HTTP port every simulated node listens on.
-pub const HTTP_PORT: u16 = 8080;
-/// The channel the named scenarios use.
-pub const CHANNEL: &str = "sim";
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// A publish unanswered this long is given up (and retried, with an id).
@@ -28,45 +24,6 @@ const ATTEMPTS: u32 = 4;
 const READ_TIMEOUT: Duration = Duration::from_secs(4);
 /// Fixed reconnect delay, like a browser honouring a short `retry:`.
 const RECONNECT_DELAY: Duration = Duration::from_millis(300);
-
-/// A subscriber that behaves like a page with one browser `EventSource` per entry
-/// of `channels`.
-#[derive(Debug, Clone)]
-pub struct SubscriberSpec {
-    pub name: String,
-    /// Its streams, each on its own connection: a channel, or several channels and
-    /// patterns separated by commas on one stream (`c0,g.*`, see [`Stream`]). Each
-    /// channel it carries is judged apart: its trace actor is `name@channel`. No
-    /// channel may be carried by two of its streams.
-    pub channels: Vec<String>,
-    /// Nodes in the order it tries them; a reconnect moves to the next.
-    pub nodes: Vec<usize>,
-    pub start: Duration,
-    /// When it closes for good.
-    pub stop: Duration,
-    /// Pause after each chunk read: a slow client.
-    pub read_delay: Duration,
-    /// Closes its stream this long after opening and resumes on the next node with
-    /// its last id (a load balancer moving it).
-    pub hop_every: Option<Duration>,
-}
-
-/// A publisher of `{"p":P,"n":k,"a":attempt}` for k in 1..=count, one every
-/// `interval`, to one channel.
-#[derive(Debug, Clone)]
-pub struct PublisherSpec {
-    pub name: String,
-    pub p: u32,
-    pub channel: String,
-    /// Nodes it posts to, in turn; a retry goes to the next one.
-    pub nodes: Vec<usize>,
-    pub start: Duration,
-    pub count: u32,
-    pub interval: Duration,
-    /// Sends an idempotency key (`"id":"p{P}-{k}"`) and retries a failed or
-    /// unanswered publish with it, on the next node.
-    pub retry_with_id: bool,
-}
 
 /// The trace actor of one subscriber's stream of one channel.
 pub fn actor(subscriber: &str, channel: &str) -> String {
@@ -256,7 +213,7 @@ async fn stream_once(
 pub(crate) async fn publisher(
     spec: PublisherSpec,
     ips: Vec<IpAddr>,
-    origins: crate::cluster::Origins,
+    origins: Origins,
     trace: Trace,
 ) -> turmoil::Result {
     let origin_of_time = Instant::now() - turmoil::sim_elapsed().unwrap_or_default();
@@ -284,7 +241,7 @@ async fn publish_once(
     attempt: u32,
     node: usize,
     ips: &[IpAddr],
-    origins: &crate::cluster::Origins,
+    origins: &Origins,
 ) -> What {
     let sent_ms = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
     let addr = SocketAddr::new(ips[node], HTTP_PORT);

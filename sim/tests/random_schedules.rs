@@ -44,7 +44,7 @@ proptest! {
         let mut plan = scenarios::base("random", 3, &[0, 1, 2], faults);
         // Crashed nodes come back at the end so every node is probed.
         for node in 0..3 {
-            plan.faults.push((scenarios::HEAL, Fault::Revive(node)));
+            plan.faults.push((sse_cluster_sim::plan::HEAL, Fault::Revive(node)));
         }
         let plan = scenarios::with_final_repairs(plan);
         let outcome = run(&plan, seed).map_err(TestCaseError::fail)?;

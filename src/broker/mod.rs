@@ -60,23 +60,47 @@ pub use pattern::pattern_prefix;
 use pattern::Feed;
 pub use stream::{Next, Subscription};
 
-/// The bounds a broker keeps.
+/// The bounds a broker keeps: its part of the node's [`crate::Config`].
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
+    /// Events kept per channel for `Last-Event-ID` resume (`--replay.events`).
     pub replay_events: usize,
+    /// Age after which events leave the replay history (`--replay.age`).
     pub replay_age: Duration,
+    /// How many events a subscriber may fall behind before it is disconnected
+    /// (`--subscriber.buffer`).
     pub subscriber_buffer: usize,
-    /// Bounds of the queue of accepted events kept for peers that are away.
+    /// Bounds of the queue of accepted events kept for peers that are away
+    /// (`--relay.queueEvents`, `--relay.queueBytes`).
     pub relay_queue_events: usize,
     pub relay_queue_bytes: usize,
     /// Bytes of replay history across all channels (see [`Entry::cost`]); past it the
-    /// node's oldest events are evicted first, whatever their channel.
+    /// node's oldest events are evicted first, whatever their channel
+    /// (`--replay.maxBytes`).
     pub replay_max_bytes: usize,
-    /// Channel states (with subscribers or only history) this node keeps.
+    /// Channel states (with subscribers or only history) this node keeps
+    /// (`--channels.max`).
     pub max_channels: usize,
-    /// Simulation-only faults (empty without the `testing` feature).
+    /// Simulation-only faults; only builds with the `testing` feature have them.
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub faults: crate::faults::Faults,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings {
+            replay_events: 1000,
+            replay_age: Duration::from_secs(300),
+            subscriber_buffer: 512,
+            relay_queue_events: 10_000,
+            relay_queue_bytes: 32 * 1024 * 1024,
+            replay_max_bytes: 256 * 1024 * 1024,
+            max_channels: 100_000,
+            #[cfg(feature = "testing")]
+            faults: Default::default(),
+        }
+    }
 }
 
 /// A cheap handle to one node's broker state.
@@ -275,14 +299,29 @@ impl Broker {
         self.shared.started_ms
     }
 
-    /// Whether relayed duplicates are applied anyway (simulation-only fault).
-    pub fn dedup_disabled(&self) -> bool {
-        self.shared.settings.faults.dedup_disabled()
+    /// Most events one batch may carry: a subscriber must be able to take a whole
+    /// batch without falling further behind than its buffer, and the relay queue
+    /// must hold it whole.
+    pub fn max_batch(&self) -> usize {
+        let settings = &self.shared.settings;
+        settings.subscriber_buffer.min(settings.relay_queue_events)
     }
 
-    /// Whether a simulation-only planted bug is on (always false in production).
+    /// Whether relayed duplicates are applied anyway (simulation-only fault).
+    pub fn dedup_disabled(&self) -> bool {
+        self.planted(crate::faults::Bug::DedupOff)
+    }
+
+    /// Whether a simulation-only planted bug is on (never without the `testing`
+    /// feature).
     pub fn planted(&self, bug: crate::faults::Bug) -> bool {
-        self.shared.settings.faults.has(bug)
+        #[cfg(feature = "testing")]
+        return self.shared.settings.faults.has(bug);
+        #[cfg(not(feature = "testing"))]
+        {
+            let _ = bug;
+            false
+        }
     }
 
     /// Does what appends left for after the locks: wakes and direct writes.

@@ -21,7 +21,7 @@ pub(super) fn broker(origin: Origin) -> Broker {
         relay_queue_bytes: 1 << 20,
         replay_max_bytes: 1 << 30,
         max_channels: 1000,
-        faults: Default::default(),
+        ..BrokerSettings::default()
     };
     Broker::new(
         origin,

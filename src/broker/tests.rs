@@ -16,7 +16,7 @@ fn settings(replay_events: usize, buffer: usize) -> BrokerSettings {
         relay_queue_bytes: 1 << 20,
         replay_max_bytes: 1 << 30,
         max_channels: 100_000,
-        faults: Default::default(),
+        ..BrokerSettings::default()
     }
 }
 

@@ -8,8 +8,10 @@ pub mod crypto;
 pub(crate) mod drain;
 pub(crate) mod gossip;
 pub(crate) mod relay;
+mod settings;
 
 pub use crypto::ClusterSecret;
+pub use settings::ClusterSettings;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
+use crate::clock::Clock;
 use crate::event::Origin;
 use crate::log::Untrusted;
 use crate::membership::{ClusterView, MemberInfo};
@@ -31,6 +34,7 @@ use crate::transport::Network;
 pub use drain::Drainer;
 use drain::{PulledUpTo, KEY_LEAVING};
 use relay::PeerTarget;
+use settings::Joining;
 
 const KEY_HTTP: &str = "http";
 const KEY_ORIGIN: &str = "origin";
@@ -38,26 +42,6 @@ const KEY_ORIGIN: &str = "origin";
 /// loop. Gossip carries it around a partition (through any node that reaches both
 /// sides), so a node can tell what a peer that is gone for good never relayed to it.
 const KEY_SEQ: &str = "seq";
-
-/// How this node takes part in the cluster.
-#[derive(Clone)]
-pub struct ClusterSettings {
-    pub node_id: String,
-    /// Increases with every restart of the same node id.
-    pub generation: u64,
-    pub origin: Origin,
-    pub gossip_listen: SocketAddr,
-    pub gossip_advertise: SocketAddr,
-    pub http_advertise: SocketAddr,
-    pub seeds: Vec<String>,
-    /// With seeds, ready once a live peer is seen or after this long without one: a
-    /// single replica seeded by its own headless service must not stay unready.
-    pub ready_timeout: Duration,
-    pub gossip_interval: Duration,
-    /// Bound on relay connects and on a silent relay stream.
-    pub client_timeout: Duration,
-    pub secret: Option<Arc<ClusterSecret>>,
-}
 
 /// A running cluster membership; the HTTP layer sees it as a [`ClusterView`].
 pub struct Cluster {
@@ -68,6 +52,9 @@ pub struct Cluster {
     /// How far each peer pulled this node's outbox (the relay server records it).
     pulled: Arc<PulledUpTo>,
     gossip_interval: Duration,
+    secret: Option<Arc<ClusterSecret>>,
+    /// Bound on the drain before a planned stop.
+    drain_timeout: Duration,
 }
 
 struct Shared {
@@ -131,15 +118,27 @@ impl ClusterView for Arc<Shared> {
 }
 
 impl Cluster {
-    /// Starts gossip and the relay pullers. The caller serves [`Cluster::relay_router`]
-    /// on its HTTP listener.
+    /// Starts gossip and the relay pullers, as `settings` say. `http` is this node's
+    /// HTTP address: the address it binds (gossip binds the same) and the port peers
+    /// reach it on. The caller serves the relay on its HTTP listener.
     pub async fn start<N: Network>(
         network: N,
         broker: Broker,
         metrics: Arc<Metrics>,
-        settings: ClusterSettings,
+        clock: Clock,
+        settings: &ClusterSettings,
+        http: SocketAddr,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Cluster> {
+        let drain_timeout = settings.drain_timeout;
+        let settings = settings.resolve(broker.origin(), clock, http).await?;
+        tracing::info!(
+            node = %settings.node_id,
+            gossip = %settings.gossip_advertise,
+            http = %settings.http_advertise,
+            seeds = ?settings.seeds,
+            "joining the cluster"
+        );
         let chitchat_id = ChitchatId::new(
             settings.node_id.clone(),
             settings.generation,
@@ -196,6 +195,7 @@ impl Cluster {
             live_peers: Mutex::new(Vec::new()),
         });
         let gossip_interval = settings.gossip_interval;
+        let secret = settings.secret.clone();
         let sync = tokio::spawn(sync_loop(
             network,
             broker.clone(),
@@ -212,6 +212,8 @@ impl Cluster {
             broker,
             pulled: Arc::default(),
             gossip_interval,
+            secret,
+            drain_timeout,
         })
     }
 
@@ -229,15 +231,22 @@ impl Cluster {
         self.pulled.clone()
     }
 
-    /// The drain before a planned stop, bounded by `timeout`; run it before the
-    /// shutdown flag flips (the pullers and the sync loop keep running meanwhile).
-    pub fn drainer(&self, timeout: Duration) -> Drainer {
+    /// The cluster secret, derived from the configured key (the relay server checks
+    /// peers with it).
+    pub(crate) fn secret(&self) -> Option<Arc<ClusterSecret>> {
+        self.secret.clone()
+    }
+
+    /// The drain before a planned stop, bounded by the configured drain timeout; run
+    /// it before the shutdown flag flips (the pullers and the sync loop keep running
+    /// meanwhile).
+    pub fn drainer(&self) -> Drainer {
         Drainer {
             shared: self.shared.clone(),
             chitchat: self.chitchat.chitchat(),
             pulled: self.pulled.clone(),
             broker: self.broker.clone(),
-            timeout,
+            timeout: self.drain_timeout,
             gossip_interval: self.gossip_interval,
         }
     }
@@ -257,7 +266,7 @@ async fn sync_loop<N: Network>(
     chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
     self_id: ChitchatId,
     shared: Arc<Shared>,
-    settings: ClusterSettings,
+    settings: Joining,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut pullers: HashMap<Origin, Puller> = HashMap::new();

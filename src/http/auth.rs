@@ -26,7 +26,6 @@ use tokio::time::Instant;
 use super::{ApiError, AppState};
 use crate::broker::pattern_prefix;
 use crate::clock::Clock;
-use crate::config::{Config, JwtPublicKey};
 use crate::refusal::ErrorKind;
 
 /// Slack for clocks that disagree between the token's issuer and this node.
@@ -45,6 +44,78 @@ enum Side {
     Subscribe,
 }
 
+/// Which keys verify tokens and which sides need one: the auth part of the node's
+/// [`crate::Config`].
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    /// Shared secret for HS256 tokens; setting it (or a public key) enables
+    /// authorization of the public API.
+    pub jwt_secret: Option<String>,
+    /// PEM text of the public key for RS256 or ES256 tokens (the binary reads it from
+    /// the file given to `--auth.jwtPublicKeyFile`).
+    pub jwt_public_key: Option<String>,
+    /// Publishing requires a token with the channel in its `sse.publish` claim.
+    pub publish: bool,
+    /// Subscribing requires a token with the channel in its `sse.subscribe` claim.
+    pub subscribe: bool,
+}
+
+impl AuthSettings {
+    /// Whether tokens are checked on either side.
+    pub fn required(&self) -> bool {
+        self.publish || self.subscribe
+    }
+
+    /// Whether a key to verify tokens with is set.
+    pub fn has_key(&self) -> bool {
+        self.jwt_secret.is_some() || self.jwt_public_key.is_some()
+    }
+}
+
+/// A public key for verifying tokens, and the signature algorithms it admits.
+#[derive(Clone)]
+pub struct JwtPublicKey {
+    pub key: DecodingKey,
+    pub algorithms: Vec<Algorithm>,
+}
+
+impl std::fmt::Debug for JwtPublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtPublicKey")
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtPublicKey {
+    /// Reads a PEM public key (`BEGIN PUBLIC KEY`, or `BEGIN RSA PUBLIC KEY`): an
+    /// RSA key admits RS256, RS384 and RS512; a P-256 key ES256; a P-384 key ES384.
+    pub fn from_pem(pem: &str) -> Result<JwtPublicKey, String> {
+        if pem.contains("PRIVATE KEY") {
+            return Err("the file holds a private key; give the public key".into());
+        }
+        if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
+            // The key is the uncompressed curve point: 0x04, then x and y.
+            let algorithm = match key.as_bytes().len() {
+                65 => Algorithm::ES256,
+                97 => Algorithm::ES384,
+                _ => return Err("EC keys must be on P-256 (ES256) or P-384 (ES384)".into()),
+            };
+            return Ok(JwtPublicKey {
+                key,
+                algorithms: vec![algorithm],
+            });
+        }
+        match DecodingKey::from_rsa_pem(pem.as_bytes()) {
+            Ok(key) => Ok(JwtPublicKey {
+                key,
+                algorithms: vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512],
+            }),
+            Err(_) => Err("not a PEM RSA or EC public key".into()),
+        }
+    }
+}
+
 /// The node's keys and which sides need a token.
 #[derive(Debug, Clone)]
 pub struct Auth {
@@ -57,18 +128,18 @@ pub struct Auth {
 
 impl Auth {
     /// Authorization as configured. A key that does not parse (which
-    /// [`Config::validate`] reports) is left out, so the side it guards refuses
-    /// every token rather than opening up.
-    pub fn new(config: &Config, clock: Clock) -> Auth {
+    /// [`crate::Config::validate`] reports) is left out, so the side it guards
+    /// refuses every token rather than opening up.
+    pub fn new(settings: &AuthSettings, clock: Clock) -> Auth {
         Auth {
-            publish: config.auth_publish,
-            subscribe: config.auth_subscribe,
-            secret: config
-                .auth_jwt_secret
+            publish: settings.publish,
+            subscribe: settings.subscribe,
+            secret: settings
+                .jwt_secret
                 .as_deref()
                 .map(|s| DecodingKey::from_secret(s.as_bytes())),
-            public: config
-                .auth_jwt_public_key
+            public: settings
+                .jwt_public_key
                 .as_deref()
                 .and_then(|pem| JwtPublicKey::from_pem(pem).ok()),
             clock,

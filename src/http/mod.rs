@@ -13,6 +13,7 @@ mod subscribe;
 mod subscriber;
 mod ui;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,30 +28,78 @@ use tokio::sync::watch;
 use crate::broker::Broker;
 use crate::metrics::Metrics;
 use crate::refusal::ErrorKind;
-pub use auth::Auth;
+pub use auth::{Auth, AuthSettings, JwtPublicKey};
 pub use bulk::parse_ndjson;
 pub use error::ApiError;
-pub use server::{serve, ServeSettings};
+pub use server::serve;
 
 pub use crate::membership::{ClusterView, MemberInfo};
 
-/// Settings the routes read.
+/// The public API's listener, connections and routes: the HTTP part of the node's
+/// [`crate::Config`].
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
+    /// Address the HTTP listener binds to (`--http.server.address`).
+    pub bind: IpAddr,
+    /// HTTP port: subscribe, publish, status, and the relay endpoint between nodes
+    /// (`--http.server.port`).
+    pub port: u16,
+    /// Reconnection delay advertised to clients in the stream's `retry:` line.
     pub retry: Duration,
+    /// Interval between keep-alive comments on idle streams; over real TCP also the
+    /// idle time before keep-alive probes.
+    pub keep_alive: Duration,
+    /// Largest accepted publish body, in bytes (and largest line of a bulk publish).
     pub max_body_bytes: usize,
-    /// Largest bulk publish body (`application/x-ndjson`), and most events in one.
+    /// Largest bulk publish body (`application/x-ndjson`, one event a line), in bytes.
     pub max_bulk_bytes: usize,
-    pub max_bulk_events: usize,
     /// Time a client has to send a whole request body, from when the route starts
-    /// reading it (right after the head).
+    /// reading it (right after the head); later it gets 408 and the connection is
+    /// closed.
     pub body_timeout: Duration,
+    /// A client must send its whole request head within this time (slow-loris).
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// Open HTTP connections above which requests are refused with 503.
     pub max_connections: usize,
+    /// Open connections from one client IP address above which new ones are answered
+    /// 429 and closed. Behind a proxy every connection comes from the proxy: raise it
+    /// to `max_connections` there.
+    pub max_connections_per_address: usize,
+    /// A connection whose writes make no progress for this long is closed, so a
+    /// client that stopped reading cannot pin memory forever. Over real TCP it is
+    /// also the `TCP_USER_TIMEOUT`: unacknowledged data or keep-alive probes end the
+    /// connection of a client that vanished (see `transport::tcp`).
+    pub write_stall_timeout: Duration,
+    /// Answer CORS preflights and add `Access-Control-Allow-Origin` everywhere.
     pub cors_enabled: bool,
     /// Serve the page at `GET /`.
     pub ui_enabled: bool,
     /// Most channels one stream may follow (`GET /channel/a,b,...`).
     pub max_channels_per_stream: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 8080,
+            retry: Duration::from_secs(3),
+            keep_alive: Duration::from_secs(15),
+            max_body_bytes: 64 * 1024,
+            max_bulk_bytes: 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_connections: 10_000,
+            max_connections_per_address: 1000,
+            write_stall_timeout: Duration::from_secs(30),
+            cors_enabled: false,
+            ui_enabled: true,
+            max_channels_per_stream: 32,
+        }
+    }
 }
 
 /// Bulk publishes a node reads and applies at once; more wait for a turn (within

@@ -246,9 +246,8 @@ fn read_events(
             .map_err(|e| ApiError::bad_request(e.0));
     }
     if essence.eq_ignore_ascii_case(bulk::NDJSON) {
-        let settings = &state.settings;
-        return bulk::parse_ndjson(&body?, settings.max_body_bytes, settings.max_bulk_events)
-            .map(Events::Many);
+        let (max_line, max_events) = (state.settings.max_body_bytes, state.broker.max_batch());
+        return bulk::parse_ndjson(&body?, max_line, max_events).map(Events::Many);
     }
     Err(ApiError::new(
         ErrorKind::UnsupportedMediaType,

@@ -27,22 +27,11 @@ use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
 use super::answer::write_plain;
-use super::{subscriber, AppState};
+use super::{subscriber, AppState, HttpSettings};
 use crate::log::RateLimited;
 use crate::metrics::Metrics;
 use crate::refusal::ErrorKind;
 use crate::transport::{PeerIp, RemoteIp, TrySend};
-
-/// Bounds on request heads.
-#[derive(Debug, Clone, Copy)]
-pub struct ServeSettings {
-    /// A client must send its whole request head within this time.
-    pub header_read_timeout: Duration,
-    /// Largest request head (request line and headers), in bytes.
-    pub max_header_bytes: usize,
-    /// Open connections from one client IP address; more are answered 429.
-    pub max_connections_per_address: usize,
-}
 
 /// Open connections, so shutdown can wait for them to finish.
 #[derive(Default)]
@@ -128,12 +117,13 @@ fn log_refused(log: &RateLimited, ip: IpAddr, limit: usize) {
 /// Serves `app` on `listener` (and subscribes with `state`, the state `app` was
 /// built with: see `subscriber`) until `stop` turns true, then stops accepting and
 /// waits (at most `drain`) for open connections to finish. Open event streams end
-/// on `stop` by themselves.
+/// on `stop` by themselves. Of `settings` it reads the bounds on connections and
+/// request heads.
 pub async fn serve<L>(
     mut listener: L,
     app: Router,
     state: AppState,
-    settings: ServeSettings,
+    settings: Arc<HttpSettings>,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
@@ -180,6 +170,7 @@ pub async fn serve<L>(
             },
         };
         let (routes, stop) = ((app.clone(), state.clone()), stop.clone());
+        let settings = settings.clone();
         let held = Held {
             _open: guard,
             _place: place,
@@ -279,7 +270,7 @@ async fn read_head<Io: AsyncRead + Unpin>(
 async fn connection<Io>(
     mut io: Io,
     (app, state): (Router, AppState),
-    settings: ServeSettings,
+    settings: Arc<HttpSettings>,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
     held: Held,
@@ -328,7 +319,7 @@ async fn serve_hyper<Io>(
     io: Rewind<Io>,
     app: Router,
     peer: Option<IpAddr>,
-    settings: ServeSettings,
+    settings: Arc<HttpSettings>,
     mut stop: watch::Receiver<bool>,
 ) where
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -322,7 +322,7 @@ mod tests {
             p: 1,
             n,
             attempt: 1,
-            channel: crate::workload::CHANNEL.to_owned(),
+            channel: crate::plan::CHANNEL.to_owned(),
             // In turn on two nodes.
             node: (n as usize - 1) % 2,
             sent_ms: 0,

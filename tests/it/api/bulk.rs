@@ -257,13 +257,11 @@ async fn a_bulk_publish_to_one_client_reaches_only_that_client() {
 
 #[tokio::test]
 async fn bulk_bodies_have_their_own_limit_and_each_line_the_single_one() {
-    let server = Server::start(sse_cluster::Config {
-        max_body_bytes: 256,
-        max_bulk_bytes: 1024,
-        subscriber_buffer: 4,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.http.max_body_bytes = 256;
+    config.http.max_bulk_bytes = 1024;
+    config.broker.subscriber_buffer = 4;
+    let server = Server::start(config).await;
     let line = |n: usize, len: usize| format!("{{\"data\":\"{n}{}\"}}\n", "x".repeat(len));
     // Four lines of 200 bytes: more than one publish body may be, within a bulk one.
     let body: String = (0..4).map(|n| line(n, 185)).collect();

@@ -39,11 +39,9 @@ async fn preflight(server: &Server, path: &str, extra: &[(&str, &str)]) -> reqwe
 
 #[tokio::test]
 async fn cors_enabled_answers_preflight_on_every_route() {
-    let server = Server::start(sse_cluster::Config {
-        cors_enabled: true,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.http.cors_enabled = true;
+    let server = Server::start(config).await;
     for path in ROUTES {
         let response = preflight(
             &server,
@@ -76,11 +74,9 @@ async fn cors_enabled_answers_preflight_on_every_route() {
 
 #[tokio::test]
 async fn cors_enabled_marks_every_answer() {
-    let server = Server::start(sse_cluster::Config {
-        cors_enabled: true,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.http.cors_enabled = true;
+    let server = Server::start(config).await;
     let stream = RawStream::get(
         server.addr,
         "/channel/news",

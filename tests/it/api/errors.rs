@@ -59,11 +59,9 @@ const JSON: Option<&str> = Some("application/json");
 
 #[tokio::test]
 async fn every_bad_input_gets_its_status_and_a_json_error() {
-    let server = Server::start(sse_cluster::Config {
-        max_body_bytes: 1024,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.http.max_body_bytes = 1024;
+    let server = Server::start(config).await;
     // A healthy subscriber on another channel watches everything below happen.
     let mut healthy = open_stream(server.addr, "/channel/healthy", &[]).await;
     let mut published = Vec::new();
@@ -343,11 +341,9 @@ async fn every_bad_input_gets_its_status_and_a_json_error() {
 /// naming the bound, on every publish route, and no subscriber sees any of it.
 #[tokio::test]
 async fn publishes_that_would_mislead_or_break_subscribers_get_400() {
-    let server = Server::start(sse_cluster::Config {
-        max_body_bytes: 1 << 20,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.http.max_body_bytes = 1 << 20;
+    let server = Server::start(config).await;
     let s = &server;
     let mut watcher = open_stream(s.addr, "/channel/news/client/watcher", &[]).await;
     let deep = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
@@ -437,11 +433,9 @@ async fn publishes_that_would_mislead_or_break_subscribers_get_400() {
 #[tokio::test]
 async fn connections_over_the_limit_get_503() {
     let limit = 3;
-    let server = Server::start(sse_cluster::Config {
-        max_connections: limit,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.http.max_connections = limit;
+    let server = Server::start(config).await;
     let mut streams = Vec::new();
     for _ in 0..limit {
         streams.push(open_stream(server.addr, "/channel/full", &[]).await);
@@ -505,11 +499,9 @@ const REFUSED_KIND: &str = "sse_request_errors_total{kind=\"too_many_connections
 #[tokio::test]
 async fn connections_over_the_per_address_limit_get_429_and_others_are_served() {
     let limit = 3;
-    let server = Server::start(sse_cluster::Config {
-        max_connections_per_address: limit,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.http.max_connections_per_address = limit;
+    let server = Server::start(config).await;
     let other = client_from_other_address();
     let metric = |name: &'static str| {
         let (other, url) = (other.clone(), server.url("/metrics"));

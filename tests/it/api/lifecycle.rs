@@ -16,13 +16,9 @@ const CHANNELS: usize = 500;
 async fn channels_vanish_after_their_subscribers_and_history_are_gone() {
     let _heavy = HEAVY.lock().await;
     let replay_age = Duration::from_secs(1);
-    let server = Arc::new(
-        Server::start(sse_cluster::Config {
-            replay_age,
-            ..config()
-        })
-        .await,
-    );
+    let mut config = config();
+    config.broker.replay_age = replay_age;
+    let server = Arc::new(Server::start(config).await);
     let started = Instant::now();
     let mut workers = Vec::new();
     for worker in 0..CONCURRENCY {

@@ -27,11 +27,9 @@ async fn refused_subscribe(server: &Server, path: &str) -> (u16, serde_json::Val
 
 #[tokio::test]
 async fn at_the_channel_limit_a_new_channel_gets_503_until_one_is_free() {
-    let server = Server::start(sse_cluster::Config {
-        channels_max: 3,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.broker.max_channels = 3;
+    let server = Server::start(config).await;
     let mut streams = Vec::new();
     for channel in ["c1", "c2", "c3"] {
         streams.push(open_stream(server.addr, &format!("/channel/{channel}"), &[]).await);
@@ -74,12 +72,10 @@ async fn at_the_channel_limit_a_new_channel_gets_503_until_one_is_free() {
 #[tokio::test]
 async fn history_over_the_byte_limit_goes_oldest_first_and_a_resume_from_before_gets_reset() {
     let max_bytes = 4096;
-    let server = Server::start(sse_cluster::Config {
-        replay_max_bytes: max_bytes,
-        max_body_bytes: 1024,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.broker.replay_max_bytes = max_bytes;
+    config.http.max_body_bytes = 1024;
+    let server = Server::start(config).await;
     let first = server.publish("/channel/old", r#"{"data":"o1"}"#).await;
     server.publish("/channel/old", r#"{"data":"o2"}"#).await;
     let padding = "x".repeat(800);
@@ -118,11 +114,9 @@ const SLACK: Duration = Duration::from_secs(2);
 const BODY_TIMEOUTS: &str = "sse_request_errors_total{kind=\"body_timeout\"}";
 
 async fn body_timeout_server() -> Server {
-    Server::start(sse_cluster::Config {
-        body_read_timeout: BODY_TIMEOUT,
-        ..config()
-    })
-    .await
+    let mut config = config();
+    config.http.body_timeout = BODY_TIMEOUT;
+    Server::start(config).await
 }
 
 /// Reads until the server closes the connection (a reset counts as a close) and

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use sse_cluster::Config;
 
 use crate::common::server::*;
 
@@ -181,12 +180,10 @@ async fn one_last_event_id_resumes_every_channel_exactly() {
 
 #[tokio::test]
 async fn a_channel_whose_history_is_gone_gets_its_own_reset_and_the_others_replay() {
-    let server = Server::start(Config {
-        replay_events: 3,
-        subscriber_buffer: 3,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.broker.replay_events = 3;
+    config.broker.subscriber_buffer = 3;
+    let server = Server::start(config).await;
     let mut stream = open_stream(server.addr, "/channel/gone,kept", &[]).await;
     let opening = Frame::parse(&stream.next_block().await.expect("cursor"));
     let cursor = opening.id.expect("opening cursor");
@@ -235,11 +232,9 @@ async fn a_channel_whose_history_is_gone_gets_its_own_reset_and_the_others_repla
 
 #[tokio::test]
 async fn bad_channel_lists_are_400_saying_what_is_wrong() {
-    let server = Server::start(Config {
-        subscriber_max_channels: 3,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.http.max_channels_per_stream = 3;
+    let server = Server::start(config).await;
     let cases = [
         ("/channel/", "no channel"),
         ("/channel/a,", "empty channel name"),
@@ -332,12 +327,10 @@ async fn the_stream_is_a_subscriber_of_each_channel_and_targeting_reaches_it() {
 async fn falling_behind_on_one_channel_ends_the_stream_with_its_overflow() {
     let _heavy = HEAVY.lock().await;
     let events = 300;
-    let server = Server::start(Config {
-        replay_events: events,
-        subscriber_buffer: 32,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.broker.replay_events = events;
+    config.broker.subscriber_buffer = 32;
+    let server = Server::start(config).await;
     let mut slow = RawStream::get_small_buffer(server.addr, "/channel/s1,s2").await;
     assert_eq!(slow.status, 200);
     let padding = "p".repeat(8 * 1024);
@@ -395,11 +388,9 @@ async fn falling_behind_on_one_channel_ends_the_stream_with_its_overflow() {
 #[tokio::test]
 async fn an_idle_stream_of_several_channels_gets_one_keep_alive_per_interval() {
     let interval = std::time::Duration::from_millis(300);
-    let server = Server::start(Config {
-        keep_alive: interval,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.http.keep_alive = interval;
+    let server = Server::start(config).await;
     let mut stream = open_stream(server.addr, "/channel/k1,k2,k3", &[]).await;
     stream.next_block().await.expect("cursor");
     let window = interval * 10;

@@ -20,15 +20,11 @@ type Arrivals = Vec<Vec<u32>>;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_never_reads_does_not_hold_back_the_others() {
     let _heavy = HEAVY.lock().await;
-    let server = Arc::new(
-        Server::start(sse_cluster::Config {
-            write_stall_timeout: Duration::from_secs(2),
-            replay_events: 20_000,
-            subscriber_buffer: 20_000,
-            ..config()
-        })
-        .await,
-    );
+    let mut config = config();
+    config.http.write_stall_timeout = Duration::from_secs(2);
+    config.broker.replay_events = 20_000;
+    config.broker.subscriber_buffer = 20_000;
+    let server = Arc::new(Server::start(config).await);
     // Sends its GET and then never reads a byte (and offers a tiny receive window).
     let mut never =
         RawStream::get_small_buffer(server.addr, "/channel/firehose/client/never").await;
@@ -134,12 +130,10 @@ async fn a_subscriber_that_never_reads_does_not_hold_back_the_others() {
 async fn a_subscriber_past_its_buffer_gets_overflow_and_resumes_without_duplicates() {
     let _heavy = HEAVY.lock().await;
     let events = 1000;
-    let server = Server::start(sse_cluster::Config {
-        replay_events: events,
-        subscriber_buffer: 32,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.broker.replay_events = events;
+    config.broker.subscriber_buffer = 32;
+    let server = Server::start(config).await;
     let mut slow = RawStream::get_small_buffer(server.addr, "/channel/slow").await;
     assert_eq!(slow.status, 200);
     // 8 KiB events: far more than the socket buffers hold while the reader sleeps.
@@ -234,12 +228,10 @@ fn server_send_queue(server_port: u16, client_port: u16) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_pins_a_bounded_send_buffer() {
     let _heavy = HEAVY.lock().await;
-    let server = Server::start(sse_cluster::Config {
-        write_stall_timeout: Duration::from_secs(30),
-        subscriber_buffer: 1_000,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.http.write_stall_timeout = Duration::from_secs(30);
+    config.broker.subscriber_buffer = 1_000;
+    let server = Server::start(config).await;
     let never = RawStream::get_small_buffer(server.addr, "/channel/pinned").await;
     assert_eq!(never.status, 200);
     let filler = format!(r#"{{"data":"{}"}}"#, "p".repeat(60 * 1024));

@@ -71,10 +71,8 @@ async fn wire_events_with_nested_json_unicode_and_retry() {
 
 #[tokio::test]
 async fn wire_keep_alive_comment() {
-    let config = sse_cluster::Config {
-        keep_alive: Duration::from_millis(200),
-        ..config()
-    };
+    let mut config = config();
+    config.http.keep_alive = Duration::from_millis(200);
     let (_server, mut stream) = node_and_stream(config, "/channel/idle").await;
     insta::assert_snapshot!(
         "keep_alive",

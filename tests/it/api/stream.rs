@@ -9,11 +9,9 @@ use crate::common::server::*;
 
 #[tokio::test]
 async fn stream_opens_at_once_before_any_publish() {
-    let server = Server::start(sse_cluster::Config {
-        retry: Duration::from_millis(2500),
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.http.retry = Duration::from_millis(2500);
+    let server = Server::start(config).await;
     let started = Instant::now();
     let mut stream = RawStream::get(server.addr, "/channel/quiet", &[]).await;
     assert_eq!(stream.status, 200);
@@ -37,11 +35,9 @@ async fn stream_opens_at_once_before_any_publish() {
 #[tokio::test]
 async fn keep_alive_comments_arrive_at_the_configured_interval() {
     let interval = Duration::from_millis(300);
-    let server = Server::start(sse_cluster::Config {
-        keep_alive: interval,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.http.keep_alive = interval;
+    let server = Server::start(config).await;
     let mut stream = open_stream(server.addr, "/channel/idle", &[]).await;
     stream.next_block().await.expect("cursor block");
     let opened = Instant::now();

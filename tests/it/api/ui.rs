@@ -28,11 +28,9 @@ async fn the_page_is_served_with_its_own_policy_and_can_be_turned_off() {
     // It talks to the API by relative URLs, so it works under a proxy's prefix.
     assert!(page.contains(r#"fetch("status""#) && !page.contains(r#"fetch("/"#));
 
-    let off = Server::start(sse_cluster::Config {
-        ui_enabled: false,
-        ..config()
-    })
-    .await;
+    let mut config = config();
+    config.http.ui_enabled = false;
+    let off = Server::start(config).await;
     let response = off
         .http
         .get(format!("http://{}/", off.addr))

@@ -7,11 +7,10 @@ use super::*;
 use crate::common::server::*;
 
 fn config_with_public_key(pem: &str) -> Config {
-    Config {
-        auth_jwt_public_key: Some(pem.into()),
-        auth_publish: true,
-        ..config()
-    }
+    let mut config = config();
+    config.auth.jwt_public_key = Some(pem.into());
+    config.auth.publish = true;
+    config
 }
 
 async fn post(server: &Server, token: &str) -> u16 {
@@ -56,11 +55,9 @@ async fn es256_tokens_are_checked_with_the_public_key() {
 
 #[tokio::test]
 async fn a_secret_and_a_public_key_work_side_by_side() {
-    let server = Server::start(Config {
-        auth_jwt_secret: Some(SECRET.into()),
-        ..config_with_public_key(EC_PUBLIC)
-    })
-    .await;
+    let mut config = config_with_public_key(EC_PUBLIC);
+    config.auth.jwt_secret = Some(SECRET.into());
+    let server = Server::start(config).await;
     assert_eq!(post(&server, &es256(grants(&["news"], &[]))).await, 200);
     assert_eq!(post(&server, &hs256(grants(&["news"], &[]))).await, 200);
     assert_eq!(post(&server, &rs256(grants(&["news"], &[]))).await, 401);
@@ -80,11 +77,8 @@ fn keys_are_recognised_and_private_keys_refused() {
     assert!(JwtPublicKey::from_pem(RSA_PRIVATE).is_err());
     assert!(JwtPublicKey::from_pem(EC_PRIVATE).is_err());
     assert!(JwtPublicKey::from_pem("not a key").is_err());
-    let bad = Config {
-        auth_jwt_public_key: Some(
-            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n".into(),
-        ),
-        ..Config::default()
-    };
+    let mut bad = Config::default();
+    bad.auth.jwt_public_key =
+        Some("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n".into());
     assert_eq!(bad.validate().unwrap_err().option, "auth.jwtPublicKeyFile");
 }

@@ -62,10 +62,9 @@ pub(crate) fn grants(publish: &[&str], subscribe: &[&str]) -> Value {
 
 /// A loopback node that checks HS256 tokens on both sides.
 pub(crate) fn hs_config() -> Config {
-    Config {
-        auth_jwt_secret: Some(SECRET.into()),
-        auth_publish: true,
-        auth_subscribe: true,
-        ..crate::common::server::config()
-    }
+    let mut config = crate::common::server::config();
+    config.auth.jwt_secret = Some(SECRET.into());
+    config.auth.publish = true;
+    config.auth.subscribe = true;
+    config
 }

@@ -129,11 +129,9 @@ async fn publishing_to_every_channel_needs_the_star() {
 
 #[tokio::test]
 async fn publishing_to_a_client_needs_its_channel() {
-    let server = Server::start(Config {
-        auth_subscribe: false,
-        ..hs_config()
-    })
-    .await;
+    let mut config = hs_config();
+    config.auth.subscribe = false;
+    let server = Server::start(config).await;
     let mut stream = open_stream(server.addr, "/channel/news/client/c1", &[]).await;
     let token = hs256(grants(&["news"], &[]));
     let (status, answer, _) = post(&server, "/channel/news/client/c1", Some(&token)).await;
@@ -191,11 +189,9 @@ async fn exp_and_nbf_are_honoured_with_a_small_leeway() {
 
 #[tokio::test]
 async fn cors_preflight_needs_no_token() {
-    let server = Server::start(Config {
-        cors_enabled: true,
-        ..hs_config()
-    })
-    .await;
+    let mut config = hs_config();
+    config.http.cors_enabled = true;
+    let server = Server::start(config).await;
     let response = server
         .http
         .request(reqwest::Method::OPTIONS, server.url("/channel/news"))

@@ -190,21 +190,17 @@ async fn a_token_with_a_clients_claim_may_choose_only_those_ids() {
 #[tokio::test]
 async fn one_side_can_stay_open() {
     // A key with only publishing guarded: anyone may read.
-    let server = Server::start(Config {
-        auth_subscribe: false,
-        ..hs_config()
-    })
-    .await;
+    let mut config = hs_config();
+    config.auth.subscribe = false;
+    let server = Server::start(config).await;
     assert_eq!(get(&server, "/channel/news", &[]).await.0, 200);
     let (status, _) = server.post("/channel/news", r#"{"data":1}"#).await;
     assert_eq!(status, 401);
 
     // And the other way round.
-    let server = Server::start(Config {
-        auth_publish: false,
-        ..hs_config()
-    })
-    .await;
+    let mut config = hs_config();
+    config.auth.publish = false;
+    let server = Server::start(config).await;
     assert_eq!(get(&server, "/channel/news", &[]).await.0, 401);
     server.publish("/channel/news", r#"{"data":1}"#).await;
 }

@@ -31,11 +31,10 @@ pub(crate) static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(
 
 /// A config for tests: loopback, and everything else as shipped.
 pub(crate) fn config() -> Config {
-    Config {
-        bind: [127, 0, 0, 1].into(),
-        http_port: 0,
-        ..Config::default()
-    }
+    let mut config = Config::default();
+    config.http.bind = [127, 0, 0, 1].into();
+    config.http.port = 0;
+    config
 }
 
 /// A node serving HTTP on a loopback port, stopped when dropped.
@@ -56,8 +55,8 @@ impl Server {
     pub(crate) async fn start_with(config: Config, origin: u64, clock: Clock) -> Server {
         config.validate().expect("test config is valid");
         let options = tcp::HttpSocketOptions {
-            unacknowledged_timeout: config.write_stall_timeout,
-            keep_alive: config.keep_alive,
+            unacknowledged_timeout: config.http.write_stall_timeout,
+            keep_alive: config.http.keep_alive,
         };
         let listener = tcp::bind_http(SocketAddr::from(([127, 0, 0, 1], 0)), options)
             .await
