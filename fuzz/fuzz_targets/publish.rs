@@ -1,11 +1,12 @@
 //! A publish body with any of its fields (`id`, `event`, `data`, `retry`):
 //! `Publish::from_json` refuses it, or it keeps every bound and its SSE encoding
-//! reads back as exactly one event carrying the same name, id and data.
+//! reads back, through the client crate's EventSource parser, as exactly one event
+//! carrying the same name, id, retry and data, in one line per field.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sse_cluster::event::{encode_event, Publish, MAX_RETRY_MS, RESERVED_EVENTS};
-use sse_cluster_fuzz::parse_sse;
+use sse_cluster_client::Parser;
 
 fuzz_target!(|body: &[u8]| {
     let Ok(publish) = Publish::from_json(body) else {
@@ -30,20 +31,22 @@ fuzz_target!(|body: &[u8]| {
         publish.retry,
         &publish.data,
     );
-    let parsed = parse_sse(&bytes);
-    assert_eq!(parsed.events.len(), 1, "{bytes:?} -> {parsed:?}");
-    assert!(parsed.pending_fields.is_empty() && parsed.comments.is_empty());
-    assert!(parsed.unterminated.is_empty());
-    let event = &parsed.events[0];
+    let mut parser = Parser::new();
+    let events = parser.feed_to_vec(&bytes);
+    assert_eq!(events.len(), 1, "{bytes:?} -> {events:?}");
+    assert_eq!(parser.buffered(), 0, "bytes after the last line end: {bytes:?}");
+    let event = &events[0];
     assert_eq!(event.data, publish.data);
-    assert_eq!(
-        event.event_type,
-        publish.event.as_deref().unwrap_or("message")
-    );
-    assert_eq!(event.last_event_id, publish.id.as_deref().unwrap_or(""));
+    assert_eq!(event.event, publish.event.as_deref().unwrap_or("message"));
+    assert_eq!(event.id, publish.id.as_deref().unwrap_or(""));
+    assert_eq!(parser.retry(), publish.retry);
+    // One line per field and the blank one that ends the block: no field, comment
+    // or data line more (a line break inside a value would make one).
     let lines = usize::from(publish.id.is_some())
         + usize::from(publish.event.is_some())
         + usize::from(publish.retry.is_some())
         + 1;
-    assert_eq!(event.fields.len(), lines, "{bytes:?}");
+    let line_ends = bytes.iter().filter(|&&b| b == b'\n' || b == b'\r').count();
+    assert_eq!(line_ends, lines + 1, "{bytes:?}");
+    assert!(bytes.ends_with(b"\n\n"), "{bytes:?}");
 });
