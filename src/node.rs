@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::broker::{Broker, BrokerSettings};
 use crate::clock::Clock;
-use crate::cluster::{relay, Cluster, ClusterSecret, ClusterSettings, Drainer};
+use crate::cluster::{relay, Cluster, ClusterSecret, ClusterSettings, Drainer, Outbox};
 use crate::config::Config;
 use crate::event::Origin;
 use crate::http::{self, AppShared, AppState, ClusterView, HttpSettings, MemberInfo};
@@ -50,6 +50,8 @@ pub struct Node {
     config: Config,
     clock: Clock,
     broker: Broker,
+    /// The broker's accepted events, encoded for peers (read by the relay server).
+    outbox: Arc<Outbox>,
     metrics: Arc<Metrics>,
 }
 
@@ -58,7 +60,11 @@ impl Node {
     /// supplies wall time for cursors.
     pub fn new(config: Config, origin: Origin, clock: Clock) -> Self {
         let metrics = Arc::new(Metrics::default());
-        let broker = Broker::new(
+        let outbox = Arc::new(Outbox::new(
+            config.relay_queue_events,
+            config.relay_queue_bytes,
+        ));
+        let broker = Broker::with_outlet(
             origin,
             clock,
             BrokerSettings {
@@ -66,17 +72,18 @@ impl Node {
                 replay_age: config.replay_age,
                 subscriber_buffer: config.subscriber_buffer,
                 relay_queue_events: config.relay_queue_events,
-                relay_queue_bytes: config.relay_queue_bytes,
                 replay_max_bytes: config.replay_max_bytes,
                 max_channels: config.channels_max,
                 faults: config.faults,
             },
             metrics.clone(),
+            outbox.clone(),
         );
         Node {
             config,
             clock,
             broker,
+            outbox,
             metrics,
         }
     }
@@ -193,6 +200,7 @@ impl Node {
         };
         let relay = relay::router(relay::RelayServer {
             broker: self.broker.clone(),
+            outbox: self.outbox.clone(),
             secret,
             open_to,
             ping: Duration::from_secs(1),
