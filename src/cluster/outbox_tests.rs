@@ -2,8 +2,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::broker::Route;
+use crate::broker::{Broker, BrokerSettings, Resume, Route};
+use crate::clock::Clock;
+use crate::cluster::crypto::testing::{handshake, key};
+use crate::cluster::wire::{self, Frame, FrameReader, Framer, ENCODED};
 use crate::event::Publish;
+use crate::metrics::Metrics;
 
 fn publish(data: &str) -> Publish {
     Publish {
@@ -86,4 +90,114 @@ async fn a_wait_ends_when_the_event_is_in() {
         .await
         .unwrap()
         .unwrap();
+}
+
+fn relaying_broker(outbox: Arc<Outbox>) -> Broker {
+    Broker::with_outlet(
+        0xabc,
+        Clock::starting_at(1_000_000),
+        BrokerSettings {
+            replay_events: 100,
+            replay_age: Duration::from_secs(60),
+            subscriber_buffer: 50,
+            relay_queue_events: 1000,
+            replay_max_bytes: 1 << 30,
+            max_channels: 1000,
+            faults: Default::default(),
+        },
+        Arc::new(Metrics::default()),
+        outbox,
+    )
+}
+
+/// Each accepted event is encoded once, by the outbox, whatever the number of
+/// peers and whether their streams are sealed; what every peer reads decodes to
+/// what was published, with its route.
+#[tokio::test]
+async fn each_accepted_event_is_encoded_once_for_every_peer() {
+    let outbox = Arc::new(Outbox::new(1000, 1 << 20));
+    let broker = relaying_broker(outbox.clone());
+    let _sub = broker
+        .subscribe("room", Some("alice"), Resume::Live)
+        .unwrap();
+    let keyed = Publish {
+        id: Some("k1".into()),
+        event: Some("note".into()),
+        retry: Some(500),
+        ..publish(r#"{"a":[1,"x"]}"#)
+    };
+    let before = ENCODED.with(|n| n.get());
+    broker.publish("news", &keyed, None).unwrap();
+    // A retry of the same id is a duplicate: not accepted, not encoded.
+    assert!(broker.publish("news", &keyed, None).unwrap().duplicate);
+    broker
+        .publish_batch("news", &[publish("1"), publish("2"), publish("3")], None)
+        .unwrap();
+    broker
+        .publish("room", &publish(r#""hi""#), Some("alice"))
+        .unwrap();
+    broker.publish_all(&publish(r#""all""#));
+    // Another origin's event is applied here, not encoded for peers.
+    let relayed = publish("7");
+    broker.apply_remote(
+        0xdef,
+        Accepted {
+            seq: 1,
+            route: Route::Channel("news"),
+            publish: &relayed,
+        },
+    );
+    let accepted = broker.accepted_seq();
+    assert_eq!(accepted, 6);
+    assert_eq!(ENCODED.with(|n| n.get()) - before, accepted);
+
+    // Three peers read everything: two plain streams and a sealed one.
+    let RelayBatch::Events(events) = outbox.read(1, 256) else {
+        panic!("nothing was evicted");
+    };
+    let plain: Vec<_> = (0..2).map(|_| Framer::new(None).events(&events)).collect();
+    let (sealer, mut opener) = handshake(key(), key()).unwrap();
+    let sealed = Framer::new(Some(sealer)).events(&events);
+    assert_eq!(ENCODED.with(|n| n.get()) - before, accepted);
+    let whole: Vec<u8> = events.iter().flat_map(|e| e.frame().to_vec()).collect();
+    assert_eq!(plain[0], whole);
+    assert_eq!(plain[1], whole);
+
+    let mut reader = FrameReader::default();
+    reader.extend(&sealed);
+    let mut payloads = Vec::new();
+    while let Some(frame) = reader.next_frame().unwrap() {
+        payloads.push(opener.open(&frame).unwrap());
+    }
+    let expected = [
+        (Route::Channel("news"), keyed.clone()),
+        (Route::Channel("news"), publish("1")),
+        (Route::Channel("news"), publish("2")),
+        (Route::Channel("news"), publish("3")),
+        (
+            Route::Client {
+                channel: "room",
+                client: "alice",
+            },
+            publish(r#""hi""#),
+        ),
+        (Route::All, publish(r#""all""#)),
+    ];
+    assert_eq!(payloads.len(), expected.len());
+    for (seq, ((payload, event), (route, publish))) in
+        payloads.iter().zip(&events).zip(&expected).enumerate()
+    {
+        assert_eq!(&payload[..], event.payload());
+        let decoded = wire::decode(payload);
+        let Ok(Frame::Event(wire)) = decoded else {
+            panic!("event {seq} did not decode: {decoded:?}");
+        };
+        let remote = wire.check().unwrap();
+        let want = Accepted {
+            seq: seq as u64 + 1,
+            route: *route,
+            publish,
+        };
+        assert_eq!(remote.accepted(), want);
+    }
 }
