@@ -12,9 +12,12 @@
 //!
 //! - [`event`]: validated input, cursors, and the SSE bytes (encoded once).
 //! - [`broker`]: channels, subscribers, replay history and lifecycle; pure state.
+//!   It hands each accepted event, typed, to an outlet and takes other nodes'
+//!   events typed; it knows nothing of their wire format.
 //! - [`http`]: the public API (one axum router, and the subscriber's direct path).
-//! - [`cluster`]: gossip membership (chitchat) and the relay between nodes, with the
-//!   cluster secret's cryptography.
+//! - [`cluster`]: gossip membership (chitchat) and the relay between nodes: the
+//!   outbox (the broker's outlet), the relay frame format (encoded once per event,
+//!   decoded once per frame), and the cluster secret's cryptography.
 //! - [`transport`]: the network seam; the tokio implementation lives here, the
 //!   turmoil one in the `sim` crate, and (with `testing`) the conformance suite both
 //!   must pass.
