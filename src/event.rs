@@ -73,13 +73,16 @@ pub fn validate_label(field: &str, value: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-/// The JSON body of a publish, as sent.
+/// The fields of a publish as JSON carries them (a publish body, or the `publish`
+/// of a relayed event), before they are checked: [`PublishFields::check`] makes the
+/// [`Publish`]. `data` is borrowed from the input, so it is read once.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishBody {
+pub struct PublishFields<'a> {
     id: Option<String>,
     event: Option<String>,
-    data: Box<RawValue>,
+    #[serde(borrow)]
+    data: &'a RawValue,
     retry: Option<u64>,
 }
 
@@ -99,12 +102,19 @@ pub struct Publish {
 impl Publish {
     /// Parses and validates a publish body.
     pub fn from_json(body: &[u8]) -> Result<Publish, InvalidInput> {
-        let body: PublishBody =
+        let fields: PublishFields<'_> =
             serde_json::from_slice(body).map_err(|e| invalid(format!("invalid JSON body: {e}")))?;
-        if let Some(id) = &body.id {
+        fields.check()
+    }
+}
+
+impl PublishFields<'_> {
+    /// Validates the fields into a [`Publish`] (`data` checked and made compact).
+    pub fn check(self) -> Result<Publish, InvalidInput> {
+        if let Some(id) = &self.id {
             validate_label("id", id)?;
         }
-        if let Some(event) = &body.event {
+        if let Some(event) = &self.event {
             validate_label("event", event)?;
             if RESERVED_EVENTS.contains(&event.as_str()) {
                 return Err(invalid(format!(
@@ -113,7 +123,7 @@ impl Publish {
                 )));
             }
         }
-        if let Some(retry) = body.retry {
+        if let Some(retry) = self.retry {
             if retry > MAX_RETRY_MS {
                 return Err(invalid(format!(
                     "retry must be at most {MAX_RETRY_MS} milliseconds, got {retry}"
@@ -121,34 +131,11 @@ impl Publish {
             }
         }
         Ok(Publish {
-            data: check_and_compact_data(body.data.get())?,
-            id: body.id,
-            event: body.event,
-            retry: body.retry,
+            data: check_and_compact_data(self.data.get())?,
+            id: self.id,
+            event: self.event,
+            retry: self.retry,
         })
-    }
-}
-
-impl Publish {
-    /// The publish body again, as [`Publish::from_json`] reads it (for the relay).
-    pub fn to_raw_json(&self) -> Box<RawValue> {
-        let mut out = String::with_capacity(self.data.len() + 64);
-        out.push_str("{\"data\":");
-        out.push_str(&self.data);
-        if let Some(id) = &self.id {
-            out.push_str(",\"id\":");
-            out.push_str(&serde_json::to_string(id).unwrap_or_default());
-        }
-        if let Some(event) = &self.event {
-            out.push_str(",\"event\":");
-            out.push_str(&serde_json::to_string(event).unwrap_or_default());
-        }
-        if let Some(retry) = self.retry {
-            out.push_str(&format!(",\"retry\":{retry}"));
-        }
-        out.push('}');
-        RawValue::from_string(out)
-            .unwrap_or_else(|_| RawValue::from_string("{}".into()).unwrap_or_default())
     }
 }
 

@@ -13,7 +13,8 @@ use crate::event::Origin;
 pub use chitchat::ChitchatMessage;
 
 /// A small broker of origin 1 whose clock starts at `now_ms`, to feed relay input to:
-/// 16 events per channel, 16 queued for peers, a subscriber buffer of 8.
+/// 16 events per channel, a cursor slack of 16 (`relay_queue_events`), a subscriber
+/// buffer of 8.
 pub fn small_broker(now_ms: u64) -> Broker {
     Broker::new(
         1,
@@ -23,7 +24,6 @@ pub fn small_broker(now_ms: u64) -> Broker {
             replay_age: Duration::from_secs(60),
             subscriber_buffer: 8,
             relay_queue_events: 16,
-            relay_queue_bytes: 1 << 16,
             replay_max_bytes: 1 << 30,
             max_channels: 100_000,
             ..BrokerSettings::default()
@@ -41,7 +41,7 @@ pub fn relay_body(
     mut opener: Option<&mut FrameOpener>,
     next: &mut u64,
 ) -> Result<(), String> {
-    let mut reader = crate::cluster::relay::FrameReader::default();
+    let mut reader = crate::cluster::wire::FrameReader::default();
     for chunk in chunks {
         reader.extend(chunk);
         crate::cluster::relay::apply_frames(

@@ -27,10 +27,13 @@
 //!   turmoil one in the `sim` crate, and (with `testing`) the conformance suite both
 //!   must pass. Counts connections in `metrics`.
 //! - [`broker`]: channels, subscribers, replay history and lifecycle; pure state.
+//!   It hands each accepted event, typed, to an outlet and takes other nodes'
+//!   events typed; it knows nothing of their wire format.
 //! - [`http`]: the public API (one axum router, and the subscriber's direct path),
 //!   and authorization.
-//! - [`cluster`]: gossip membership (chitchat) and the relay between nodes, with the
-//!   cluster secret's cryptography.
+//! - [`cluster`]: gossip membership (chitchat) and the relay between nodes: the
+//!   outbox (the broker's outlet), the relay frame format (encoded once per event,
+//!   decoded once per frame), and the cluster secret's cryptography.
 //! - [`config`]: [`Config`], one settings struct per part (each defined by its part)
 //!   and the checks of their bounds.
 //! - [`node`]: wires the parts over a given transport and runs until shutdown.

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use crate::broker::Broker;
 use crate::clock::Clock;
-use crate::cluster::{relay, Cluster, Drainer};
+use crate::cluster::{relay, Cluster, Drainer, Outbox};
 use crate::config::Config;
 use crate::event::Origin;
 use crate::http::{self, AppShared, AppState, ClusterView, MemberInfo};
@@ -50,6 +50,8 @@ pub struct Node {
     config: Config,
     clock: Clock,
     broker: Broker,
+    /// The broker's accepted events, encoded for peers (read by the relay server).
+    outbox: Arc<Outbox>,
     metrics: Arc<Metrics>,
 }
 
@@ -58,11 +60,22 @@ impl Node {
     /// supplies wall time for cursors.
     pub fn new(config: Config, origin: Origin, clock: Clock) -> Self {
         let metrics = Arc::new(Metrics::default());
-        let broker = Broker::new(origin, clock, config.broker.clone(), metrics.clone());
+        let outbox = Arc::new(Outbox::new(
+            config.broker.relay_queue_events,
+            config.broker.relay_queue_bytes,
+        ));
+        let broker = Broker::with_outlet(
+            origin,
+            clock,
+            config.broker.clone(),
+            metrics.clone(),
+            outbox.clone(),
+        );
         Node {
             config,
             clock,
             broker,
+            outbox,
             metrics,
         }
     }
@@ -142,6 +155,7 @@ impl Node {
         };
         let relay = relay::router(relay::RelayServer {
             broker: self.broker.clone(),
+            outbox: self.outbox.clone(),
             secret: cluster.secret(),
             open_to,
             ping: Duration::from_secs(1),

@@ -15,11 +15,14 @@
 //! - `lifecycle`: channel states made and removed, `--channels.max`, expiry, and the
 //!   counts `/status` and `/metrics` read.
 //! - `history`: appends and the node-wide byte bound (`--replay.maxBytes`).
-//! - `relay`: what peers read of this node (its outbox, in sequence order).
+//! - `accepted`: the typed events the broker hands the relay ([`Outlet`]) and takes
+//!   from it ([`Accepted`], [`Route`]); their wire format is the cluster's.
 //! - `channel`: one channel's log and subscribers, and who an append is for;
-//!   `fanout`: the wakes and direct socket writes an append leaves to do; `ledger`: the node-wide order the limits evict in; `outbox`: the events peers
-//!   have yet to pull; `broadcast`: idempotency keys of publishes to every channel.
+//!   `fanout`: the wakes and direct socket writes an append leaves to do; `ledger`:
+//!   the node-wide order the limits evict in; `broadcast`: idempotency keys of
+//!   publishes to every channel.
 
+mod accepted;
 mod broadcast;
 mod channel;
 mod fanout;
@@ -28,10 +31,8 @@ mod ledger;
 mod lifecycle;
 mod multi;
 mod multi_cursor;
-mod outbox;
 mod pattern;
 mod publish;
-mod relay;
 mod stream;
 mod subscribe;
 
@@ -41,11 +42,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::Notify;
-
 use crate::clock::Clock;
 use crate::event::{Cursor, Origin};
 use crate::metrics::Metrics;
+pub use accepted::{Accepted, Outlet, Route};
 use broadcast::BroadcastIds;
 use channel::Channel;
 pub use channel::Entry;
@@ -54,8 +54,6 @@ pub use fanout::Sink;
 use ledger::Ledger;
 pub use multi::{wrap_data, ManySubscribeError, MultiSubscription};
 pub use multi_cursor::MAX_STREAM_CURSOR_LEN;
-use outbox::Outbox;
-pub use outbox::{RelayBatch, RelayEvent, Route};
 pub use pattern::pattern_prefix;
 use pattern::Feed;
 pub use stream::{Next, Subscription};
@@ -70,8 +68,11 @@ pub struct BrokerSettings {
     /// How many events a subscriber may fall behind before it is disconnected
     /// (`--subscriber.buffer`).
     pub subscriber_buffer: usize,
-    /// Bounds of the queue of accepted events kept for peers that are away
-    /// (`--relay.queueEvents`, `--relay.queueBytes`).
+    /// Bounds of the queue of accepted events kept for peers that are away (the
+    /// relay's outbox, which the node builds from them: `--relay.queueEvents`,
+    /// `--relay.queueBytes`). The broker reads the first: how far past what this
+    /// node saw of another origin a cursor may be and still be one the cluster
+    /// issued.
     pub relay_queue_events: usize,
     pub relay_queue_bytes: usize,
     /// Bytes of replay history across all channels (see [`Entry::cost`]); past it the
@@ -122,8 +123,8 @@ struct Shared {
     /// from the origin and a counter.
     client_id_key: RandomState,
     state: Mutex<State>,
-    /// Woken when the outbox grows.
-    outbox_notify: Notify,
+    /// Where this node's accepted events go for peers (none: nowhere).
+    outlet: Option<Arc<dyn Outlet>>,
     /// Set once the node closes its streams: every subscription ends.
     closing: AtomicBool,
     /// The last keep-alive sweep's threshold (ms): a stream that sent anything after
@@ -135,13 +136,12 @@ struct Shared {
 #[derive(Debug)]
 struct State {
     /// Last sequence assigned by this origin. Assigned under the state lock together
-    /// with the append and the outbox push, so every channel and every peer sees this
-    /// origin's events in sequence order.
+    /// with the append and the handover to the outlet, so every channel and every
+    /// peer sees this origin's events in sequence order.
     last_seq: u64,
     channels: BTreeMap<Arc<str>, Arc<Channel>>,
     /// The feeds of the patterns with subscribers here, by prefix (see `pattern`).
     patterns: BTreeMap<Arc<str>, Arc<Feed>>,
-    outbox: Outbox,
     /// Replay bytes and eviction order across channels.
     ledger: Ledger,
     /// Wall time (ms) just after the last time this node gave up events still inside the
@@ -235,11 +235,33 @@ pub struct BrokerStats {
 }
 
 impl Broker {
+    /// A broker whose accepted events go nowhere else (a node alone, or a test).
     pub fn new(
         origin: Origin,
         clock: Clock,
         settings: BrokerSettings,
         metrics: Arc<Metrics>,
+    ) -> Self {
+        Self::build(origin, clock, settings, metrics, None)
+    }
+
+    /// A broker that hands every event it accepts to `outlet`, from the first on.
+    pub fn with_outlet(
+        origin: Origin,
+        clock: Clock,
+        settings: BrokerSettings,
+        metrics: Arc<Metrics>,
+        outlet: Arc<dyn Outlet>,
+    ) -> Self {
+        Self::build(origin, clock, settings, metrics, Some(outlet))
+    }
+
+    fn build(
+        origin: Origin,
+        clock: Clock,
+        settings: BrokerSettings,
+        metrics: Arc<Metrics>,
+        outlet: Option<Arc<dyn Outlet>>,
     ) -> Self {
         Broker {
             shared: Arc::new(Shared {
@@ -253,7 +275,6 @@ impl Broker {
                     last_seq: 0,
                     channels: BTreeMap::new(),
                     patterns: BTreeMap::new(),
-                    outbox: Outbox::new(settings.relay_queue_events, settings.relay_queue_bytes),
                     ledger: Ledger::default(),
                     dropped_ms: 0,
                     broadcast_skipped: (0, 0),
@@ -262,7 +283,7 @@ impl Broker {
                     warned_bytes_ms: None,
                     warned_channels_ms: None,
                 }),
-                outbox_notify: Notify::new(),
+                outlet,
                 closing: AtomicBool::new(false),
                 keep_alive_silent_since_ms: AtomicU64::new(0),
                 settings,
@@ -339,6 +360,28 @@ impl Broker {
                 .events_written_directly
                 .fetch_add(handed.whole as u64, Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+impl Broker {
+    /// [`Broker::apply_remote`] of an event to `channel` (`None`: every channel).
+    fn relayed(
+        &self,
+        origin: Origin,
+        seq: u64,
+        channel: Option<&str>,
+        publish: &crate::event::Publish,
+    ) -> usize {
+        let route = channel.map_or(Route::All, Route::Channel);
+        self.apply_remote(
+            origin,
+            Accepted {
+                seq,
+                route,
+                publish,
+            },
+        )
     }
 }
 

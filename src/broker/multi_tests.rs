@@ -18,7 +18,6 @@ pub(super) fn broker(origin: Origin) -> Broker {
         replay_age: Duration::from_secs(600),
         subscriber_buffer: 1000,
         relay_queue_events: 1000,
-        relay_queue_bytes: 1 << 20,
         replay_max_bytes: 1 << 30,
         max_channels: 1000,
         ..BrokerSettings::default()
@@ -95,7 +94,7 @@ pub(super) fn drain(stream: &mut MultiSubscription) -> Vec<Block> {
 struct Pair {
     nodes: [Broker; 2],
     /// Per node: its events not yet applied on the other, in sequence order.
-    pending: [Vec<(u64, Route, Publish)>; 2],
+    pending: [Vec<(u64, Option<String>, Publish)>; 2],
     seq: [u64; 2],
     next_value: u64,
     /// Every channel's events, as published.
@@ -139,12 +138,12 @@ impl Pair {
             Some(channel) => {
                 self.nodes[node].publish(channel, &publish, None).unwrap();
                 self.model.get_mut(channel).unwrap().push(value);
-                Route::Channel(channel.into())
+                Some(channel.to_owned())
             }
             None => {
                 self.nodes[node].publish_all(&publish);
                 self.model.values_mut().for_each(|list| list.push(value));
-                Route::All
+                None
             }
         };
         self.seq[node] += 1;
@@ -155,7 +154,7 @@ impl Pair {
     fn flush(&mut self, node: usize) {
         let origin = self.nodes[node].origin();
         for (seq, route, publish) in std::mem::take(&mut self.pending[node]) {
-            self.nodes[1 - node].apply_remote(origin, seq, &route, &publish);
+            self.nodes[1 - node].relayed(origin, seq, route.as_deref(), &publish);
         }
     }
 }

@@ -97,9 +97,9 @@ fn relayed_events_and_gaps_reach_pattern_streams_once() {
     ];
     let mut stream = node.subscribe_many(&["o.*"], None, None).unwrap();
     drain(&mut stream);
-    node.apply_remote(0xb2, 1, &Route::Channel("o.a".into()), &number(1));
+    node.relayed(0xb2, 1, Some("o.a"), &number(1));
     // Sent to every channel: o.a and o.b both get it, the pattern once.
-    node.apply_remote(0xb2, 2, &Route::All, &number(2));
+    node.relayed(0xb2, 2, None, &number(2));
     node.remote_gap(0xb2, 5);
     let got = drain(&mut stream);
     assert_eq!(events(&got)[..2], [("o.a".into(), 1), ("o.a".into(), 2)]);
@@ -123,7 +123,7 @@ fn a_relayed_event_without_room_for_its_channel_reaches_patterns() {
     let _full = node.subscribe("n", None, Resume::Live).unwrap();
     let mut stream = node.subscribe_many(&["o.*"], None, None).unwrap();
     drain(&mut stream);
-    let delivered = node.apply_remote(0xb2, 1, &Route::Channel("o.a".into()), &number(7));
+    let delivered = node.relayed(0xb2, 1, Some("o.a"), &number(7));
     assert_eq!(delivered, 1);
     assert_eq!(node.stats().channels + node.stats().dormant_channels, 1);
     assert_eq!(events(&drain(&mut stream)), [("o.a".into(), 7)]);
@@ -193,7 +193,7 @@ fn a_resume_merges_the_history_of_every_matching_channel() {
 /// Two nodes with a relay between them that delivers when told to.
 struct Pair {
     nodes: [Broker; 2],
-    pending: [Vec<(u64, Route, Publish)>; 2],
+    pending: [Vec<(u64, Option<String>, Publish)>; 2],
     seq: [u64; 2],
     next_value: u64,
     /// Each part of the stream's events, as published: an event to every channel
@@ -272,12 +272,12 @@ impl Pair {
                 if let Some(part) = part(&self.set, channel) {
                     self.model.get_mut(part).unwrap().push(value);
                 }
-                Route::Channel(channel.into())
+                Some(channel.to_owned())
             }
             None => {
                 self.nodes[node].publish_all(&publish);
                 self.model.values_mut().for_each(|list| list.push(value));
-                Route::All
+                None
             }
         };
         self.seq[node] += 1;
@@ -287,7 +287,7 @@ impl Pair {
     fn flush(&mut self, node: usize) {
         let origin = self.nodes[node].origin();
         for (seq, route, publish) in std::mem::take(&mut self.pending[node]) {
-            self.nodes[1 - node].apply_remote(origin, seq, &route, &publish);
+            self.nodes[1 - node].relayed(origin, seq, route.as_deref(), &publish);
         }
     }
 }

@@ -5,15 +5,13 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::event::{Origin, Publish};
 use crate::faults::Bug;
 
 use super::channel::{Arrival, Channel};
 use super::fanout::Fanout;
 use super::lifecycle::{live_channels, pass_by_dormant};
-use super::{Broker, ChannelsFull, Published, RelayEvent, Route, State};
+use super::{Accepted, Broker, ChannelsFull, Published, Route, State};
 
 impl Broker {
     /// Publishes to one channel, or to one client of it when `target` is set. Refused
@@ -78,12 +76,9 @@ impl Broker {
                 });
                 continue;
             }
-            let route = match &target {
-                None => Route::Channel(channel.to_owned()),
-                Some(client) => Route::Client {
-                    channel: channel.to_owned(),
-                    client: client.to_string(),
-                },
+            let route = match target.as_deref() {
+                None => Route::Channel(channel),
+                Some(client) => Route::Client { channel, client },
             };
             let seq = self.accept(state, route, publish);
             let arrival = Arrival {
@@ -111,27 +106,38 @@ impl Broker {
         if accepted {
             // Peers first: their relay streams can be on their way (on another worker
             // thread) while this one writes to the local subscribers.
-            self.shared.outbox_notify.notify_waiters();
+            self.flush_outlet();
         }
         self.finish(fanout);
         Ok(())
     }
 
-    /// Assigns the next sequence and queues the event for peers.
-    fn accept(&self, state: &mut State, route: Route, publish: &Publish) -> u64 {
+    /// Assigns the next sequence and hands the event to the outlet, for peers.
+    fn accept(&self, state: &mut State, route: Route<'_>, publish: &Publish) -> u64 {
         state.last_seq += 1;
         let seq = state.last_seq;
-        let encoded = serde_json::to_vec(&RelayEvent {
-            seq,
-            route,
-            publish: publish.to_raw_json(),
-        })
-        .unwrap_or_default();
-        state
-            .outbox
-            .push(seq, self.shared.clock.now_ms(), Bytes::from(encoded));
+        if let Some(outlet) = &self.shared.outlet {
+            let accepted = Accepted {
+                seq,
+                route,
+                publish,
+            };
+            outlet.accepted(self.shared.clock.now_ms(), accepted);
+        }
         self.shared.metrics.events_published.fetch_add(1, Relaxed);
         seq
+    }
+
+    /// Lets the outlet wake its readers, after the lock.
+    fn flush_outlet(&self) {
+        if let Some(outlet) = &self.shared.outlet {
+            outlet.flush();
+        }
+    }
+
+    /// The last sequence this node's origin assigned (0: none yet).
+    pub fn accepted_seq(&self) -> u64 {
+        self.state().last_seq
     }
 
     /// Publishes one event to every channel that has subscribers, here and (through
@@ -211,7 +217,7 @@ impl Broker {
         }
         drop(guard);
         if accepted {
-            self.shared.outbox_notify.notify_waiters();
+            self.flush_outlet();
         }
         self.finish(fanout);
     }
@@ -245,15 +251,15 @@ impl Broker {
         delivered
     }
 
-    /// Delivers an event another node accepted. Events must arrive in the origin's
-    /// sequence order; one this node already has is dropped. Returns local deliveries.
-    pub fn apply_remote(
-        &self,
-        origin: Origin,
-        seq: u64,
-        route: &Route,
-        publish: &Publish,
-    ) -> usize {
+    /// Delivers an event another node (`origin`) accepted. Events must arrive in the
+    /// origin's sequence order; one this node already has is dropped. Returns local
+    /// deliveries.
+    pub fn apply_remote(&self, origin: Origin, event: Accepted<'_>) -> usize {
+        let Accepted {
+            seq,
+            route,
+            publish,
+        } = event;
         let now = self.shared.clock.now_ms();
         let mut guard = self.state();
         let state = &mut *guard;
@@ -261,9 +267,7 @@ impl Broker {
         let (name, target) = match route {
             Route::All => (None, None),
             Route::Channel(name) => (Some(name), None),
-            Route::Client { channel, client } => {
-                (Some(channel), Some(Arc::<str>::from(client.as_str())))
-            }
+            Route::Client { channel, client } => (Some(channel), Some(Arc::<str>::from(client))),
         };
         let channels = match name {
             None => {

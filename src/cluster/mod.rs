@@ -3,12 +3,23 @@
 //! Each node advertises its HTTP address and its origin (node + generation) as
 //! gossip key-values. A sync loop turns the live member list into `/status` and into
 //! one relay puller per live peer origin.
+//!
+//! - `gossip`: chitchat over the transport, with sealed datagrams when there is a key.
+//! - `relay`: the relay's two ends over HTTP: the stream this node serves each peer,
+//!   and the puller of each peer's stream that applies what it reads.
+//! - `outbox`: this node's accepted events for peers to pull, each encoded once (the
+//!   broker hands them over as its [`Outlet`](crate::broker::Outlet)).
+//! - `wire`: the relay frame format, in one place: encoding, framing, decoding.
+//! - `drain`: a node's last pulls before it stops; `crypto`: the cluster secret's
+//!   protocols.
 
 pub mod crypto;
 pub(crate) mod drain;
 pub(crate) mod gossip;
+pub(crate) mod outbox;
 pub(crate) mod relay;
 mod settings;
+pub(crate) mod wire;
 
 pub use crypto::ClusterSecret;
 pub use settings::ClusterSettings;
@@ -33,6 +44,7 @@ use crate::metrics::Metrics;
 use crate::transport::Network;
 pub use drain::Drainer;
 use drain::{PulledUpTo, KEY_LEAVING};
+pub(crate) use outbox::Outbox;
 use relay::PeerTarget;
 use settings::Joining;
 

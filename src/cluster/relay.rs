@@ -1,8 +1,9 @@
 //! The relay: every node serves its own accepted events (its outbox) as an ordered
 //! stream, and pulls the stream of every live peer, resuming where it stopped.
 //!
-//! Wire format: `GET /relay/v1?origin=<hex>&from=<seq>&node=<id>` answers 200 with a
-//! body of frames, each a 4-byte big-endian length and a JSON [`Frame`]. A request for
+//! `GET /relay/v1?origin=<hex>&from=<seq>&node=<id>` answers 200 with a body of
+//! relay frames (their format is `wire`'s; the events come encoded from the
+//! `outbox`). A request for
 //! another origin (the peer restarted) answers 410 with the current one in
 //! `x-relay-origin`. `from=0&since=<ms>` starts at the first event accepted at or
 //! after that wall time (with a gap first if some of those were already evicted): a
@@ -21,18 +22,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Extension;
 use axum::Router;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::BodyExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::watch;
 
 use std::sync::Arc;
 
-use super::crypto::{FrameOpener, FrameSealer, RelayAnswer};
+use super::crypto::{FrameOpener, RelayAnswer};
 use super::drain::PulledUpTo;
+use super::outbox::{Outbox, RelayBatch};
+use super::wire::{self, Frame, FrameReader, Framer};
 use super::{ClusterSecret, MemberIps};
-use crate::broker::{Broker, RelayBatch, RelayEvent, Route};
-use crate::event::{validate_name, Origin, Publish};
+use crate::broker::Broker;
+use crate::event::Origin;
 use crate::faults::Bug;
 use crate::log::{RateLimited, Untrusted};
 use crate::transport::{Network, RemoteIp};
@@ -43,23 +46,8 @@ const ORIGIN_HEADER: &str = "x-relay-origin";
 const AUTH_HEADER: &str = "x-relay-auth";
 /// The server's proof of the key, bound to the dialler's.
 const PROOF_HEADER: &str = "x-relay-proof";
-/// Largest frame accepted from a peer (a publish body is far smaller).
-const MAX_FRAME: usize = 4 * 1024 * 1024;
 /// Most events sent in one write.
 const BATCH: usize = 256;
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Frame {
-    Event(RelayEvent),
-    Gap { upto: u64 },
-    Ping,
-}
-
-fn frame_bytes(out: &mut BytesMut, payload: &[u8]) {
-    out.put_u32(payload.len() as u32);
-    out.put_slice(payload);
-}
 
 /// The readers of a relay without a cluster secret.
 #[derive(Clone)]
@@ -74,6 +62,8 @@ pub(crate) enum OpenTo {
 #[derive(Clone)]
 pub(crate) struct RelayServer {
     pub(crate) broker: Broker,
+    /// This node's accepted events, encoded (the broker's outlet).
+    pub(crate) outbox: Arc<Outbox>,
     pub(crate) secret: Option<Arc<ClusterSecret>>,
     /// Who may read the relay when there is no secret to authenticate peers.
     pub(crate) open_to: OpenTo,
@@ -105,20 +95,6 @@ pub(crate) fn router(server: RelayServer) -> Router {
 /// The bytes that authenticate a relay request: both ends build them from the query.
 fn request_context(origin: &str, from: u64, since: u64, node: &str) -> String {
     format!("GET {PATH} origin={origin} from={from} since={since} node={node}")
-}
-
-/// Frames of one relay response, sealed when the cluster has a key.
-struct Framer {
-    sealer: Option<FrameSealer>,
-}
-
-impl Framer {
-    fn push(&mut self, out: &mut BytesMut, payload: &[u8]) {
-        match &mut self.sealer {
-            Some(sealer) => frame_bytes(out, &sealer.seal(payload)),
-            None => frame_bytes(out, payload),
-        }
-    }
 }
 
 async fn serve(
@@ -155,7 +131,7 @@ async fn serve(
         return (StatusCode::BAD_REQUEST, "relay: bad query").into_response();
     };
     let mut response_headers = HeaderMap::new();
-    let mut framer = Framer { sealer: None };
+    let mut framer = Framer::new(None);
     if let Some(secret) = &server.secret {
         let token = headers
             .get(AUTH_HEADER)
@@ -167,7 +143,7 @@ async fn serve(
                 if let Ok(proof) = HeaderValue::from_str(&proof) {
                     response_headers.insert(PROOF_HEADER, proof);
                 }
-                framer.sealer = Some(sealer);
+                framer = Framer::new(Some(sealer));
             }
             Err(error) => {
                 server.broker.metrics().relay_rejected.fetch_add(1, Relaxed);
@@ -196,7 +172,7 @@ async fn serve(
     }
     tracing::debug!(peer = %Untrusted(&query.node), from = query.from, "relay stream opened");
     let from = if query.from == 0 {
-        server.broker.relay_first_since(query.since)
+        server.outbox.first_since(query.since)
     } else {
         query.from
     };
@@ -214,28 +190,19 @@ async fn serve(
             let mut ping =
                 tokio::time::interval_at(tokio::time::Instant::now() + server.ping, server.ping);
             loop {
-                let mut out = BytesMut::new();
-                match server.broker.relay_read(next, BATCH) {
+                match server.outbox.read(next, BATCH) {
                     RelayBatch::Gap { upto } => {
                         next = upto + 1;
-                        let payload = serde_json::to_vec(&Frame::Gap { upto }).unwrap_or_default();
-                        framer.push(&mut out, &payload);
+                        let chunk = framer.gap(upto);
                         return Some((
-                            Ok::<_, Infallible>(out.freeze()),
+                            Ok::<_, Infallible>(chunk),
                             (server, framer, next, true, open),
                         ));
                     }
                     RelayBatch::Events(events) if !events.is_empty() => {
                         next += events.len() as u64;
-                        let mut payload = Vec::new();
-                        for event in events {
-                            payload.clear();
-                            payload.extend_from_slice(b"{\"event\":");
-                            payload.extend_from_slice(&event);
-                            payload.push(b'}');
-                            framer.push(&mut out, &payload);
-                        }
-                        return Some((Ok(out.freeze()), (server, framer, next, true, open)));
+                        let chunk = framer.events(&events);
+                        return Some((Ok(chunk), (server, framer, next, true, open)));
                     }
                     RelayBatch::Events(_) => {}
                 }
@@ -251,14 +218,13 @@ async fn serve(
                         biased;
                         _ = shutdown.wait_for(|s| *s) => return None,
                         _ = draining.wait_for(|d| *d), if sent => Woke::Event,
-                        _ = server.broker.relay_wait(next) => Woke::Event,
+                        _ = server.outbox.wait(next) => Woke::Event,
                         _ = ping.tick() => Woke::Ping,
                     }
                 };
                 if let Woke::Ping = woke {
-                    let payload = serde_json::to_vec(&Frame::Ping).unwrap_or_default();
-                    framer.push(&mut out, &payload);
-                    return Some((Ok(out.freeze()), (server, framer, next, sent, open)));
+                    let chunk = framer.ping();
+                    return Some((Ok(chunk), (server, framer, next, sent, open)));
                 }
             }
         },
@@ -459,34 +425,6 @@ async fn pull_once<N: Network>(
     }
 }
 
-/// Splits a relay body into frames: a 4-byte big-endian length, then that many bytes.
-#[derive(Debug, Default)]
-pub(crate) struct FrameReader {
-    buf: BytesMut,
-}
-
-impl FrameReader {
-    pub(crate) fn extend(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
-    }
-
-    /// The next whole frame; `Ok(None)` until more bytes arrive.
-    pub(crate) fn next_frame(&mut self) -> Result<Option<BytesMut>, String> {
-        if self.buf.len() < 4 {
-            return Ok(None);
-        }
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        if len > MAX_FRAME {
-            return Err(format!("frame of {len} bytes is too large"));
-        }
-        if self.buf.len() < 4 + len {
-            return Ok(None);
-        }
-        self.buf.advance(4);
-        Ok(Some(self.buf.split_to(len)))
-    }
-}
-
 /// Opens (with a key) and applies every whole frame `reader` holds.
 pub(crate) fn apply_frames(
     broker: &Broker,
@@ -513,9 +451,7 @@ pub(crate) fn apply_frames(
 
 /// Applies one frame from `origin`; `next` is the sequence expected next (0: any).
 fn apply(broker: &Broker, origin: Origin, payload: &[u8], next: &mut u64) -> Result<(), String> {
-    let frame: Frame =
-        serde_json::from_slice(payload).map_err(|e| format!("bad relay frame: {e}"))?;
-    match frame {
+    match wire::decode(payload)? {
         Frame::Ping => Ok(()),
         Frame::Gap { upto } => {
             let after = after_seq(upto)?;
@@ -544,17 +480,9 @@ fn apply(broker: &Broker, origin: Origin, payload: &[u8], next: &mut u64) -> Res
                 broker.remote_gap(origin, event.seq - 1);
             }
             *next = after;
-            let publish = Publish::from_json(event.publish.get().as_bytes()).map_err(|e| e.0)?;
-            match &event.route {
-                Route::All => {}
-                Route::Channel(channel) => validate_name("channel", channel).map_err(|e| e.0)?,
-                Route::Client { channel, client } => {
-                    validate_name("channel", channel).map_err(|e| e.0)?;
-                    validate_name("client", client).map_err(|e| e.0)?;
-                }
-            }
+            let event = event.check()?;
             broker.metrics().relay_events_received.fetch_add(1, Relaxed);
-            broker.apply_remote(origin, event.seq, &event.route, &publish);
+            broker.apply_remote(origin, event.accepted());
             Ok(())
         }
     }
@@ -583,13 +511,19 @@ mod tests {
         crate::fuzzing::small_broker(1_000)
     }
 
+    /// Plain frames of `payloads`, as a relay body carries them.
+    fn framed(payloads: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for payload in payloads {
+            out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            out.extend_from_slice(payload.as_bytes());
+        }
+        out
+    }
+
     fn body(payloads: &[&str]) -> FrameReader {
         let mut reader = FrameReader::default();
-        for payload in payloads {
-            let mut out = BytesMut::new();
-            frame_bytes(&mut out, payload.as_bytes());
-            reader.extend(&out);
-        }
+        reader.extend(&framed(payloads));
         reader
     }
 
@@ -618,7 +552,7 @@ mod tests {
 
     #[test]
     fn frames_split_anywhere_are_reassembled() {
-        let frames = body(&[r#""ping""#, r#"{"gap":{"upto":3}}"#]).buf;
+        let frames = framed(&[r#""ping""#, r#"{"gap":{"upto":3}}"#]);
         for split in 0..=frames.len() {
             let mut reader = FrameReader::default();
             let mut next = 0;
@@ -627,14 +561,7 @@ mod tests {
             reader.extend(&frames[split..]);
             apply_frames(&broker(), 7, &mut reader, None, &mut next).unwrap();
             assert_eq!(next, 4, "split at {split}");
-            assert!(reader.buf.is_empty());
+            assert!(reader.is_empty());
         }
-    }
-
-    #[test]
-    fn an_oversized_frame_length_is_refused_before_buffering() {
-        let mut reader = FrameReader::default();
-        reader.extend(&u32::MAX.to_be_bytes());
-        assert!(reader.next_frame().is_err());
     }
 }

@@ -1,7 +1,41 @@
 //! Batches (`publish_batch`, `publish_all_batch`) against the same events published
 //! one at a time: every answer, the history, the ledger and the relay outbox agree.
 
+use std::sync::Mutex;
+
 use super::*;
+
+/// An outlet that keeps what the broker hands it (route, as its debug text), in order.
+#[derive(Debug, Default)]
+struct Recorder(Mutex<Vec<(u64, String, Publish)>>);
+
+impl Outlet for Recorder {
+    fn accepted(&self, _accepted_ms: u64, event: Accepted<'_>) {
+        let route = format!("{:?}", event.route);
+        let kept = (event.seq, route, event.publish.clone());
+        self.0.lock().unwrap().push(kept);
+    }
+
+    fn flush(&self) {}
+}
+
+impl Recorder {
+    fn taken(&self) -> Vec<(u64, String, Publish)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+fn recorded(settings: BrokerSettings) -> (Broker, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let broker = Broker::with_outlet(
+        0xabc,
+        Clock::starting_at(1_000_000),
+        settings,
+        Arc::new(Metrics::default()),
+        recorder.clone(),
+    );
+    (broker, recorder)
+}
 
 /// The same events, twice over: what a batch is held to.
 fn events() -> Vec<Publish> {
@@ -33,16 +67,17 @@ struct Observed {
     /// A resume of each channel from its cursor before the events.
     replay: Vec<String>,
     stats: BrokerStats,
-    outbox: RelayBatch,
+    /// What the broker handed the relay.
+    outbox: Vec<(u64, String, Publish)>,
     last_seq: u64,
 }
 
 /// A broker small enough that the events evict history, per channel
 /// (`--replay.events` 7) and across channels (the byte bound), with room for a
 /// subscriber to take all seven new events at once.
-fn small_broker() -> Broker {
+fn small_broker() -> (Broker, Arc<Recorder>) {
     let cost = one_event_cost();
-    broker_from(BrokerSettings {
+    recorded(BrokerSettings {
         replay_max_bytes: 6 * cost + states(&["c", "other"]),
         ..settings(7, 7)
     })
@@ -51,7 +86,7 @@ fn small_broker() -> Broker {
 /// Runs `publish` on a fresh broker with a waiting subscriber on `c`, a dormant
 /// channel `other` with history, and the id `old` already published to `c`.
 async fn observe(publish: impl FnOnce(&Broker) -> Vec<Published>) -> Observed {
-    let broker = small_broker();
+    let (broker, recorder) = small_broker();
     broker.publish("other", &event("o1"), None).unwrap();
     broker.publish("c", &with_id("old", "old"), None).unwrap();
     let before_c = opening_cursor(&broker, "c");
@@ -75,7 +110,7 @@ async fn observe(publish: impl FnOnce(&Broker) -> Vec<Published>) -> Observed {
         broker.metrics().history_evicted_events.load(Relaxed) > 0 && !has_channel(&broker, "other"),
         "the byte bound evicts across channels: {stats:?}"
     );
-    let outbox = broker.relay_read(1, 1000);
+    let outbox = recorder.taken();
     let last_seq = broker.accepted_seq();
     drop(sub);
     Observed {
@@ -114,8 +149,10 @@ async fn a_batch_to_one_channel_leaves_what_single_publishes_leave() {
         .filter_map(|block| block.lines().find_map(|l| l.strip_prefix("data: ")))
         .collect();
     assert_eq!(data, ["a1", "a2", "a3", "a4", "a5", "a6", "a7"]);
-    // Seven new events after the two before: sequences 1 to 9, all in the outbox.
+    // Seven new events after the two before: sequences 1 to 9, all handed over.
     assert_eq!(batch.last_seq, 9);
+    let handed: Vec<u64> = batch.outbox.iter().map(|(seq, ..)| *seq).collect();
+    assert_eq!(handed, (1..=9).collect::<Vec<_>>());
 }
 
 #[tokio::test(start_paused = true)]
@@ -154,7 +191,7 @@ async fn a_batch_to_one_client_reaches_only_that_client() {
 
 #[tokio::test(start_paused = true)]
 async fn a_batch_refused_for_the_channel_limit_accepts_nothing() {
-    let broker = broker_from(BrokerSettings {
+    let (broker, recorder) = recorded(BrokerSettings {
         max_channels: 1,
         ..settings(100, 50)
     });
@@ -163,5 +200,5 @@ async fn a_batch_refused_for_the_channel_limit_accepts_nothing() {
         .publish_batch("new", &[event("1"), event("2")], None)
         .is_err());
     assert_eq!(broker.accepted_seq(), 0);
-    assert_eq!(broker.outbox_size(), (0, 0));
+    assert_eq!(recorder.taken(), []);
 }

@@ -82,9 +82,10 @@ impl fmt::Display for CryptoError {
 
 impl std::error::Error for CryptoError {}
 
-/// Keys and a handshake shared by the tests of every protocol.
+/// Keys and a handshake shared by the tests of every protocol (and of the relay's
+/// sealed streams).
 #[cfg(test)]
-mod testing {
+pub(crate) mod testing {
     use std::sync::OnceLock;
 
     use super::{ClusterKey, CryptoError, FrameOpener, FrameSealer, ReplayGuard};
@@ -93,7 +94,7 @@ mod testing {
     pub(super) const CONTEXT: &str = "GET /relay origin=00ff from=42 node=b";
 
     /// Argon2 is slow in debug builds: derive each test key once.
-    pub(super) fn key() -> &'static ClusterKey {
+    pub(crate) fn key() -> &'static ClusterKey {
         static KEY: OnceLock<ClusterKey> = OnceLock::new();
         KEY.get_or_init(|| ClusterKey::derive("correct horse battery staple"))
     }
@@ -104,7 +105,7 @@ mod testing {
     }
 
     /// B (`b`) dials A (`a`): A's sealer and B's opener of the resulting stream.
-    pub(super) fn handshake(
+    pub(crate) fn handshake(
         b: &ClusterKey,
         a: &ClusterKey,
     ) -> Result<(FrameSealer, FrameOpener), CryptoError> {
