@@ -39,6 +39,8 @@ pub const NAMES: &[&str] = &[
     "rolling_restart",
     "stop_soon_after_restart",
     "stop_while_cut_off",
+    "slow_reader_leaves_behind_its_overflow",
+    "slow_reader_leaves_behind_a_healed_cut",
 ];
 
 pub fn by_name(name: &str, seed: u64) -> Option<Plan> {
@@ -60,6 +62,8 @@ pub fn by_name(name: &str, seed: u64) -> Option<Plan> {
         "rolling_restart" => rolling_restart(),
         "stop_soon_after_restart" => stop_soon_after_restart(),
         "stop_while_cut_off" => stop_while_cut_off(),
+        "slow_reader_leaves_behind_its_overflow" => slow_reader_leaves_behind_its_overflow(),
+        "slow_reader_leaves_behind_a_healed_cut" => slow_reader_leaves_behind_a_healed_cut(),
         "random" => crate::random::random(seed),
         "random_links" => random(seed, 3),
         _ => return None,
@@ -517,6 +521,114 @@ pub fn stop_while_cut_off() -> Plan {
         planted: None,
         // Outlasts the partition (healed 10 s after the stop).
         drain_timeout: Duration::from_secs(15),
+    }
+}
+
+/// A false alarm of the random search (seed 2, shrunk with `--shrink`: `--seed 2
+/// --scenario random --without
+/// p0,p1,p2,p3,s1,s2,f0,f1,f2,f3,f4,f5,f6,f7,f8,f9,f10,f11`). A slow reader with a
+/// buffer of 6 falls behind on c2; node 4 ends its stream with `overflow` at 22 s,
+/// but the reader, one chunk every 836 ms, is still eleven seconds of bytes behind
+/// it when it leaves at 33 s. The subscriber used to close at once, so the events
+/// queued before the unread `overflow` looked lost without a signal; a leaving
+/// subscriber now reads what its stream already holds.
+pub fn slow_reader_leaves_behind_its_overflow() -> Plan {
+    Plan {
+        name: "slow_reader_leaves_behind_its_overflow".into(),
+        nodes: 6,
+        late_nodes: vec![5, 2],
+        subscribers: vec![SubscriberSpec {
+            name: "s0".into(),
+            channels: vec!["c0".into(), "c1".into(), "c2".into()],
+            nodes: vec![2, 4, 0, 3, 1, 5],
+            start: Duration::from_millis(3037),
+            stop: LEAVE,
+            read_delay: Duration::from_millis(836),
+            hop_every: None,
+        }],
+        publishers: vec![PublisherSpec {
+            name: "p4".into(),
+            p: 4,
+            channel: "c2".into(),
+            nodes: vec![1, 0, 2, 4, 5, 3],
+            start: Duration::from_millis(5471),
+            count: 40,
+            interval: Duration::from_millis(355),
+            retry_with_id: true,
+        }],
+        faults: vec![
+            (Duration::from_millis(7559), Fault::Loss(0.28)),
+            (HEAL, Fault::HealAll),
+            (HEAL, Fault::Loss(0.0)),
+            (HEAL, Fault::Latency(Duration::from_millis(10))),
+            (HEAL, Fault::Revive(0)),
+            (HEAL, Fault::Revive(1)),
+            (HEAL, Fault::Revive(2)),
+            (HEAL, Fault::Join(2)),
+            (HEAL, Fault::Revive(3)),
+            (HEAL, Fault::Revive(4)),
+            (HEAL, Fault::Revive(5)),
+            (HEAL, Fault::Join(5)),
+        ],
+        probe_at: Duration::from_millis(43000),
+        subscriber_buffer: 6,
+        replay_age: REPLAY_AGE,
+        relay_queue_events: 23,
+        tcp_capacity: 16,
+        planted: None,
+        drain_timeout: Duration::from_secs(10),
+    }
+}
+
+/// A false alarm of the random search (seed 25, shrunk with `--shrink`: `--seed 25
+/// --scenario random --without p0,p1,s0,s2,s3,s4,s5,s6,f0,f1,f2,f3,f4,f5,f6,f7,f8,f9`).
+/// The link from node 1 to node 3 is cut from 11 s to the heal at 21 s, so what
+/// node 1 accepted meanwhile reaches node 3 after events accepted up to 20 s. The
+/// slow reader on node 3 is still reading those when it leaves at 33 s: the
+/// relayed events wait in its stream behind them, not lost. A leaving subscriber
+/// now reads what its stream already holds, and gets them.
+pub fn slow_reader_leaves_behind_a_healed_cut() -> Plan {
+    Plan {
+        name: "slow_reader_leaves_behind_a_healed_cut".into(),
+        nodes: 4,
+        late_nodes: vec![],
+        subscribers: vec![SubscriberSpec {
+            name: "s1".into(),
+            channels: vec!["c0".into(), "g.c1".into(), "g.c2".into()],
+            nodes: vec![3, 1, 2, 0],
+            start: Duration::from_millis(3832),
+            stop: LEAVE,
+            read_delay: Duration::from_millis(721),
+            hop_every: None,
+        }],
+        publishers: vec![PublisherSpec {
+            name: "p2".into(),
+            p: 2,
+            channel: "g.c2".into(),
+            nodes: vec![0, 2, 3, 1],
+            start: Duration::from_millis(7576),
+            count: 80,
+            interval: Duration::from_millis(88),
+            retry_with_id: false,
+        }],
+        faults: vec![
+            (Duration::from_millis(10959), Fault::PartitionOneWay(1, 3)),
+            (Duration::from_millis(9802), Fault::Stop(2)),
+            (HEAL, Fault::HealAll),
+            (HEAL, Fault::Loss(0.0)),
+            (HEAL, Fault::Latency(Duration::from_millis(10))),
+            (HEAL, Fault::Revive(0)),
+            (HEAL, Fault::Revive(1)),
+            (HEAL, Fault::Revive(2)),
+            (HEAL, Fault::Revive(3)),
+        ],
+        probe_at: Duration::from_millis(43000),
+        subscriber_buffer: 14,
+        replay_age: REPLAY_AGE,
+        relay_queue_events: 12,
+        tcp_capacity: 16,
+        planted: None,
+        drain_timeout: Duration::from_secs(10),
     }
 }
 

@@ -181,3 +181,47 @@ fn a_first_pull_of_an_overflowed_outbox_signals_the_gap() -> turmoil::Result {
 fn a_node_stopped_while_cut_off_waits_for_its_peers() -> turmoil::Result {
     holds(scenarios::stop_while_cut_off())
 }
+
+/// Runs `plan` with the seed of the random plan it was shrunk from (whose
+/// simulated network it needs to fail as it did), then with [`seeds`].
+fn holds_at(plan: &Plan, found_with: u64) -> turmoil::Result<Vec<sse_cluster_sim::Outcome>> {
+    let mut outcomes = Vec::new();
+    for seed in std::iter::once(found_with).chain(seeds()) {
+        let outcome = run(plan, seed)?;
+        assert!(
+            outcome.report.ok() && outcome.report.delivered > 0,
+            "seed {seed}, scenario {}: {:#?}\n{}",
+            plan.name,
+            outcome.report.violations,
+            outcome.summary()
+        );
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+/// Whether `actor` got the signal `name`.
+fn got(outcome: &sse_cluster_sim::Outcome, actor: &str, name: &str) -> bool {
+    outcome.records.iter().any(|r| {
+        r.actor == actor && matches!(&r.what, What::Event { event: Some(e), .. } if e == name)
+    })
+}
+
+/// Seed 2 of the random search (see `scenarios::slow_reader_leaves_behind_its_overflow`):
+/// a slow reader that leaves reads the `overflow` its node already sent.
+#[test]
+fn a_slow_reader_leaving_reads_the_overflow_already_sent() -> turmoil::Result {
+    let outcomes = holds_at(&scenarios::slow_reader_leaves_behind_its_overflow(), 2)?;
+    assert!(
+        got(&outcomes[0], "s0@c2", "overflow"),
+        "the scenario no longer overflows the reader: {}",
+        outcomes[0].summary()
+    );
+    Ok(())
+}
+
+/// Seed 25 of the random search (see `scenarios::slow_reader_leaves_behind_a_healed_cut`).
+#[test]
+fn a_slow_reader_leaving_reads_the_events_relayed_after_a_heal() -> turmoil::Result {
+    holds_at(&scenarios::slow_reader_leaves_behind_a_healed_cut(), 25).map(drop)
+}
