@@ -161,6 +161,9 @@ struct World {
     /// When each node went down (a stop, a crash, or a restart of a running node).
     down: BTreeMap<usize, Vec<u64>>,
     stopped: BTreeSet<u64>,
+    /// Origins stopped as planned whose drain ran out of time (see
+    /// [`What::NodeExited`]).
+    drain_timed_out: BTreeSet<u64>,
     cuts: Vec<u64>,
     heals: Vec<u64>,
     dedup_answers: usize,
@@ -191,6 +194,14 @@ fn world(records: &[Record]) -> World {
                     if !w.stopped.contains(&previous) {
                         w.crashed_at.entry(previous).or_insert(r.at_ms);
                     }
+                }
+            }
+            What::NodeExited {
+                node,
+                drain_timed_out: true,
+            } => {
+                if let Some(origin) = origin_of_node.get(node) {
+                    w.drain_timed_out.insert(*origin);
                 }
             }
             What::Fault(text) if text.starts_with("Stop(") => {
@@ -464,9 +475,11 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
             if !hole && !overtaken {
                 continue;
             }
-            // A `gap` says events of that origin were lost on their way: it excuses
-            // no loss of a node stopped as planned (a drain loses nothing). A
-            // `reset` or `overflow` says the stream itself could not be kept whole.
+            // A `gap` says events of that origin were lost on their way. Of a node
+            // stopped as planned it excuses no loss (a drain loses nothing), unless
+            // its drain ran out of time: then it left like a crashed node, and
+            // peers say `gap`. A `reset` or `overflow` says the stream itself could
+            // not be kept whole.
             let gap = s.signals.iter().any(|signal| {
                 signal
                     .gap
@@ -481,7 +494,8 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
                         .is_none_or(|had| had.get(*origin) < *seq)
             });
             let died = w.died(*origin, *at);
-            let planned_stop = w.stopped.contains(origin) && !died;
+            let planned_stop =
+                w.stopped.contains(origin) && !died && !w.drain_timed_out.contains(origin);
             // Left while reading the tail of a stream whose node went down before
             // it had this event (it did not accept it, and no stream on it saw it).
             let stranded = s.stranded.is_some_and(|(node, down)| {

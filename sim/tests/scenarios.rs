@@ -225,3 +225,25 @@ fn a_slow_reader_leaving_reads_the_overflow_already_sent() -> turmoil::Result {
 fn a_slow_reader_leaving_reads_the_events_relayed_after_a_heal() -> turmoil::Result {
     holds_at(&scenarios::slow_reader_leaves_behind_a_healed_cut(), 25).map(drop)
 }
+
+/// Seed 20 of the random search (see `scenarios::drain_runs_out_while_cut_off`): the
+/// drain gives up at its bound, and what it could not keep is signalled.
+#[test]
+fn a_drain_that_runs_out_leaves_a_gap_not_a_hole() -> turmoil::Result {
+    let outcomes = holds_at(&scenarios::drain_runs_out_while_cut_off(), 20)?;
+    let ran_out = outcomes[0].records.iter().any(|r| {
+        matches!(
+            r.what,
+            What::NodeExited {
+                node: 3,
+                drain_timed_out: true
+            }
+        )
+    });
+    assert!(
+        ran_out && got(&outcomes[0], "s0@g.c1", "gap"),
+        "the drain did not run out, or no gap was sent: {}",
+        outcomes[0].summary()
+    );
+    Ok(())
+}
