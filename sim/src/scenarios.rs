@@ -42,6 +42,7 @@ pub const NAMES: &[&str] = &[
     "slow_reader_leaves_behind_its_overflow",
     "slow_reader_leaves_behind_a_healed_cut",
     "drain_runs_out_while_cut_off",
+    "stop_after_the_outbox_overflowed",
 ];
 
 pub fn by_name(name: &str, seed: u64) -> Option<Plan> {
@@ -66,6 +67,7 @@ pub fn by_name(name: &str, seed: u64) -> Option<Plan> {
         "slow_reader_leaves_behind_its_overflow" => slow_reader_leaves_behind_its_overflow(),
         "slow_reader_leaves_behind_a_healed_cut" => slow_reader_leaves_behind_a_healed_cut(),
         "drain_runs_out_while_cut_off" => drain_runs_out_while_cut_off(),
+        "stop_after_the_outbox_overflowed" => stop_after_the_outbox_overflowed(),
         "random" => crate::random::random(seed),
         "random_links" => random(seed, 3),
         _ => return None,
@@ -685,6 +687,85 @@ pub fn drain_runs_out_while_cut_off() -> Plan {
         subscriber_buffer: 12,
         replay_age: REPLAY_AGE,
         relay_queue_events: 10_000,
+        tcp_capacity: 16,
+        planted: None,
+        drain_timeout: Duration::from_secs(10),
+    }
+}
+
+/// A false alarm of the random search (seed 28, shrunk with `--shrink`: `--seed 28
+/// --scenario random --without p0,p1,s0,s1,s2,s4,s5,s6,f0,f1,f5,f6,f7,f8,f9,f10`).
+/// Node 2 is cut off from node 3 from 8.9 s to 21 s and accepts 30 events, more
+/// than its outbox holds (16): events 1 to 14 are evicted, and node 3 gets a `gap`
+/// for them when the link heals. Node 2 was stopped as planned at 18.5 s, and the
+/// checker took every `gap` of a stopped node for a loss of the drain; but these
+/// were lost to the outbox bound before the stop, which is allowed when signalled.
+pub fn stop_after_the_outbox_overflowed() -> Plan {
+    Plan {
+        name: "stop_after_the_outbox_overflowed".into(),
+        nodes: 5,
+        late_nodes: vec![],
+        subscribers: vec![SubscriberSpec {
+            name: "s3".into(),
+            channels: vec!["c0".into(), "g.*".into()],
+            nodes: vec![3, 0, 1, 4, 2],
+            start: Duration::from_millis(3430),
+            stop: LEAVE,
+            read_delay: Duration::ZERO,
+            hop_every: None,
+        }],
+        publishers: vec![
+            PublisherSpec {
+                name: "p2".into(),
+                p: 2,
+                channel: "c0".into(),
+                nodes: vec![1, 2, 4, 3, 0],
+                start: Duration::from_millis(5177),
+                count: 80,
+                interval: Duration::from_millis(89),
+                retry_with_id: true,
+            },
+            PublisherSpec {
+                name: "p3".into(),
+                p: 3,
+                channel: "g.c1".into(),
+                nodes: vec![0, 4, 1, 2, 3],
+                start: Duration::from_millis(6326),
+                count: 23,
+                interval: Duration::from_millis(594),
+                retry_with_id: false,
+            },
+            PublisherSpec {
+                name: "p4".into(),
+                p: 4,
+                channel: "g.c1".into(),
+                nodes: vec![1, 4, 2, 0, 3],
+                start: Duration::from_millis(5166),
+                count: 52,
+                interval: Duration::from_millis(281),
+                retry_with_id: true,
+            },
+        ],
+        faults: vec![
+            (
+                Duration::from_millis(8856),
+                Fault::Partition(vec![3], vec![2]),
+            ),
+            (Duration::from_millis(18460), Fault::Stop(2)),
+            (Duration::from_millis(23405), Fault::Restart(2)),
+            (HEAL, Fault::HealAll),
+            (HEAL, Fault::Loss(0.0)),
+            (HEAL, Fault::Latency(Duration::from_millis(10))),
+            (HEAL, Fault::Revive(0)),
+            (HEAL, Fault::Revive(1)),
+            (HEAL, Fault::Revive(2)),
+            (HEAL, Fault::Revive(3)),
+            (HEAL, Fault::Revive(4)),
+        ],
+        probe_at: Duration::from_millis(43000),
+        subscriber_buffer: 512,
+        replay_age: REPLAY_AGE,
+        relay_queue_events: 16,
         tcp_capacity: 16,
         planted: None,
         drain_timeout: Duration::from_secs(10),

@@ -247,3 +247,16 @@ fn a_drain_that_runs_out_leaves_a_gap_not_a_hole() -> turmoil::Result {
     );
     Ok(())
 }
+
+/// Seed 28 of the random search (see `scenarios::stop_after_the_outbox_overflowed`):
+/// what the outbox bound evicted before a planned stop is signalled, and allowed.
+#[test]
+fn a_stop_after_the_outbox_overflowed_signals_what_the_bound_evicted() -> turmoil::Result {
+    let outcomes = holds_at(&scenarios::stop_after_the_outbox_overflowed(), 28)?;
+    assert!(
+        got(&outcomes[0], "s3@c0", "gap"),
+        "the outbox no longer overflows: {}",
+        outcomes[0].summary()
+    );
+    Ok(())
+}
