@@ -260,3 +260,18 @@ fn a_stop_after_the_outbox_overflowed_signals_what_the_bound_evicted() -> turmoi
     );
     Ok(())
 }
+
+/// Seed 184 of the random search (see `scenarios::stop_while_partly_cut_off`): a
+/// node stopped while a partition cuts it off from some of its peers waits for
+/// them too, and they get everything, with no gap.
+#[test]
+fn a_node_stopped_while_partly_cut_off_waits_for_the_peers_it_cannot_reach() -> turmoil::Result {
+    let outcomes = holds_at(&scenarios::stop_while_partly_cut_off(), 184)?;
+    let outcome = &outcomes[0];
+    assert!(
+        !got(outcome, "s4@c0", "gap") && outcome.report.delivered == outcome.report.published,
+        "s4 did not get every event without a gap: {}",
+        outcome.summary()
+    );
+    Ok(())
+}
