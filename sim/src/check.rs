@@ -161,6 +161,9 @@ struct World {
     /// When each node went down (a stop, a crash, or a restart of a running node).
     down: BTreeMap<usize, Vec<u64>>,
     stopped: BTreeSet<u64>,
+    /// Origins stopped as planned whose drain ran out of time (see
+    /// [`What::NodeExited`]).
+    drain_timed_out: BTreeSet<u64>,
     cuts: Vec<u64>,
     heals: Vec<u64>,
     dedup_answers: usize,
@@ -191,6 +194,14 @@ fn world(records: &[Record]) -> World {
                     if !w.stopped.contains(&previous) {
                         w.crashed_at.entry(previous).or_insert(r.at_ms);
                     }
+                }
+            }
+            What::NodeExited {
+                node,
+                drain_timed_out: true,
+            } => {
+                if let Some(origin) = origin_of_node.get(node) {
+                    w.drain_timed_out.insert(*origin);
                 }
             }
             What::Fault(text) if text.starts_with("Stop(") => {
@@ -267,6 +278,16 @@ impl World {
             let healed_before_crash = self.heals.iter().any(|h| *h > at && h <= c);
             soon || (*c >= at && cut_then && !healed_before_crash)
         })
+    }
+
+    /// The highest sequence `origin` is known to have accepted.
+    fn newest_seq(&self, origin: u64) -> u64 {
+        self.accepted
+            .values()
+            .filter(|acc| acc.origin == origin)
+            .map(|acc| acc.seq)
+            .max()
+            .unwrap_or(0)
     }
 
     fn restarted_between(&self, node: usize, from: u64, to: u64) -> bool {
@@ -464,14 +485,23 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
             if !hole && !overtaken {
                 continue;
             }
-            // A `gap` says events of that origin were lost on their way: it excuses
-            // no loss of a node stopped as planned (a drain loses nothing). A
-            // `reset` or `overflow` says the stream itself could not be kept whole.
-            let gap = s.signals.iter().any(|signal| {
-                signal
-                    .gap
-                    .is_some_and(|(gap_origin, upto)| gap_origin == *origin && upto >= *seq)
-            });
+            // A `gap` says events of that origin were lost on their way. Of a node
+            // stopped as planned it excuses only what a drain cannot keep: events
+            // its outbox had evicted before the stop (a partition outlasted the
+            // bound: the node's own gap, which stops short of its newest event,
+            // unlike the one peers send for what a departed node never sent
+            // them), or anything once its drain ran out of time (it left like a
+            // crashed node, and peers say `gap`). A `reset` or `overflow` says
+            // the stream itself could not be kept whole.
+            let gaps: Vec<u64> = s
+                .signals
+                .iter()
+                .filter_map(|signal| signal.gap)
+                .filter(|(gap_origin, upto)| gap_origin == origin && upto >= seq)
+                .map(|(_, upto)| upto)
+                .collect();
+            let gap = !gaps.is_empty();
+            let evicted = gaps.iter().any(|upto| *upto < w.newest_seq(*origin));
             let reset = s.signals.iter().any(|signal| {
                 signal.name != "gap"
                     && *at <= signal.at_ms + SIGNAL_SLACK_MS
@@ -481,7 +511,10 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
                         .is_none_or(|had| had.get(*origin) < *seq)
             });
             let died = w.died(*origin, *at);
-            let planned_stop = w.stopped.contains(origin) && !died;
+            let planned_stop = w.stopped.contains(origin)
+                && !died
+                && !w.drain_timed_out.contains(origin)
+                && !evicted;
             // Left while reading the tail of a stream whose node went down before
             // it had this event (it did not accept it, and no stream on it saw it).
             let stranded = s.stranded.is_some_and(|(node, down)| {

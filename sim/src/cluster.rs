@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sse_cluster::clock::Clock;
@@ -92,18 +93,36 @@ fn add_node(
         let config = config.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         stoppers.set(i, stop);
+        let trace = trace.clone();
         async move {
             let elapsed = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
             let listener = SimListener::bind(SocketAddr::new(config.http.bind, HTTP_PORT)).await?;
+            let drain_timeout = config.cluster.drain_timeout;
             let node = Node::new(config, origin, Clock::starting_at(EPOCH_MS + elapsed));
+            let signalled = Arc::new(Mutex::new(None));
+            let signal_at = signalled.clone();
             let shutdown = async move {
                 // A dropped sender (the host crashed or restarted) never stops it.
                 if stopped.await.is_err() {
                     std::future::pending::<()>().await;
                 }
+                *signal_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(tokio::time::Instant::now());
             };
             node.run_clustered(listener, SimNetwork, HTTP_PORT, shutdown)
                 .await?;
+            // Only the stop signal ends a run. The drain gives up at its bound and
+            // then announces the departure, so a drain that ran out took longer.
+            let signalled = *signalled.lock().unwrap_or_else(|p| p.into_inner());
+            let drain_timed_out = !drain_timeout.is_zero()
+                && signalled.is_some_and(|at| at.elapsed() >= drain_timeout);
+            trace.record(
+                &node_name(i),
+                What::NodeExited {
+                    node: i,
+                    drain_timed_out,
+                },
+            );
             Ok(())
         }
     });

@@ -17,6 +17,10 @@ pub struct Record {
 pub enum What {
     /// A node process started (first start or restart) with this origin.
     NodeStarted { node: usize, origin: u64 },
+    /// A node process ended after a planned stop (a crash leaves no record).
+    /// `drain_timed_out`: its drain ran for its whole bound (a non-zero
+    /// `--shutdown.drainTimeout`) and gave up with peers still behind.
+    NodeExited { node: usize, drain_timed_out: bool },
     /// A fault was injected (or healed) by the schedule.
     Fault(String),
     /// A subscriber dials `node`, resuming from `last_event_id`.

@@ -1,5 +1,6 @@
 //! Clients: an EventSource-like subscriber, a publisher, and the end-of-run probe.
 
+use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -24,6 +25,13 @@ const ATTEMPTS: u32 = 4;
 const READ_TIMEOUT: Duration = Duration::from_secs(4);
 /// Fixed reconnect delay, like a browser honouring a short `retry:`.
 const RECONNECT_DELAY: Duration = Duration::from_millis(300);
+/// A subscriber that leaves still reads, at full speed, what its node already sent
+/// or queued to its open stream (a slow reader can be seconds behind its socket,
+/// with the node's `overflow` among the unread bytes): until the stream has been
+/// quiet this long (less than the keep-alive interval) or ends...
+const LEAVING_QUIET: Duration = Duration::from_millis(500);
+/// ...and for at most this long.
+const LEAVING_AT_MOST: Duration = Duration::from_secs(5);
 
 /// The trace actor of one subscriber's stream of one channel.
 pub fn actor(subscriber: &str, channel: &str) -> String {
@@ -83,26 +91,39 @@ async fn subscribe_one(
         });
         let addr = SocketAddr::new(ips[node], HTTP_PORT);
         let mut events = 0;
-        let once = stream_once(
-            &spec,
-            &stream,
-            node,
-            addr,
-            &mut last_event_id,
-            &mut events,
-            &trace,
-        );
-        let hop = async {
-            match spec.hop_every {
-                Some(every) => sleep(every).await,
-                None => std::future::pending().await,
+        let connection = Connection::default();
+        let reason = {
+            let mut once = std::pin::pin!(stream_once(
+                &spec,
+                &stream,
+                node,
+                addr,
+                &mut last_event_id,
+                &mut events,
+                &trace,
+                &connection,
+            ));
+            let hop = async {
+                match spec.hop_every {
+                    Some(every) => sleep(every).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let reason = tokio::select! {
+                biased;
+                _ = sleep_until(deadline) => None,
+                reason = &mut once => Some(reason),
+                _ = hop => Some("moved to another node".to_owned()),
+            };
+            if reason.is_none() && connection.open.get() {
+                // Leaving: what the node already wrote to this stream is read
+                // first, as a page reads what its socket holds before it closes.
+                // Otherwise a slow reader's unread `overflow` (and the events
+                // queued before it) would look like a silent loss.
+                connection.leaving.set(true);
+                let _ = timeout(LEAVING_AT_MOST, once).await;
             }
-        };
-        let reason = tokio::select! {
-            biased;
-            _ = sleep_until(deadline) => None,
-            reason = once => Some(reason),
-            _ = hop => Some("moved to another node".to_owned()),
+            reason
         };
         if !stream.is_single() {
             trace.record(
@@ -123,8 +144,19 @@ async fn subscribe_one(
     Ok(())
 }
 
+/// The state of one connection that its subscriber looks at.
+#[derive(Default)]
+struct Connection {
+    /// The stream answered 200 (it is open).
+    open: Cell<bool>,
+    /// The subscriber is leaving: read what is there without pausing, and end
+    /// once the stream is quiet (see [`LEAVING_QUIET`]).
+    leaving: Cell<bool>,
+}
+
 /// One connection: returns why it ended. Counts in `events` the events (not
 /// signals) it got.
+#[allow(clippy::too_many_arguments)]
 async fn stream_once(
     spec: &SubscriberSpec,
     stream: &Stream,
@@ -133,6 +165,7 @@ async fn stream_once(
     last_event_id: &mut Option<String>,
     events: &mut u64,
     trace: &Trace,
+    connection: &Connection,
 ) -> String {
     let path = format!("/channel/{}", stream.path);
     let mut headers = vec![("accept", "text/event-stream")];
@@ -150,10 +183,14 @@ async fn stream_once(
     for channel in stream.channels() {
         trace.record(&actor(&spec.name, channel), What::Opened { node });
     }
+    connection.open.set(true);
     let mut body = response.into_body();
     let mut parser = Parser::with_last_event_id(resume.as_deref().unwrap_or(""));
     loop {
-        let frame = match timeout(READ_TIMEOUT, body.frame()).await {
+        let leaving = connection.leaving.get();
+        let wait = if leaving { LEAVING_QUIET } else { READ_TIMEOUT };
+        let frame = match timeout(wait, body.frame()).await {
+            Err(_) if leaving => return "left: nothing more was queued".into(),
             Err(_) => return "read timed out".into(),
             Ok(None) => return "stream ended".into(),
             Ok(Some(Err(e))) => return format!("read: {e}"),
@@ -204,7 +241,7 @@ async fn stream_once(
         if !parser.last_event_id().is_empty() {
             *last_event_id = Some(parser.last_event_id().to_owned());
         }
-        if !spec.read_delay.is_zero() {
+        if !spec.read_delay.is_zero() && !connection.leaving.get() {
             sleep(spec.read_delay).await;
         }
     }

@@ -12,20 +12,22 @@ use std::process::Command;
 /// Seeds of `1..` whose random plan fails on the real code: real losses the search
 /// found and that are not fixed yet (see the README's Simulation section). Any
 /// other seed failing fails the test.
-const REAL_FAILURES: &[u64] = &[2, 20, 25, 28];
+const REAL_FAILURES: &[u64] = &[];
 
 /// Per planted bug: the first seed that finds it (measured: a violation with the
 /// bug, none without it), and the bound the search is held to: it must find the
 /// bug in seeds `1..=bound`. A seed on which the real code already fails cannot
 /// tell a bug apart, so the search skips it.
 const FOUND_AT: &[(&str, u64, u64)] = &[
-    ("dedup_off", 3, 8),
-    ("relay_resume_off_by_one", 5, 8),
+    // Seed 2 became usable when it stopped failing on the real code (a leaving
+    // subscriber reads what its stream holds): 3, 5, 6 and 29 before.
+    ("dedup_off", 2, 8),
+    ("relay_resume_off_by_one", 2, 8),
     ("replay_skips_first", 1, 8),
     ("silent_outbox_gap", 1, 8),
-    ("early_unsubscribe", 6, 8),
+    ("early_unsubscribe", 2, 8),
     // 19 before some plans had streams of several channels and patterns (issue 17).
-    ("forget_relayed_ids", 29, 32),
+    ("forget_relayed_ids", 15, 32),
 ];
 
 /// Seeds run at a time (CI has two cores).

@@ -181,3 +181,97 @@ fn a_first_pull_of_an_overflowed_outbox_signals_the_gap() -> turmoil::Result {
 fn a_node_stopped_while_cut_off_waits_for_its_peers() -> turmoil::Result {
     holds(scenarios::stop_while_cut_off())
 }
+
+/// Runs `plan` with the seed of the random plan it was shrunk from (whose
+/// simulated network it needs to fail as it did), then with [`seeds`].
+fn holds_at(plan: &Plan, found_with: u64) -> turmoil::Result<Vec<sse_cluster_sim::Outcome>> {
+    let mut outcomes = Vec::new();
+    for seed in std::iter::once(found_with).chain(seeds()) {
+        let outcome = run(plan, seed)?;
+        assert!(
+            outcome.report.ok() && outcome.report.delivered > 0,
+            "seed {seed}, scenario {}: {:#?}\n{}",
+            plan.name,
+            outcome.report.violations,
+            outcome.summary()
+        );
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+/// Whether `actor` got the signal `name`.
+fn got(outcome: &sse_cluster_sim::Outcome, actor: &str, name: &str) -> bool {
+    outcome.records.iter().any(|r| {
+        r.actor == actor && matches!(&r.what, What::Event { event: Some(e), .. } if e == name)
+    })
+}
+
+/// Seed 2 of the random search (see `scenarios::slow_reader_leaves_behind_its_overflow`):
+/// a slow reader that leaves reads the `overflow` its node already sent.
+#[test]
+fn a_slow_reader_leaving_reads_the_overflow_already_sent() -> turmoil::Result {
+    let outcomes = holds_at(&scenarios::slow_reader_leaves_behind_its_overflow(), 2)?;
+    assert!(
+        got(&outcomes[0], "s0@c2", "overflow"),
+        "the scenario no longer overflows the reader: {}",
+        outcomes[0].summary()
+    );
+    Ok(())
+}
+
+/// Seed 25 of the random search (see `scenarios::slow_reader_leaves_behind_a_healed_cut`).
+#[test]
+fn a_slow_reader_leaving_reads_the_events_relayed_after_a_heal() -> turmoil::Result {
+    holds_at(&scenarios::slow_reader_leaves_behind_a_healed_cut(), 25).map(drop)
+}
+
+/// Seed 20 of the random search (see `scenarios::drain_runs_out_while_cut_off`): the
+/// drain gives up at its bound, and what it could not keep is signalled.
+#[test]
+fn a_drain_that_runs_out_leaves_a_gap_not_a_hole() -> turmoil::Result {
+    let outcomes = holds_at(&scenarios::drain_runs_out_while_cut_off(), 20)?;
+    let ran_out = outcomes[0].records.iter().any(|r| {
+        matches!(
+            r.what,
+            What::NodeExited {
+                node: 3,
+                drain_timed_out: true
+            }
+        )
+    });
+    assert!(
+        ran_out && got(&outcomes[0], "s0@g.c1", "gap"),
+        "the drain did not run out, or no gap was sent: {}",
+        outcomes[0].summary()
+    );
+    Ok(())
+}
+
+/// Seed 28 of the random search (see `scenarios::stop_after_the_outbox_overflowed`):
+/// what the outbox bound evicted before a planned stop is signalled, and allowed.
+#[test]
+fn a_stop_after_the_outbox_overflowed_signals_what_the_bound_evicted() -> turmoil::Result {
+    let outcomes = holds_at(&scenarios::stop_after_the_outbox_overflowed(), 28)?;
+    assert!(
+        got(&outcomes[0], "s3@c0", "gap"),
+        "the outbox no longer overflows: {}",
+        outcomes[0].summary()
+    );
+    Ok(())
+}
+
+/// Seed 184 of the random search (see `scenarios::stop_while_partly_cut_off`): a
+/// node stopped while a partition cuts it off from some of its peers waits for
+/// them too, and they get everything, with no gap.
+#[test]
+fn a_node_stopped_while_partly_cut_off_waits_for_the_peers_it_cannot_reach() -> turmoil::Result {
+    let outcomes = holds_at(&scenarios::stop_while_partly_cut_off(), 184)?;
+    let outcome = &outcomes[0];
+    assert!(
+        !got(outcome, "s4@c0", "gap") && outcome.report.delivered == outcome.report.published,
+        "s4 did not get every event without a gap: {}",
+        outcome.summary()
+    );
+    Ok(())
+}

@@ -1,7 +1,9 @@
 //! The drain before a planned stop (SIGTERM): the node takes no new publishes, waits
-//! until every live peer has pulled its outbox to the end (bounded by
-//! `--shutdown.drainTimeout`), then says in gossip that it is leaving, so peers stop
-//! pulling from it at once instead of waiting out the failure detector.
+//! until every peer has pulled its outbox to the end (bounded by
+//! `--shutdown.drainTimeout`): the live ones, and those gossip knows but cannot
+//! reach now (a partition), which nobody else can hand its events to later. Then it
+//! says in gossip that it is leaving, so peers stop pulling from it at once instead
+//! of waiting out the failure detector.
 //!
 //! How far a peer has pulled is what the peer itself says: every relay request
 //! carries `from=<seq>`, the next sequence the peer asks for, and a puller asks for
@@ -112,6 +114,21 @@ impl PulledUpTo {
         }
     }
 
+    /// The nodes among `nodes` that have not applied everything up to `accepted`.
+    fn behind(&self, nodes: &[String], accepted: u64) -> Vec<Behind> {
+        nodes
+            .iter()
+            .filter_map(|node| {
+                let progress = self.get(node);
+                let applied = progress.map_or(0, |p| p.applied);
+                (applied < accepted).then(|| Behind {
+                    node: node.clone(),
+                    progress,
+                })
+            })
+            .collect()
+    }
+
     fn get(&self, node: &str) -> Option<Progress> {
         self.peers
             .lock()
@@ -158,8 +175,8 @@ struct Behind {
 }
 
 impl Drainer {
-    /// Waits until every live peer pulled everything this node accepted (or the
-    /// timeout), then announces the departure in gossip and waits until the peers
+    /// Waits until every peer (live, or known but cut off) pulled everything this
+    /// node accepted (or the timeout), then announces the departure in gossip and waits until the peers
     /// closed their relay streams (they read it), a few gossip rounds at most.
     /// Returns how long the wait for the peers took.
     pub async fn run(self) -> Duration {
@@ -171,48 +188,41 @@ impl Drainer {
             let accepted = self.broker.accepted_seq();
             let live = self.shared.live_peer_ids();
             let peers = live.len();
-            let behind: Vec<Behind> = live
-                .into_iter()
-                .filter_map(|node| {
-                    let progress = self.pulled.get(&node);
-                    let applied = progress.map_or(0, |p| p.applied);
-                    (applied < accepted).then_some(Behind { node, progress })
-                })
-                .collect();
+            let behind = self.pulled.behind(&live, accepted);
             // A node with seeds that has seen no live peer since it started (it
             // restarted a moment ago) does not know yet who must pull what it
             // accepted: no live peer is not "nobody to wait for".
             let unaware = peers == 0 && accepted > 0 && !self.shared.ready.load(Relaxed);
-            // Nor is a cluster cut off by a partition: gossip knows peers that
-            // may be owed what this node accepted, and none is reachable now.
-            // Waiting (bounded) lets them come back and pull it.
-            let cut_off = peers == 0 && accepted > 0 && self.shared.unreachable_peers.load(Relaxed);
-            if behind.is_empty() && !unaware && !cut_off {
+            // Nor are live peers all there is: gossip knows peers that are cut off
+            // by a partition (or down) and may be owed what this node accepted.
+            // Peers pull an origin only from the origin itself, so nobody else can
+            // hand it to them later: waiting (bounded) lets them come back and
+            // pull it.
+            let cut_off = self
+                .pulled
+                .behind(&self.shared.unreachable_peer_ids(), accepted);
+            if behind.is_empty() && cut_off.is_empty() && !unaware {
                 tracing::info!(
                     peers,
                     accepted,
                     elapsed = ?started.elapsed(),
-                    "drained: every live peer holds every event this node accepted"
+                    "drained: every peer holds every event this node accepted"
                 );
                 break peers;
             }
             if Instant::now() >= deadline {
-                if cut_off && !unaware {
-                    tracing::warn!(
-                        accepted,
-                        "drain timed out (--shutdown.drainTimeout) while no peer gossip knows was reachable; leaving anyway"
-                    );
-                }
                 if unaware {
                     tracing::warn!(
                         accepted,
                         "drain timed out (--shutdown.drainTimeout) before gossip found any peer; leaving anyway"
                     );
                 }
-                for peer in &behind {
+                let all = behind.iter().map(|p| (p, true));
+                for (peer, reachable) in all.chain(cut_off.iter().map(|p| (p, false))) {
                     let applied = peer.progress.map_or(0, |p| p.applied);
                     tracing::warn!(
                         peer = %crate::log::Untrusted(&peer.node),
+                        reachable,
                         applied_upto = applied,
                         sent_upto = peer.progress.map_or(0, |p| p.sent),
                         accepted,
@@ -296,6 +306,28 @@ mod tests {
         assert_eq!(applied("a"), Some(0));
         pulled.record("b", 0);
         assert_eq!(applied("b"), Some(0));
+    }
+
+    /// Seed 184 of the random search: a peer cut off before it pulled what the
+    /// node accepted is owed it, whoever else is live; one that had pulled it
+    /// before the cut is not waited for.
+    #[test]
+    fn a_peer_is_behind_until_it_applied_everything_accepted() {
+        let pulled = PulledUpTo::default();
+        pulled.record("live", 2);
+        pulled.record("pulled_before_the_cut", 2);
+        let nodes = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let behind = |names: &[&str]| -> Vec<String> {
+            pulled
+                .behind(&nodes(names), 1)
+                .into_iter()
+                .map(|b| b.node)
+                .collect()
+        };
+        assert!(behind(&["live", "pulled_before_the_cut"]).is_empty());
+        assert_eq!(behind(&["never_pulled", "live"]), ["never_pulled"]);
+        pulled.record("live", 1);
+        assert_eq!(behind(&["live"]), ["live"]);
     }
 
     #[test]

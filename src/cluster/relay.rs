@@ -48,6 +48,10 @@ const AUTH_HEADER: &str = "x-relay-auth";
 const PROOF_HEADER: &str = "x-relay-proof";
 /// Most events sent in one write.
 const BATCH: usize = 256;
+/// A first pull of an origin asks for what it accepted since this long before this
+/// node started (`since`): clocks of different hosts differ, and the margin errs
+/// towards catching up more.
+pub(crate) const FIRST_PULL_MARGIN_MS: u64 = 5_000;
 
 /// The readers of a relay without a cluster secret.
 #[derive(Clone)]
@@ -347,8 +351,7 @@ async fn pull_once<N: Network>(
     };
     let connection = tokio::spawn(connection);
     let _abort = AbortOnDrop(connection);
-    // Clocks of different hosts differ; the margin errs towards catching up more.
-    let mut since = broker.started_ms().saturating_sub(5_000);
+    let mut since = broker.started_ms().saturating_sub(FIRST_PULL_MARGIN_MS);
     let mut next = progress.load(Relaxed);
     if next > 0 && broker.planted(Bug::RelayResumeOffByOne) {
         // The planted bug: the position taken for the last event applied.
