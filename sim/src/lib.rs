@@ -13,15 +13,24 @@
 //! - [`coverage`]: what a run reached, and the summary of a sweep.
 //! - [`scale`]: clusters of 3 to 33 nodes, measured (`--scale`).
 //!
-//! Determinism: a run happens on a fresh thread, one at a time per process, after
-//! mad-turmoil's generator (behind `getrandom`, so chitchat's RNG and std's hash
-//! keys) is reseeded from the run's seed, with mad-turmoil's simulated clocks on.
-//! One source stays uncontrolled: tokio seeds each runtime's RNG (`select!` branch
-//! order) from a process-wide counter (`tokio::loom::std::rand::seed`), which turmoil
-//! can override only under `--cfg tokio_unstable`. So a run is a pure function of
-//! its seed when it is the first simulation of its process; later runs in the same
-//! process can differ. The command runs each simulation in a fresh process, and the
-//! determinism test compares two fresh processes.
+//! Determinism: a run is a pure function of its seed, wherever it comes in its
+//! process. Each source of randomness or order is tied to the seed:
+//! - mad-turmoil's generator (behind `getrandom`: chitchat's RNG and std's hash keys,
+//!   so the iteration order of every `HashMap`) is reseeded from the seed, and a run
+//!   happens on a fresh thread, so its maps draw fresh keys from it;
+//! - mad-turmoil's simulated clocks stand in for the system's;
+//! - turmoil's own generator (link latency, loss, host order) is seeded by the seed;
+//! - tokio's per-runtime generator (the branch order of unbiased `select!`s, in
+//!   chitchat's gossip loop, hyper-util and axum as well as ours, and which `watch`
+//!   waiters wake first) is seeded by turmoil from its generator, which needs
+//!   `--cfg tokio_unstable` (set in `.cargo/config.toml`); without it tokio seeds
+//!   each runtime from a process-wide counter;
+//! - tokio's task ids come from a process-wide counter and a host's tasks are dropped
+//!   in an order that depends on them (see `align_task_ids`): every run starts
+//!   them at the same residue.
+//!
+//! One run at a time per process (a lock), since the generator and the task counter
+//! are process-wide.
 
 pub mod check;
 pub mod cluster;
@@ -79,10 +88,13 @@ impl Outcome {
 static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
 static INIT_RNG: Once = Once::new();
 
-/// Runs `plan` with `seed` and checks it. As the first simulation of a process,
-/// the same plan and seed give the same trace, byte for byte (see the crate docs).
+/// Runs `plan` with `seed` and checks it. The same plan and seed give the same
+/// trace, byte for byte, in any process and after any other runs (see the crate
+/// docs).
 pub fn run(plan: &Plan, seed: u64) -> Result<Outcome, String> {
     let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    // Before the generator is reseeded: the runtime made here draws from it.
+    align_task_ids();
     INIT_RNG.call_once(|| mad_turmoil::rand::set_rng(rand::rngs::StdRng::seed_from_u64(0)));
     *mad_turmoil::rand::get_rng() = rand::rngs::StdRng::seed_from_u64(seed);
     let plan_copy = plan.clone();
@@ -103,6 +115,24 @@ pub fn run(plan: &Plan, seed: u64) -> Result<Outcome, String> {
         records,
         report,
     })
+}
+
+/// Spawns empty tasks until tokio's next task id is a multiple of four. tokio numbers
+/// every task of the process from one counter, and a current-thread runtime (each
+/// simulated host has one) files a task in one of four lists by `id & 3`; when a host
+/// crashes or restarts, its tasks are dropped list by list, so the order in which its
+/// sockets close, and with it the trace, would depend on how many tasks the process
+/// made before this run. From the same residue, every run numbers its tasks alike.
+fn align_task_ids() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime to number tasks");
+    loop {
+        let id = runtime.spawn(async {}).id().to_string();
+        if id.parse::<u64>().is_ok_and(|id| id % 4 == 3) {
+            return;
+        }
+    }
 }
 
 /// Subscribers still there well after the last publish: the loss check covers them.

@@ -151,8 +151,9 @@ fn main() -> ExitCode {
 
 /// Runs each (seed, scenario) in a fresh process, `--jobs` at a time, prints each
 /// summary line as it comes and the coverage over all of them at the end. A fresh
-/// process per run: tokio seeds every runtime from a process-wide counter, so only
-/// the first simulation of a process is a pure function of its seed.
+/// process per run: the runs of one process take turns (they share the seeded
+/// generator), so processes are what run in parallel; and a run that panics or
+/// hangs takes only its own process down.
 fn sweep(runs: &[(u64, String)], args: &Args) -> ExitCode {
     let Ok(me) = std::env::current_exe() else {
         eprintln!("cannot find this executable to run each simulation apart");
