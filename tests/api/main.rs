@@ -7,6 +7,7 @@ mod bulk;
 mod common;
 mod cors;
 mod errors;
+mod fastpub;
 mod headers;
 mod lifecycle;
 mod limits;
