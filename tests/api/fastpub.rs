@@ -149,7 +149,12 @@ async fn direct_publish_answers_are_the_routers_byte_for_byte() {
             .await;
         let cases: [(&str, &str, &str, u16); 6] = [
             ("an event", "/channel/news", r#"{"data":"x"}"#, 200),
-            ("a repeated id", "/channel/news", r#"{"id":"k1","data":1}"#, 200),
+            (
+                "a repeated id",
+                "/channel/news",
+                r#"{"id":"k1","data":1}"#,
+                200,
+            ),
             ("bad JSON", "/channel/news", r#"{"data":"#, 400),
             ("no data", "/channel/news", r#"{"event":"x"}"#, 400),
             ("a bad channel name", "/channel/a%20b", r#"{"data":1}"#, 400),
@@ -196,12 +201,13 @@ async fn publishes_then_a_status_on_one_keep_alive_connection() {
             .await;
         let answer = client.answer().await;
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
-        assert!(answer.ends_with(r#""delivered":1,"duplicate":false}"#), "{answer}");
+        assert!(
+            answer.ends_with(r#""delivered":1,"duplicate":false}"#),
+            "{answer}"
+        );
     }
     // Not a publish: hyper takes the connection from here, with the request's bytes.
-    client
-        .send(&request_head("GET", "/status", &[]))
-        .await;
+    client.send(&request_head("GET", "/status", &[])).await;
     let status = client.answer().await;
     assert!(status.starts_with("HTTP/1.1 200 OK\r\n"), "{status}");
     assert!(status.contains(r#""channels":"#), "{status}");
