@@ -65,9 +65,10 @@ pub(super) enum After {
     Router,
 }
 
-/// The request, if `head` is a plain publish (see the module's comment); `None`
-/// leaves it to hyper and the router.
-pub(super) fn publish_request(head: &[u8], state: &AppState) -> Option<PublishHead> {
+/// The request, if `head` is a plain publish with a body of at most
+/// `max_body_bytes` (see the module's comment); `None` leaves it to hyper and the
+/// router.
+pub(super) fn publish_request(head: &[u8], max_body_bytes: usize) -> Option<PublishHead> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Request::new(&mut headers);
     if !matches!(parsed.parse(head), Ok(httparse::Status::Complete(_))) {
@@ -113,7 +114,7 @@ pub(super) fn publish_request(head: &[u8], state: &AppState) -> Option<PublishHe
             return None;
         }
     }
-    let body_len = body_len.filter(|&len| len <= state.settings.max_body_bytes)?;
+    let body_len = body_len.filter(|&len| len <= max_body_bytes)?;
     if !json {
         return None;
     }
@@ -211,4 +212,125 @@ async fn read_to<Io: AsyncRead + Unpin>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(request_line: &str, headers: &[&str]) -> Vec<u8> {
+        let mut head = format!("{request_line}\r\nHost: test\r\n");
+        for h in headers {
+            head.push_str(h);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        head.into_bytes()
+    }
+
+    const JSON: &str = "Content-Type: application/json; charset=utf-8";
+
+    #[test]
+    fn only_plain_single_event_publishes_are_taken() {
+        let plain = head(
+            "POST /channel/a%2Eb?x=1 HTTP/1.1",
+            &[JSON, "Content-Length: 12"],
+        );
+        let request = publish_request(&plain, 64).expect("a plain publish");
+        assert_eq!((request.channel.as_str(), request.body_len), ("a.b", 12));
+        assert!(!request.close);
+        let close = head(
+            "POST /channel/a HTTP/1.1",
+            &[JSON, "Connection: close", "Content-Length: 1"],
+        );
+        assert!(publish_request(&close, 64).expect("with close").close);
+
+        let declined = [
+            (
+                "HTTP/1.0",
+                head("POST /channel/a HTTP/1.0", &[JSON, "Content-Length: 1"]),
+            ),
+            (
+                "GET",
+                head("GET /channel/a HTTP/1.1", &[JSON, "Content-Length: 1"]),
+            ),
+            (
+                "every channel",
+                head("POST /channel HTTP/1.1", &[JSON, "Content-Length: 1"]),
+            ),
+            (
+                "a client",
+                head(
+                    "POST /channel/a/client/b HTTP/1.1",
+                    &[JSON, "Content-Length: 1"],
+                ),
+            ),
+            (
+                "no segment",
+                head("POST /channel/ HTTP/1.1", &[JSON, "Content-Length: 1"]),
+            ),
+            (
+                "not UTF-8",
+                head("POST /channel/%FF HTTP/1.1", &[JSON, "Content-Length: 1"]),
+            ),
+            ("no length", head("POST /channel/a HTTP/1.1", &[JSON])),
+            (
+                "too long",
+                head("POST /channel/a HTTP/1.1", &[JSON, "Content-Length: 65"]),
+            ),
+            (
+                "signed length",
+                head("POST /channel/a HTTP/1.1", &[JSON, "Content-Length: +1"]),
+            ),
+            (
+                "two lengths",
+                head(
+                    "POST /channel/a HTTP/1.1",
+                    &[JSON, "Content-Length: 1", "Content-Length: 1"],
+                ),
+            ),
+            (
+                "chunked",
+                head(
+                    "POST /channel/a HTTP/1.1",
+                    &[JSON, "Content-Length: 1", "Transfer-Encoding: chunked"],
+                ),
+            ),
+            (
+                "Expect",
+                head(
+                    "POST /channel/a HTTP/1.1",
+                    &[JSON, "Expect: 100-continue", "Content-Length: 1"],
+                ),
+            ),
+            (
+                "Upgrade",
+                head(
+                    "POST /channel/a HTTP/1.1",
+                    &[JSON, "Connection: upgrade", "Content-Length: 1"],
+                ),
+            ),
+            (
+                "bulk",
+                head(
+                    "POST /channel/a HTTP/1.1",
+                    &["Content-Type: application/x-ndjson", "Content-Length: 1"],
+                ),
+            ),
+            (
+                "no type",
+                head("POST /channel/a HTTP/1.1", &["Content-Length: 1"]),
+            ),
+            (
+                "incomplete",
+                b"POST /channel/a HTTP/1.1\r\nContent-Length: 1\r\n".to_vec(),
+            ),
+        ];
+        for (case, head) in declined {
+            assert!(
+                publish_request(&head, 64).is_none(),
+                "{case} goes to the router"
+            );
+        }
+    }
 }

@@ -316,7 +316,8 @@ async fn connection<Io>(
     }
     let mut stop = stop;
     let mut head_len = head_len;
-    while let Some(request) = publisher::publish_request(&buf[..head_len], &state) {
+    let max_body_bytes = state.settings.max_body_bytes;
+    while let Some(request) = publisher::publish_request(&buf[..head_len], max_body_bytes) {
         match publisher::serve(&mut io, &mut buf, head_len, request, &state, &stop).await {
             After::Next => {}
             After::Close => return,
