@@ -7,6 +7,7 @@ mod bulk;
 mod error;
 mod headers;
 mod publish;
+mod publisher;
 mod server;
 mod status;
 mod subscribe;

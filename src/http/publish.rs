@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::auth::PublishAccess;
+use super::auth::{Access, PublishAccess};
 use super::{bulk, ApiError, AppState};
 use crate::broker::Published;
 use crate::event::{validate_name, Publish};
@@ -59,16 +59,31 @@ pub(super) async fn publish(
     ContentType(content_type): ContentType,
     PublishBody(body, _turn): PublishBody,
 ) -> Result<Response, ApiError> {
-    let Path(channel) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    validate_name("channel", &channel).map_err(|e| ApiError::bad_request(e.0))?;
-    access.publish(&channel)?;
-    match read_events(&state, content_type.as_ref(), body)? {
+    let channel = path.map(|Path(channel)| channel);
+    let channel = channel.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    publish_to(&state, &access, &channel, content_type.as_ref(), body)
+}
+
+/// A publish to one channel once its request is read (the head checked for draining
+/// and authorization, the body read): the handler of `POST /channel/{channel}`
+/// after its extractors, and what the server's direct publish path calls (see
+/// `publisher`).
+pub(super) fn publish_to(
+    state: &AppState,
+    access: &Access,
+    channel: &str,
+    content_type: Option<&HeaderValue>,
+    body: Result<Bytes, ApiError>,
+) -> Result<Response, ApiError> {
+    validate_name("channel", channel).map_err(|e| ApiError::bad_request(e.0))?;
+    access.publish(channel)?;
+    match read_events(state, content_type, body)? {
         Events::One(publish) => {
-            let outcome = state.broker.publish(&channel, &publish, None)?;
+            let outcome = state.broker.publish(channel, &publish, None)?;
             Ok(Json(PublishAnswer::new(outcome, false)).into_response())
         }
         Events::Many(events) => {
-            let outcomes = state.broker.publish_batch(&channel, &events, None)?;
+            let outcomes = state.broker.publish_batch(channel, &events, None)?;
             Ok(bulk::answer(
                 outcomes.into_iter().map(|o| PublishAnswer::new(o, false)),
             ))
@@ -197,10 +212,7 @@ impl FromRequest<AppState> for PublishBody {
         };
         let limited = Limited::new(request.into_body(), limit);
         let Ok(read) = tokio::time::timeout(within, limited.collect()).await else {
-            let message = format!(
-                "the request body did not all arrive within --http.server.bodyTimeout ({within:?})"
-            );
-            return Err(ApiError::new(ErrorKind::BodyTimeout, message));
+            return Err(body_timed_out(within));
         };
         let body = match read {
             Ok(collected) => Ok(collected.to_bytes()),
@@ -214,6 +226,14 @@ impl FromRequest<AppState> for PublishBody {
         };
         Ok(PublishBody(body, turn))
     }
+}
+
+/// The refusal of a body not all received `within` the body timeout.
+pub(super) fn body_timed_out(within: std::time::Duration) -> ApiError {
+    let message = format!(
+        "the request body did not all arrive within --http.server.bodyTimeout ({within:?})"
+    );
+    ApiError::new(ErrorKind::BodyTimeout, message)
 }
 
 /// A request's `Content-Type`, the one header a publish handler reads: taken alone

@@ -7,7 +7,10 @@
 //!   heads are closed or answered 431 before any handler runs);
 //! - a subscribe (`GET /channel/...`) is answered, and its event stream written,
 //!   straight on the socket (see `subscriber`);
-//! - every other request is served by hyper, with the bytes already read replayed.
+//! - a run of plain publishes (`POST /channel/{channel}`, one JSON event each) on a
+//!   keep-alive connection is answered on the socket too (see `publisher`);
+//! - every other request is served by hyper, with the bytes already read replayed,
+//!   and hyper keeps the connection from there on.
 
 use std::collections::HashMap;
 use std::io;
@@ -27,6 +30,7 @@ use tokio::sync::{watch, Notify};
 use tower::ServiceExt;
 
 use super::answer::write_plain;
+use super::publisher::{self, After};
 use super::{subscriber, AppState, HttpSettings};
 use crate::log::RateLimited;
 use crate::metrics::Metrics;
@@ -300,6 +304,32 @@ async fn connection<Io>(
         // The head buffer is not needed for the life of the stream.
         drop(buf);
         return subscriber::serve(io, request, state, held).await;
+    }
+    let mut stop = stop;
+    let mut head_len = head_len;
+    let max_body_bytes = state.settings.max_body_bytes;
+    while let Some(request) = publisher::publish_request(&buf[..head_len], max_body_bytes) {
+        match publisher::serve(&mut io, &mut buf, head_len, request, &state, &stop).await {
+            After::Next => {}
+            After::Close => return,
+            After::Router => break,
+        }
+        // As hyper does between requests: the next head within the head deadline
+        // (counted from the end of the last answer); an idle connection closes
+        // when that passes or the server stops.
+        let next = tokio::time::timeout(
+            settings.header_read_timeout,
+            read_head(&mut io, &mut buf, settings.max_header_bytes),
+        );
+        head_len = tokio::select! {
+            next = next => match next {
+                Ok(Ok(len)) => len,
+                // hyper answers an oversized head as it would have before.
+                Ok(Err(HeadError::TooLarge)) => break,
+                _ => return,
+            },
+            _ = stopped(&mut stop) => return,
+        };
     }
     // Boxed: this task's future is sized for its largest branch, and a subscriber's
     // should not carry room for a whole hyper connection.

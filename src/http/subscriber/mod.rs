@@ -41,11 +41,11 @@ use axum::body::Body;
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use axum::http::{Method, Request, StatusCode, Uri, Version};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::answer::{response_head, write_plain};
+use super::answer::{layered as answer, response_head, write_plain};
 use super::auth::SubscribeAccess;
 use super::subscribe::{last_event_id, open, stream_response};
 use super::{ApiError, AppState};
@@ -176,15 +176,4 @@ fn decode(segment: &str) -> Result<String, ApiError> {
         .decode_utf8()
         .map(|decoded| decoded.into_owned())
         .map_err(|_| ApiError::bad_request("the path is not valid UTF-8 once percent-decoded"))
-}
-
-/// What the router's layers do to every answer: errors counted, CORS if enabled,
-/// the security headers.
-fn answer(state: &AppState, mut response: Response) -> Response {
-    super::count_error(state, &response);
-    if state.settings.cors_enabled {
-        super::allow_any_origin(response.headers_mut());
-    }
-    super::headers::secure(response.headers_mut());
-    response
 }

@@ -7,6 +7,7 @@ mod binary;
 mod bulk;
 mod cors;
 mod errors;
+mod fastpub;
 mod headers;
 mod lifecycle;
 mod limits;
