@@ -275,3 +275,17 @@ fn a_node_stopped_while_partly_cut_off_waits_for_the_peers_it_cannot_reach() -> 
     );
     Ok(())
 }
+
+/// Seed 156 of the random search (see `scenarios::restart_after_a_lossy_cut`): a
+/// subscriber that resumes on the restarted node, short of what the node's previous
+/// process announced and never relayed, starts with a `reset` there.
+#[test]
+fn a_resume_short_of_a_restarted_nodes_old_events_gets_a_reset() -> turmoil::Result {
+    let outcomes = holds_at(&scenarios::restart_after_a_lossy_cut(), 156)?;
+    assert!(
+        got(&outcomes[0], "s1@c0", "reset"),
+        "s1 was not reset on the restarted node: {}",
+        outcomes[0].summary()
+    );
+    Ok(())
+}

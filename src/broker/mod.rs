@@ -156,15 +156,28 @@ struct State {
     /// A channel that was dormant before that stamp cannot vouch for its history
     /// before that time.
     broadcast_skipped: (u64, u64),
-    /// Highest sequence seen from each other origin (relayed or announced as a gap):
-    /// a cursor far beyond it was not issued by this cluster.
-    remote_seen: HashMap<Origin, u64>,
+    /// What this node knows of each other origin (see [`Remote`]).
+    remote: HashMap<Origin, Remote>,
     /// Publisher ids of this node's publishes to every channel, in the replay window:
     /// a retry is a duplicate without looking into any channel.
     broadcast_ids: BroadcastIds,
     /// When each limit was last logged, so a node at its limit warns once a minute.
     warned_bytes_ms: Option<u64>,
     warned_channels_ms: Option<u64>,
+}
+
+/// What a node knows of another origin.
+#[derive(Debug, Default, Clone, Copy)]
+struct Remote {
+    /// Highest sequence seen (relayed, announced in gossip, or announced as a gap):
+    /// a cursor far beyond it was not issued by this cluster.
+    seen: u64,
+    /// Highest sequence applied here from its relay stream (which comes in order).
+    applied: u64,
+    /// Set once the origin's process has ended for good (its node came back as a
+    /// new origin, or left): the last sequence it announced. Of what it accepted up
+    /// to there, what this node has not applied will never reach it.
+    gone: Option<u64>,
 }
 
 /// At most one warning a minute per limit.
@@ -278,7 +291,7 @@ impl Broker {
                     ledger: Ledger::default(),
                     dropped_ms: 0,
                     broadcast_skipped: (0, 0),
-                    remote_seen: HashMap::new(),
+                    remote: HashMap::new(),
                     broadcast_ids: BroadcastIds::default(),
                     warned_bytes_ms: None,
                     warned_channels_ms: None,

@@ -30,6 +30,7 @@ use crate::event::{encode_event, Cursor};
 
 use super::channel::{Arrival, Entry};
 use super::fanout::Fanout;
+use super::publish::misses_gone;
 use super::stream::Polled;
 use super::{Broker, Resume, State, SubscribeError};
 
@@ -270,6 +271,7 @@ impl Broker {
         }
         replay.sort_by_key(|(_, entry)| entry.stamp);
         if let Resume::From(from) = resume {
+            reset = reset || misses_gone(state, &from.frontier);
             // A client that saw more through another node keeps that too.
             for (origin, seq) in from.frontier.iter() {
                 cursor.frontier.advance(origin, seq);

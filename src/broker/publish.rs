@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::event::{Origin, Publish};
+use crate::event::{Frontier, Origin, Publish};
 use crate::faults::Bug;
 
 use super::channel::{Arrival, Channel};
@@ -263,7 +263,7 @@ impl Broker {
         let now = self.shared.clock.now_ms();
         let mut guard = self.state();
         let state = &mut *guard;
-        note_remote(state, origin, seq);
+        note_applied(state, origin, seq);
         let (name, target) = match route {
             Route::All => (None, None),
             Route::Channel(name) => (Some(name), None),
@@ -371,9 +371,66 @@ impl Broker {
             note_remote(&mut self.state(), origin, seq);
         }
     }
+
+    /// Notes that `origin`'s process has ended for good after announcing events up
+    /// to `upto` (its node came back as a new origin without a drain, or a peer's
+    /// relay from it was retired): what of it this node has not applied by now will
+    /// never reach it. A resume whose cursor has that origin short of `upto`, on a
+    /// node that did not apply it that far, starts with a `reset`: the client may
+    /// lack events no replay or relay can bring any more, so the node cannot vouch
+    /// for the stream (see [`misses_gone`]).
+    pub fn note_gone(&self, origin: Origin, upto: u64) {
+        if origin == self.shared.origin || upto == 0 {
+            return;
+        }
+        let mut state = self.state();
+        let state = &mut *state;
+        if state.remote.len() >= MAX_REMOTES && !state.remote.contains_key(&origin) {
+            forget_one_gone(state);
+        }
+        let remote = state.remote.entry(origin).or_default();
+        remote.seen = remote.seen.max(upto);
+        remote.gone = Some(remote.gone.unwrap_or(0).max(upto));
+    }
+}
+
+/// Origins remembered at most. Each node start in the cluster adds one; past the
+/// bound an ended one is forgotten, which only means a resume past it is judged as
+/// though it were still running.
+const MAX_REMOTES: usize = 4096;
+
+fn forget_one_gone(state: &mut State) {
+    let ended = state
+        .remote
+        .iter()
+        .find(|(_, remote)| remote.gone.is_some())
+        .map(|(origin, _)| *origin);
+    if let Some(origin) = ended {
+        state.remote.remove(&origin);
+    }
+}
+
+/// Whether a client at `cursor` lacks events of an ended origin (see
+/// [`Broker::note_gone`]) that this node never applied: no replay or relay can
+/// bring them any more.
+pub(super) fn misses_gone(state: &State, cursor: &Frontier) -> bool {
+    cursor.iter().any(|(origin, seq)| {
+        state.remote.get(&origin).is_some_and(|remote| {
+            remote
+                .gone
+                .is_some_and(|upto| seq < upto && remote.applied < upto)
+        })
+    })
 }
 
 fn note_remote(state: &mut State, origin: Origin, seq: u64) {
-    let seen = state.remote_seen.entry(origin).or_default();
-    *seen = (*seen).max(seq);
+    let remote = state.remote.entry(origin).or_default();
+    remote.seen = remote.seen.max(seq);
+}
+
+/// Notes an event of `origin` applied from its relay stream.
+fn note_applied(state: &mut State, origin: Origin, seq: u64) {
+    let remote = state.remote.entry(origin).or_default();
+    remote.seen = remote.seen.max(seq);
+    remote.applied = remote.applied.max(seq);
 }

@@ -16,6 +16,7 @@ use crate::faults::Bug;
 use super::channel::{Channel, Entry, Log, Subscriber};
 use super::fanout::Fanout;
 use super::lifecycle::live_channels;
+use super::publish::misses_gone;
 use super::{Broker, Resume, State, SubscribeError, Subscription};
 
 impl Broker {
@@ -88,7 +89,7 @@ impl Broker {
         let reset = match resume {
             Resume::Live => false,
             Resume::Unknown => true,
-            Resume::From(cursor) => !log.can_resume(cursor),
+            Resume::From(cursor) => !log.can_resume(cursor) || misses_gone(state, &cursor.frontier),
         };
         if reset {
             self.shared.metrics.resets_sent.fetch_add(1, Relaxed);
@@ -180,7 +181,7 @@ impl Broker {
                 if origin == self.shared.origin {
                     seq <= state.last_seq
                 } else {
-                    let seen = state.remote_seen.get(&origin).copied().unwrap_or(0);
+                    let seen = state.remote.get(&origin).map_or(0, |r| r.seen);
                     seq <= seen.saturating_add(slack)
                 }
             })

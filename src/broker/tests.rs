@@ -1357,3 +1357,46 @@ async fn events_replayed_to_a_resume_ahead_of_this_node_carry_ids_covering_what_
         assert_eq!(cursor.frontier.get(0xa), 3, "{block:?}");
     }
 }
+
+/// A resume whose cursor has an origin that ended (its node came back as a new
+/// process) short of what that origin announced starts with a reset on a node that
+/// never applied the rest: nothing will ever bring it. On a node that applied it all
+/// the same cursor resumes exactly, and so does one that already has all of it.
+#[tokio::test(start_paused = true)]
+async fn a_resume_short_of_an_ended_origin_the_node_lacks_gets_a_reset() {
+    let lacking = broker();
+    let holding = broker();
+    for b in [&lacking, &holding] {
+        b.subscribe("g.c", None, Resume::Live)
+            .unwrap()
+            .take_preamble();
+        b.relayed(0xa, 1, Some("g.c"), &event("a1"));
+    }
+    // The other node got the ended origin's later events (on another channel).
+    holding.relayed(0xa, 2, Some("g.d"), &event("a2"));
+    holding.relayed(0xa, 3, Some("g.d"), &event("a3"));
+    let now = lacking.now_ms();
+    let behind = Cursor::parse(&format!("{now}~a.1")).unwrap();
+    let level = Cursor::parse(&format!("{now}~a.3")).unwrap();
+    // Before the origin is known to have ended, both resume exactly: its later
+    // events may still come.
+    assert_eq!(resume(&lacking, "g.c", &behind), (false, vec![]));
+    for b in [&lacking, &holding] {
+        b.note_gone(0xa, 3);
+    }
+    assert_eq!(resume(&lacking, "g.c", &behind), (true, vec![]));
+    assert_eq!(resume(&holding, "g.c", &behind), (false, vec![]));
+    assert_eq!(resume(&lacking, "g.c", &level), (false, vec![]));
+    // A pattern stream is judged the same way.
+    let pattern = |b: &Broker, cursor: &Cursor| {
+        let set = super::multi_cursor::set_digest(&["g.*"]);
+        let id = super::multi_cursor::encode(set, std::slice::from_ref(cursor));
+        let mut stream = b.subscribe_many(&["g.*"], None, Some(&id)).unwrap();
+        let preamble = stream.take_preamble().unwrap();
+        String::from_utf8(preamble.to_vec())
+            .unwrap()
+            .starts_with("event: reset\n")
+    };
+    assert!(pattern(&lacking, &behind));
+    assert!(!pattern(&holding, &behind));
+}

@@ -314,6 +314,12 @@ async fn sync_loop<N: Network>(
             // Peers (by node id) gossip knows, and whether their newest generation
             // departed after a drain (states come in generation order).
             let mut known: BTreeMap<String, bool> = BTreeMap::new();
+            // Each node id's newest generation, and the origins (with what they
+            // announced) of every generation gossip still lists that did not leave
+            // after a drain: all but the newest ended without one (the node came
+            // back as a new process), this node's own earlier ones included.
+            let mut generations: BTreeMap<String, u64> = BTreeMap::new();
+            let mut origins_of: Vec<(String, u64, Origin, u64)> = Vec::new();
             for (id, state) in chitchat.node_states() {
                 ips.insert(id.gossip_advertise_addr.ip());
                 let origin = state
@@ -329,6 +335,11 @@ async fn sync_loop<N: Network>(
                 // A node that drained and announced its departure is gone: nothing
                 // it accepted is left to pull, and it is not waited for as a peer.
                 let departed = state.get(KEY_LEAVING).is_some();
+                if let (Some(origin), Some(seq), false) = (origin, seq, departed) {
+                    origins_of.push((id.node_id.to_string(), id.generation_id, origin, seq));
+                }
+                let newest = generations.entry(id.node_id.to_string()).or_default();
+                *newest = (*newest).max(id.generation_id);
                 if let (true, Some(origin)) = (departed, origin) {
                     leaving.insert(origin);
                 }
@@ -372,6 +383,14 @@ async fn sync_loop<N: Network>(
             // cursor up to it is genuine even before any of it arrived here.
             for (origin, seq) in &seen {
                 broker.note_announced(*origin, *seq);
+            }
+            for (node, generation, origin, seq) in origins_of {
+                if generations
+                    .get(&node)
+                    .is_some_and(|newest| generation < *newest)
+                {
+                    broker.note_gone(origin, seq);
+                }
             }
             announced.extend(seen);
             shared.member_ips.replace(ips);
@@ -508,6 +527,9 @@ struct Puller {
 /// other: one that leaves after accepting events no peer of this node's side of a
 /// partition pulled must leave them a gap.)
 fn retire(broker: &Broker, puller: &Puller, announced: Option<u64>, generation: u64) {
+    if let Some(upto) = announced {
+        broker.note_gone(puller.peer.origin, upto);
+    }
     let next = puller.next.load(Relaxed);
     let first_pull_since = generation.saturating_sub(relay::FIRST_PULL_MARGIN_MS);
     let owed_from = match next {
