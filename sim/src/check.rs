@@ -270,6 +270,10 @@ impl World {
     /// Whether an event `origin` accepted at `at` may have died with it.
     fn died(&self, origin: u64, at: u64) -> bool {
         self.crashed_at.get(&origin).is_some_and(|c| {
+            // `at` is when the publisher got the answer. One that arrived after the
+            // crash (on a slow link) was sent before it: the node accepted the event
+            // by then.
+            let at = at.min(*c);
             let soon = *c >= at && *c - at <= CRASH_WINDOW_MS;
             // Accepted with links cut, and no heal before the crash.
             let last_cut = self.cuts.iter().filter(|t| **t <= at).max();

@@ -35,6 +35,7 @@ pub const NAMES: &[&str] = &[
     "stop_after_the_outbox_overflowed",
     "stop_while_partly_cut_off",
     "restart_after_a_lossy_cut",
+    "answer_after_the_crash",
 ];
 
 pub fn by_name(name: &str, seed: u64) -> Option<Plan> {
@@ -62,6 +63,7 @@ pub fn by_name(name: &str, seed: u64) -> Option<Plan> {
         "stop_after_the_outbox_overflowed" => stop_after_the_outbox_overflowed(),
         "stop_while_partly_cut_off" => stop_while_partly_cut_off(),
         "restart_after_a_lossy_cut" => restart_after_a_lossy_cut(),
+        "answer_after_the_crash" => answer_after_the_crash(),
         "random" => crate::random::random(seed),
         "random_links" => random(seed, 3),
         _ => return None,
@@ -905,6 +907,118 @@ pub fn restart_after_a_lossy_cut() -> Plan {
         tcp_capacity: 16,
         planted: None,
         drain_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Seed 522 of the random search, shrunk: `--seed 522 --scenario random --without f1,f2,f4,f5,f7,f8,f10,f11,f12,f13,f15,p0:11,p0:5,p1:33`.
+/// A harness false alarm, not a broker bug. With 1.1 s of latency, node 2's answer
+/// to p0's retry arrived 26 ms after node 2 crashed, cut off from its peers, so the
+/// checker took the event as accepted after the crash and owed. It was accepted
+/// before: the checker now bounds an event's acceptance by its node's crash.
+pub fn answer_after_the_crash() -> Plan {
+    Plan {
+        name: "answer_after_the_crash".into(),
+        nodes: 3,
+        late_nodes: vec![1],
+        subscribers: vec![
+            SubscriberSpec {
+                name: "s0".into(),
+                channels: vec!["c0,g.*".into()],
+                nodes: vec![1, 0, 2],
+                start: Duration::from_millis(3889),
+                stop: Duration::from_millis(33000),
+                read_delay: Duration::from_millis(0),
+                hop_every: None,
+            },
+            SubscriberSpec {
+                name: "s1".into(),
+                channels: vec!["c0".into(), "g.*".into()],
+                nodes: vec![0, 1, 2],
+                start: Duration::from_millis(3534),
+                stop: Duration::from_millis(33000),
+                read_delay: Duration::from_millis(0),
+                hop_every: None,
+            },
+            SubscriberSpec {
+                name: "s2".into(),
+                channels: vec!["g.c1".into()],
+                nodes: vec![1, 2, 0],
+                start: Duration::from_millis(4348),
+                stop: Duration::from_millis(5618),
+                read_delay: Duration::from_millis(0),
+                hop_every: None,
+            },
+            SubscriberSpec {
+                name: "s3".into(),
+                channels: vec!["c0".into(), "g.c1".into(), "g.c2".into()],
+                nodes: vec![0, 1, 2],
+                start: Duration::from_millis(13683),
+                stop: Duration::from_millis(18594),
+                read_delay: Duration::from_millis(0),
+                hop_every: None,
+            },
+            SubscriberSpec {
+                name: "s4".into(),
+                channels: vec!["c0".into(), "g.*".into()],
+                nodes: vec![0, 2, 1],
+                start: Duration::from_millis(3980),
+                stop: Duration::from_millis(33000),
+                read_delay: Duration::from_millis(0),
+                hop_every: None,
+            },
+        ],
+        publishers: vec![
+            PublisherSpec {
+                name: "p0".into(),
+                p: 0,
+                channel: "g.c2".into(),
+                nodes: vec![2, 0, 1],
+                start: Duration::from_millis(7312),
+                count: 5,
+                interval: Duration::from_millis(532),
+                retry_with_id: true,
+            },
+            PublisherSpec {
+                name: "p1".into(),
+                p: 1,
+                channel: "g.c2".into(),
+                nodes: vec![0, 1, 2],
+                start: Duration::from_millis(5090),
+                count: 33,
+                interval: Duration::from_millis(222),
+                retry_with_id: true,
+            },
+        ],
+        faults: vec![
+            (Duration::from_millis(6841), Fault::Join(1)),
+            (
+                Duration::from_millis(8344),
+                Fault::Latency(Duration::from_millis(1137)),
+            ),
+            (
+                Duration::from_millis(10331),
+                Fault::Partition(vec![0, 1], vec![2]),
+            ),
+            (Duration::from_millis(11258), Fault::Crash(2)),
+            (Duration::from_millis(7465), Fault::Stop(1)),
+            (Duration::from_millis(21000), Fault::HealAll),
+            (Duration::from_millis(21000), Fault::Loss(0.0)),
+            (
+                Duration::from_millis(21000),
+                Fault::Latency(Duration::from_millis(10)),
+            ),
+            (Duration::from_millis(21000), Fault::Revive(0)),
+            (Duration::from_millis(21000), Fault::Revive(1)),
+            (Duration::from_millis(21000), Fault::Join(1)),
+            (Duration::from_millis(21000), Fault::Revive(2)),
+        ],
+        probe_at: Duration::from_millis(43000),
+        subscriber_buffer: 14,
+        replay_age: Duration::from_millis(4000),
+        relay_queue_events: 7,
+        tcp_capacity: 64,
+        planted: None,
+        drain_timeout: Duration::from_millis(10000),
     }
 }
 

@@ -289,3 +289,11 @@ fn a_resume_short_of_a_restarted_nodes_old_events_gets_a_reset() -> turmoil::Res
     );
     Ok(())
 }
+
+/// Seed 522 of the random search (see `scenarios::answer_after_the_crash`).
+/// The checker counts an event whose answer arrived after its node crashed as accepted
+/// before the crash (it may die with the node).
+#[test]
+fn an_answer_that_arrives_after_its_nodes_crash_counts_as_accepted_before_it() -> turmoil::Result {
+    holds_at(&scenarios::answer_after_the_crash(), 522).map(drop)
+}
