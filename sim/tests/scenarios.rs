@@ -297,3 +297,11 @@ fn a_resume_short_of_a_restarted_nodes_old_events_gets_a_reset() -> turmoil::Res
 fn an_answer_that_arrives_after_its_nodes_crash_counts_as_accepted_before_it() -> turmoil::Result {
     holds_at(&scenarios::answer_after_the_crash(), 522).map(drop)
 }
+
+/// Seed 547 of the random search (see `scenarios::resume_on_a_node_younger_than_the_cursor`).
+/// A resume short of events the node never pulled (they came before its start) starts
+/// with a reset.
+#[test]
+fn a_resume_on_a_node_that_never_pulled_what_the_cursor_lacks_gets_a_reset() -> turmoil::Result {
+    holds_at(&scenarios::resume_on_a_node_younger_than_the_cursor(), 547).map(drop)
+}

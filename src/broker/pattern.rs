@@ -30,7 +30,6 @@ use crate::event::{encode_event, Cursor};
 
 use super::channel::{Arrival, Entry};
 use super::fanout::Fanout;
-use super::publish::misses_gone;
 use super::stream::Polled;
 use super::{Broker, Resume, State, SubscribeError};
 
@@ -271,7 +270,7 @@ impl Broker {
         }
         replay.sort_by_key(|(_, entry)| entry.stamp);
         if let Resume::From(from) = resume {
-            reset = reset || misses_gone(state, &from.frontier);
+            reset = reset || self.cannot_vouch(state, &from.frontier, now);
             // A client that saw more through another node keeps that too.
             for (origin, seq) in from.frontier.iter() {
                 cursor.frontier.advance(origin, seq);

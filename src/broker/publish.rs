@@ -263,7 +263,7 @@ impl Broker {
         let now = self.shared.clock.now_ms();
         let mut guard = self.state();
         let state = &mut *guard;
-        note_applied(state, origin, seq);
+        note_applied(state, origin, seq, now);
         let (name, target) = match route {
             Route::All => (None, None),
             Route::Channel(name) => (Some(name), None),
@@ -330,6 +330,7 @@ impl Broker {
         let mut guard = self.state();
         let state = &mut *guard;
         note_remote(state, origin, upto);
+        note_hole(state, origin, upto, now);
         let channels: Vec<Arc<Channel>> = state.channels.values().cloned().collect();
         let mut fanout = Fanout::default();
         let gap = Publish {
@@ -378,7 +379,7 @@ impl Broker {
     /// never reach it. A resume whose cursor has that origin short of `upto`, on a
     /// node that did not apply it that far, starts with a `reset`: the client may
     /// lack events no replay or relay can bring any more, so the node cannot vouch
-    /// for the stream (see [`misses_gone`]).
+    /// for the stream (see [`Broker::cannot_vouch`]).
     pub fn note_gone(&self, origin: Origin, upto: u64) {
         if origin == self.shared.origin || upto == 0 {
             return;
@@ -410,17 +411,35 @@ fn forget_one_gone(state: &mut State) {
     }
 }
 
-/// Whether a client at `cursor` lacks events of an ended origin (see
-/// [`Broker::note_gone`]) that this node never applied: no replay or relay can
-/// bring them any more.
-pub(super) fn misses_gone(state: &State, cursor: &Frontier) -> bool {
-    cursor.iter().any(|(origin, seq)| {
-        state.remote.get(&origin).is_some_and(|remote| {
-            remote
+impl Broker {
+    /// Whether a client at `cursor` may lack events this node cannot serve and no
+    /// relay will bring, inside the replay window (a resume must then start with a
+    /// `reset`), for some origin in it:
+    /// - the origin ended (see [`Broker::note_gone`]) past the cursor, and this node
+    ///   did not apply it that far;
+    /// - this node has a hole in the origin's events past the cursor (what came
+    ///   before its first pull from it, or a relay `gap`), learned inside the
+    ///   window;
+    /// - this node started inside the window, has applied nothing of the origin
+    ///   yet (its first pull is still to come, and starts at this node's start),
+    ///   and the origin announced more than the cursor has.
+    pub(super) fn cannot_vouch(&self, state: &State, cursor: &Frontier, now: u64) -> bool {
+        let cutoff = self.replay_cutoff(now);
+        let young = self.shared.started_ms >= cutoff;
+        cursor.iter().any(|(origin, seq)| {
+            let Some(remote) = state.remote.get(&origin) else {
+                return false;
+            };
+            let ended = remote
                 .gone
-                .is_some_and(|upto| seq < upto && remote.applied < upto)
+                .is_some_and(|upto| seq < upto && remote.applied < upto);
+            let hole = remote
+                .hole
+                .is_some_and(|(upto, at)| seq < upto && at >= cutoff);
+            let unpulled = young && remote.applied == 0 && remote.seen > seq;
+            ended || hole || unpulled
         })
-    })
+    }
 }
 
 fn note_remote(state: &mut State, origin: Origin, seq: u64) {
@@ -428,9 +447,23 @@ fn note_remote(state: &mut State, origin: Origin, seq: u64) {
     remote.seen = remote.seen.max(seq);
 }
 
-/// Notes an event of `origin` applied from its relay stream.
-fn note_applied(state: &mut State, origin: Origin, seq: u64) {
+/// Notes an event of `origin` applied from its relay stream (which comes in order).
+/// The first one since this node started, past the origin's first sequence, marks
+/// what came before as a hole.
+fn note_applied(state: &mut State, origin: Origin, seq: u64, now: u64) {
+    let remote = state.remote.entry(origin).or_default();
+    if remote.applied == 0 && seq > 1 {
+        note_hole(state, origin, seq - 1, now);
+    }
     let remote = state.remote.entry(origin).or_default();
     remote.seen = remote.seen.max(seq);
     remote.applied = remote.applied.max(seq);
+}
+
+fn note_hole(state: &mut State, origin: Origin, upto: u64, now: u64) {
+    let remote = state.remote.entry(origin).or_default();
+    let (known, _) = remote.hole.unwrap_or_default();
+    if upto > known {
+        remote.hole = Some((upto, now));
+    }
 }

@@ -16,7 +16,6 @@ use crate::faults::Bug;
 use super::channel::{Channel, Entry, Log, Subscriber};
 use super::fanout::Fanout;
 use super::lifecycle::live_channels;
-use super::publish::misses_gone;
 use super::{Broker, Resume, State, SubscribeError, Subscription};
 
 impl Broker {
@@ -89,7 +88,9 @@ impl Broker {
         let reset = match resume {
             Resume::Live => false,
             Resume::Unknown => true,
-            Resume::From(cursor) => !log.can_resume(cursor) || misses_gone(state, &cursor.frontier),
+            Resume::From(cursor) => {
+                !log.can_resume(cursor) || self.cannot_vouch(state, &cursor.frontier, now)
+            }
         };
         if reset {
             self.shared.metrics.resets_sent.fetch_add(1, Relaxed);
