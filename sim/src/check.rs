@@ -12,7 +12,8 @@ use crate::trace::{Record, What};
 /// Events accepted by a node that crashes this soon afterwards may die with it
 /// (the broker keeps nothing on disk): their loss is reported, not a violation. So
 /// may events a node accepted while links were cut (held for peers, in memory) if
-/// it crashes before the links heal.
+/// it crashes before the links heal. A drain that runs out of time counts as a
+/// crash at the node's exit.
 const CRASH_WINDOW_MS: u64 = 3_000;
 
 /// How long before leaving an event must have been accepted to count as owed.
@@ -164,6 +165,9 @@ struct World {
     /// Origins stopped as planned whose drain ran out of time (see
     /// [`What::NodeExited`]).
     drain_timed_out: BTreeSet<u64>,
+    /// When each origin whose process ended without a full drain (a crash, a
+    /// restart, or a drain that ran out of time) ended.
+    ended_undrained: BTreeMap<u64, u64>,
     cuts: Vec<u64>,
     heals: Vec<u64>,
     dedup_answers: usize,
@@ -202,6 +206,7 @@ fn world(records: &[Record]) -> World {
             } => {
                 if let Some(origin) = origin_of_node.get(node) {
                     w.drain_timed_out.insert(*origin);
+                    w.ended_undrained.entry(*origin).or_insert(r.at_ms);
                 }
             }
             What::Fault(text) if text.starts_with("Stop(") => {
@@ -263,13 +268,19 @@ fn world(records: &[Record]) -> World {
             _ => {}
         }
     }
+    for (origin, at) in &w.crashed_at {
+        let end = w.ended_undrained.entry(*origin).or_insert(*at);
+        *end = (*end).min(*at);
+    }
     w
 }
 
 impl World {
     /// Whether an event `origin` accepted at `at` may have died with it.
+    /// A drain that ran out of time is a departure like a crash (see
+    /// [`What::NodeExited`]), so it counts here as one, at the node's exit.
     fn died(&self, origin: u64, at: u64) -> bool {
-        self.crashed_at.get(&origin).is_some_and(|c| {
+        self.ended_undrained.get(&origin).is_some_and(|c| {
             // `at` is when the publisher got the answer. One that arrived after the
             // crash (on a slow link) was sent before it: the node accepted the event
             // by then.
@@ -497,6 +508,11 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
             // them), or anything once its drain ran out of time (it left like a
             // crashed node, and peers say `gap`). A `reset` or `overflow` says
             // the stream itself could not be kept whole.
+            //
+            // A peer names in its `gap` what the origin announced in gossip. Once
+            // the origin has ended without a full drain, what it accepted after its
+            // last announcement that reached the peer died with it, and no peer can
+            // name it: a `gap` of that origin sent after its end covers all of it.
             let gaps: Vec<u64> = s
                 .signals
                 .iter()
@@ -504,7 +520,14 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
                 .filter(|(gap_origin, upto)| gap_origin == origin && upto >= seq)
                 .map(|(_, upto)| upto)
                 .collect();
-            let gap = !gaps.is_empty();
+            let ended = w.ended_undrained.get(origin);
+            let gap_after_end = s.signals.iter().any(|signal| {
+                signal
+                    .gap
+                    .is_some_and(|(gap_origin, _)| gap_origin == *origin)
+                    && ended.is_some_and(|end| signal.at_ms >= *end)
+            });
+            let gap = !gaps.is_empty() || gap_after_end;
             let evicted = gaps.iter().any(|upto| *upto < w.newest_seq(*origin));
             let reset = s.signals.iter().any(|signal| {
                 signal.name != "gap"
