@@ -305,3 +305,17 @@ fn an_answer_that_arrives_after_its_nodes_crash_counts_as_accepted_before_it() -
 fn a_resume_on_a_node_that_never_pulled_what_the_cursor_lacks_gets_a_reset() -> turmoil::Result {
     holds_at(&scenarios::resume_on_a_node_younger_than_the_cursor(), 547).map(drop)
 }
+
+/// Seed 874 of the random search (see `scenarios::gap_after_an_undrained_end`).
+/// A gap sent after an origin ended undrained covers what the origin never announced.
+#[test]
+fn a_gap_after_an_origin_ended_undrained_covers_what_it_never_announced() -> turmoil::Result {
+    holds_at(&scenarios::gap_after_an_undrained_end(), 874).map(drop)
+}
+
+/// Seed 2245 of the random search (see `scenarios::drain_runs_out_while_isolated`).
+/// A drain that runs out while the node is cut off counts as a crash.
+#[test]
+fn a_drain_that_runs_out_while_isolated_loses_like_a_crash() -> turmoil::Result {
+    holds_at(&scenarios::drain_runs_out_while_isolated(), 2245).map(drop)
+}
