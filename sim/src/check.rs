@@ -481,7 +481,7 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
             continue;
         }
         let Some(opened) = s.first_open_ms else {
-            violate("loss", format!("{actor}: never opened a stream"));
+            violate("never_opened", format!("{actor}: never opened a stream"));
             continue;
         };
         // Events accepted while it was there, with time to arrive before it left.

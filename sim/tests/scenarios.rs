@@ -319,3 +319,11 @@ fn a_gap_after_an_origin_ended_undrained_covers_what_it_never_announced() -> tur
 fn a_drain_that_runs_out_while_isolated_loses_like_a_crash() -> turmoil::Result {
     holds_at(&scenarios::drain_runs_out_while_isolated(), 2245).map(drop)
 }
+
+/// Seed 2737 of the random search (see `scenarios::resume_missing_an_origin_entirely`).
+/// A cursor that names no event of an origin the channel holds, short of the node's
+/// hole before its first pull of it, gets a reset.
+#[test]
+fn a_resume_that_never_got_an_origin_the_channel_holds_gets_a_reset() -> turmoil::Result {
+    holds_at(&scenarios::resume_missing_an_origin_entirely(), 2737).map(drop)
+}

@@ -423,10 +423,24 @@ impl Broker {
     /// - this node started inside the window, has applied nothing of the origin
     ///   yet (its first pull is still to come, and starts at this node's start),
     ///   and the origin announced more than the cursor has.
-    pub(super) fn cannot_vouch(&self, state: &State, cursor: &Frontier, now: u64) -> bool {
+    ///
+    /// An origin the cursor does not name counts as at 0 when the channel (or a
+    /// channel of the pattern), as this node holds it, has events of it: the client
+    /// got none of those. (One that published nothing on it is not asked about.)
+    pub(super) fn cannot_vouch(
+        &self,
+        state: &State,
+        cursor: &Frontier,
+        held: &Frontier,
+        now: u64,
+    ) -> bool {
         let cutoff = self.replay_cutoff(now);
         let young = self.shared.started_ms >= cutoff;
-        cursor.iter().any(|(origin, seq)| {
+        let unnamed = held
+            .iter()
+            .filter(|(origin, _)| cursor.get(*origin) == 0)
+            .map(|(origin, _)| (origin, 0));
+        cursor.iter().chain(unnamed).any(|(origin, seq)| {
             let Some(remote) = state.remote.get(&origin) else {
                 return false;
             };

@@ -89,7 +89,8 @@ impl Broker {
             Resume::Live => false,
             Resume::Unknown => true,
             Resume::From(cursor) => {
-                !log.can_resume(cursor) || self.cannot_vouch(state, &cursor.frontier, now)
+                !log.can_resume(cursor)
+                    || self.cannot_vouch(state, &cursor.frontier, &log.frontier, now)
             }
         };
         if reset {
