@@ -4,7 +4,7 @@
 //! after several runs a coverage summary; exit status 1 on any violation.
 //! `sse-cluster-sim --scale [3,5,9,17,33]`: the table of clusters of those sizes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -244,34 +244,58 @@ fn sweep(runs: &[(u64, String)], args: &Args) -> ExitCode {
     }
 }
 
-/// Whether the run of `seed` with `cuts` violates the contract (in a fresh process).
-fn still_fails(me: &std::path::Path, seed: u64, name: &str, args: &Args, cuts: &[String]) -> bool {
+/// The violation kinds the run of `seed` with `cuts` reports (in a fresh process),
+/// from the `violation:KIND` keys of its summary's coverage; empty if it holds.
+fn violation_kinds(
+    me: &std::path::Path,
+    seed: u64,
+    name: &str,
+    args: &Args,
+    cuts: &[String],
+) -> BTreeSet<String> {
     let mut command = std::process::Command::new(me);
     command.args(["--seed", &seed.to_string(), "--scenario", name]);
     command.args(["--without", &cuts.join(",")]);
     if let Some(bug) = args.planted {
         command.args(["--planted", bug.name()]);
     }
-    command.output().is_ok_and(|output| {
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let summary: serde_json::Value =
-            serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_default();
-        summary["violations"].as_u64().is_some_and(|v| v > 0)
-    })
+    let Ok(output) = command.output() else {
+        return BTreeSet::new();
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_default();
+    summary["coverage"]
+        .as_object()
+        .into_iter()
+        .flat_map(|coverage| coverage.keys())
+        .filter_map(|key| key.strip_prefix("violation:"))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `--shrink`: cuts what the failure of `seed` does not need, one cut at a time
-/// (each trial in a fresh process), and prints the smallest plan as a scenario.
+/// (each trial in a fresh process), and prints the smallest plan as a scenario. A
+/// cut is kept only if the run still shows every kind of violation the whole plan
+/// did: a trial that fails some other way (a cut can turn a retried duplicate into
+/// a loss) is a different failure, not a smaller one.
 fn shrink(plan: sse_cluster_sim::Plan, seed: u64, name: &str, args: &Args) -> ExitCode {
     let Ok(me) = std::env::current_exe() else {
         eprintln!("cannot find this executable");
         return ExitCode::FAILURE;
     };
     let mut cuts: Vec<String> = Vec::new();
-    if !still_fails(&me, seed, name, args, &cuts) {
+    let kinds = violation_kinds(&me, seed, name, args, &cuts);
+    if kinds.is_empty() {
         eprintln!("seed {seed} {name} does not fail: nothing to shrink");
         return ExitCode::FAILURE;
     }
+    eprintln!(
+        "shrink: keeping the violations {}",
+        kinds.iter().cloned().collect::<Vec<_>>().join(",")
+    );
+    let still_fails =
+        |cuts: &[String]| violation_kinds(&me, seed, name, args, cuts).is_superset(&kinds);
     let candidates = sse_cluster_sim::shrink::candidates(&plan, sse_cluster_sim::plan::HEAL);
     let mut trials = 0;
     for cut in candidates {
@@ -282,7 +306,7 @@ fn shrink(plan: sse_cluster_sim::Plan, seed: u64, name: &str, args: &Args) -> Ex
         }
         cuts.push(cut);
         trials += 1;
-        if still_fails(&me, seed, name, args, &cuts) {
+        if still_fails(&cuts) {
             eprintln!(
                 "shrink: still fails without {}",
                 cuts.last().map_or("", String::as_str)
