@@ -604,3 +604,132 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
     }
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sse_cluster::event::Frontier;
+
+    fn record(at_ms: u64, actor: &str, what: What) -> Record {
+        Record {
+            at_ms,
+            actor: actor.into(),
+            what,
+        }
+    }
+
+    /// Attempt `a` of publish (0, 1) as `actor` reads it, in a log at `held_ms`.
+    fn copy(at_ms: u64, actor: &str, a: u32, held_ms: u64) -> Record {
+        let cursor = Cursor {
+            time_ms: EPOCH_MS + held_ms,
+            frontier: Frontier::default(),
+        };
+        let what = What::Event {
+            id: Some(cursor.encode()),
+            event: None,
+            data: format!(r#"{{"p":0,"n":1,"a":{a}}}"#),
+        };
+        record(at_ms, actor, what)
+    }
+
+    /// Publish (0, 1): attempt 0 taken by node 0 (its answer lost) and read on node
+    /// 1 at 1.5 s by `s`; attempt 1, sent to node 1 at 2.1 s, answered there as new
+    /// at 2.4 s; `t`, on node 0, reads both. `restart_ms`: when node 1 restarts.
+    fn retried(restart_ms: Option<u64>) -> Vec<Record> {
+        let mut records = vec![
+            record(
+                0,
+                "n0",
+                What::NodeStarted {
+                    node: 0,
+                    origin: 10,
+                },
+            ),
+            record(
+                0,
+                "n1",
+                What::NodeStarted {
+                    node: 1,
+                    origin: 11,
+                },
+            ),
+            record(100, "s@c", What::Opened { node: 1 }),
+            record(100, "t@c", What::Opened { node: 0 }),
+            copy(1_000, "t@c", 0, 1_000),
+            copy(1_500, "s@c", 0, 1_500),
+            record(
+                2_000,
+                "p0",
+                What::PublishFailed {
+                    p: 0,
+                    n: 1,
+                    attempt: 0,
+                    node: 0,
+                    sent_ms: 1_000,
+                    reason: "request timed out".into(),
+                },
+            ),
+        ];
+        if let Some(at) = restart_ms {
+            records.push(record(
+                at,
+                "n1",
+                What::NodeStarted {
+                    node: 1,
+                    origin: 12,
+                },
+            ));
+            records.push(record(at, "schedule", What::Fault("Restart(1)".into())));
+        }
+        records.push(record(
+            2_400,
+            "p0",
+            What::Published {
+                p: 0,
+                n: 1,
+                attempt: 1,
+                channel: "c".into(),
+                node: 1,
+                sent_ms: 2_100,
+                origin: if restart_ms.is_some_and(|at| at < 2_400) {
+                    12
+                } else {
+                    11
+                },
+                seq: 1,
+                duplicate: false,
+            },
+        ));
+        records.push(copy(2_500, "t@c", 1, 2_450));
+        records.sort_by_key(|r| r.at_ms);
+        records
+    }
+
+    fn retry_duplicates(records: &[Record]) -> usize {
+        let report = check(records, &[]);
+        report
+            .violation_kinds
+            .get("retry_duplicate")
+            .copied()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_retry_on_a_node_that_held_the_first_copy_must_be_a_duplicate() {
+        assert_eq!(retry_duplicates(&retried(None)), 1);
+    }
+
+    #[test]
+    fn a_retry_that_reached_its_node_after_a_restart_may_be_new() {
+        // Restarted after the retry was sent, before it was answered: the request
+        // was still on its way, and the new process holds no publisher ids.
+        assert_eq!(retry_duplicates(&retried(Some(2_200))), 0);
+        // Restarted before it was sent, as before.
+        assert_eq!(retry_duplicates(&retried(Some(1_800))), 0);
+    }
+
+    #[test]
+    fn a_restart_after_the_retry_was_taken_excuses_nothing() {
+        assert_eq!(retry_duplicates(&retried(Some(2_600))), 1);
+    }
+}
