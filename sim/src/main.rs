@@ -244,8 +244,8 @@ fn sweep(runs: &[(u64, String)], args: &Args) -> ExitCode {
     }
 }
 
-/// The kinds of violation the run of `seed` with `cuts` reports (in a fresh
-/// process); empty when it holds.
+/// The violation kinds the run of `seed` with `cuts` reports (in a fresh process),
+/// from the `violation:KIND` keys of its summary's coverage; empty if it holds.
 fn violation_kinds(
     me: &std::path::Path,
     seed: u64,
@@ -275,26 +275,27 @@ fn violation_kinds(
 }
 
 /// `--shrink`: cuts what the failure of `seed` does not need, one cut at a time
-/// (each trial in a fresh process), and prints the smallest plan as a scenario.
+/// (each trial in a fresh process), and prints the smallest plan as a scenario. A
+/// cut is kept only if the run still shows every kind of violation the whole plan
+/// did: a trial that fails some other way (a cut can turn a retried duplicate into
+/// a loss) is a different failure, not a smaller one.
 fn shrink(plan: sse_cluster_sim::Plan, seed: u64, name: &str, args: &Args) -> ExitCode {
     let Ok(me) = std::env::current_exe() else {
         eprintln!("cannot find this executable");
         return ExitCode::FAILURE;
     };
     let mut cuts: Vec<String> = Vec::new();
-    // A cut is kept while the run still fails the same way (some kind of violation
-    // the original run had), not merely in some other way the cut itself caused.
     let kinds = violation_kinds(&me, seed, name, args, &cuts);
     if kinds.is_empty() {
         eprintln!("seed {seed} {name} does not fail: nothing to shrink");
         return ExitCode::FAILURE;
     }
-    let still_fails = |cuts: &[String]| {
-        violation_kinds(&me, seed, name, args, cuts)
-            .intersection(&kinds)
-            .next()
-            .is_some()
-    };
+    eprintln!(
+        "shrink: keeping the violations {}",
+        kinds.iter().cloned().collect::<Vec<_>>().join(",")
+    );
+    let still_fails =
+        |cuts: &[String]| violation_kinds(&me, seed, name, args, cuts).is_superset(&kinds);
     let candidates = sse_cluster_sim::shrink::candidates(&plan, sse_cluster_sim::plan::HEAL);
     let mut trials = 0;
     for cut in candidates {

@@ -327,3 +327,72 @@ fn a_drain_that_runs_out_while_isolated_loses_like_a_crash() -> turmoil::Result 
 fn a_resume_that_never_got_an_origin_the_channel_holds_gets_a_reset() -> turmoil::Result {
     holds_at(&scenarios::resume_missing_an_origin_entirely(), 2737).map(drop)
 }
+
+/// The attempts of publish `(p, n)` that `actor` got.
+fn attempts_got(outcome: &sse_cluster_sim::Outcome, actor: &str, p: u64, n: u64) -> Vec<u64> {
+    let mut attempts: Vec<u64> = outcome
+        .records
+        .iter()
+        .filter(|r| r.actor == actor)
+        .filter_map(|r| match &r.what {
+            What::Event {
+                event: None, data, ..
+            } => {
+                let value: serde_json::Value = serde_json::from_str(data).ok()?;
+                (value["p"].as_u64()? == p && value["n"].as_u64()? == n)
+                    .then(|| value["a"].as_u64())
+                    .flatten()
+            }
+            _ => None,
+        })
+        .collect();
+    attempts.sort_unstable();
+    attempts.dedup();
+    attempts
+}
+
+/// Seed 8637 of the random search (see `scenarios::retry_sent_to_a_crashed_node`): a
+/// retry sent to a crashed node and taken by its next process is a new event there,
+/// and both copies may reach a subscriber.
+#[test]
+fn a_retry_taken_by_a_restarted_node_is_new_there() -> turmoil::Result {
+    let outcomes = holds_at(&scenarios::retry_sent_to_a_crashed_node(), 8637)?;
+    assert_eq!(
+        attempts_got(&outcomes[0], "s0@c0", 3, 11),
+        [0, 2],
+        "the retry no longer meets the restart: {}",
+        outcomes[0].summary()
+    );
+    Ok(())
+}
+
+/// Seed 8886 of the random search (see `scenarios::retry_overtaken_by_a_restart`): a
+/// retry still on its way when its node restarts is new to the next process.
+#[test]
+fn a_retry_overtaken_by_a_restart_is_new_to_the_next_process() -> turmoil::Result {
+    let outcomes = holds_at(&scenarios::retry_overtaken_by_a_restart(), 8886)?;
+    assert_eq!(
+        attempts_got(&outcomes[0], "s0@c1", 0, 3),
+        [0, 1],
+        "the retry no longer meets the restart: {}",
+        outcomes[0].summary()
+    );
+    Ok(())
+}
+
+/// Seed 9272 of the random search (see
+/// `scenarios::retry_overtaken_by_a_restart_on_many_channels`).
+#[test]
+fn a_retry_overtaken_by_a_restart_on_many_channels_is_new_there() -> turmoil::Result {
+    let outcomes = holds_at(
+        &scenarios::retry_overtaken_by_a_restart_on_many_channels(),
+        9272,
+    )?;
+    assert_eq!(
+        attempts_got(&outcomes[0], "s0@c0", 1, 32),
+        [0, 1],
+        "the retry no longer meets the restart: {}",
+        outcomes[0].summary()
+    );
+    Ok(())
+}
