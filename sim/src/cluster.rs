@@ -147,7 +147,7 @@ pub(crate) fn simulate(plan: &Plan, seed: u64) -> Result<Vec<crate::trace::Recor
         .rng_seed(seed)
         .epoch(std::time::UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
         .simulation_duration(end + Duration::from_secs(30))
-        .tick_duration(Duration::from_millis(2))
+        .tick_duration(plan.tick)
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(10))
         .udp_capacity(1024)

@@ -88,7 +88,19 @@ pub struct Plan {
     pub planted: Option<Bug>,
     /// `--shutdown.drainTimeout` of every node (zero: a stop does not wait).
     pub drain_timeout: Duration,
+    /// Simulated time per step (see [`TICK`] and [`RANDOM_TICK`]).
+    pub tick: Duration,
 }
+
+/// Time per simulation step of the named scenarios: each shrunk plan reproduces
+/// its failure only on the schedule it was found with.
+pub const TICK: Duration = Duration::from_millis(2);
+
+/// Time per step of the random search's plans. Turmoil's own work on each step
+/// (visiting every link and ticking every host) is most of a run's CPU, so twice
+/// the step halves it; links still take 1 to 10 ms (more under a latency fault),
+/// rounded up to a step, far below every timeout and signal the checker reads.
+pub const RANDOM_TICK: Duration = Duration::from_millis(4);
 
 /// The origin each node runs with now, shared with clients.
 #[derive(Debug, Clone, Default)]

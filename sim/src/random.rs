@@ -233,6 +233,7 @@ pub fn random(seed: u64) -> Plan {
         tcp_capacity: if slow || rng.chance(0.2) { 16 } else { 64 },
         planted: None,
         drain_timeout: Duration::from_secs(10),
+        tick: crate::plan::RANDOM_TICK,
     }
 }
 

@@ -134,6 +134,7 @@ fn plan(setup: &Setup) -> Plan {
         tcp_capacity: 64,
         planted: None,
         drain_timeout: Duration::from_secs(10),
+        tick: Duration::from_millis(1),
     }
 }
 

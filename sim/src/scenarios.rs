@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::plan::{
-    secs, Fault, Plan, PublisherSpec, SubscriberSpec, CHANNEL, HEAL, LEAVE, REPLAY_AGE,
+    secs, Fault, Plan, PublisherSpec, SubscriberSpec, CHANNEL, HEAL, LEAVE, REPLAY_AGE, TICK,
 };
 use sse_cluster::faults::Bug;
 
@@ -135,6 +135,7 @@ pub fn base(
         tcp_capacity: 64,
         planted: None,
         drain_timeout: Duration::from_secs(10),
+        tick: TICK,
     }
 }
 
@@ -449,6 +450,7 @@ pub fn fresh_pull_of_an_overflowed_outbox() -> Plan {
         tcp_capacity: 16,
         planted: None,
         drain_timeout: Duration::from_millis(10000),
+        tick: TICK,
     }
 }
 
@@ -537,6 +539,7 @@ pub fn stop_while_cut_off() -> Plan {
         planted: None,
         // Outlasts the partition (healed 10 s after the stop).
         drain_timeout: Duration::from_secs(15),
+        tick: TICK,
     }
 }
 
@@ -593,6 +596,7 @@ pub fn slow_reader_leaves_behind_its_overflow() -> Plan {
         tcp_capacity: 16,
         planted: None,
         drain_timeout: Duration::from_secs(10),
+        tick: TICK,
     }
 }
 
@@ -645,6 +649,7 @@ pub fn slow_reader_leaves_behind_a_healed_cut() -> Plan {
         tcp_capacity: 16,
         planted: None,
         drain_timeout: Duration::from_secs(10),
+        tick: TICK,
     }
 }
 
@@ -702,6 +707,7 @@ pub fn drain_runs_out_while_cut_off() -> Plan {
         tcp_capacity: 16,
         planted: None,
         drain_timeout: Duration::from_secs(10),
+        tick: TICK,
     }
 }
 
@@ -781,6 +787,7 @@ pub fn stop_after_the_outbox_overflowed() -> Plan {
         tcp_capacity: 16,
         planted: None,
         drain_timeout: Duration::from_secs(10),
+        tick: TICK,
     }
 }
 
@@ -839,6 +846,7 @@ pub fn stop_while_partly_cut_off() -> Plan {
         tcp_capacity: 16,
         planted: None,
         drain_timeout: Duration::from_secs(10),
+        tick: TICK,
     }
 }
 
@@ -923,6 +931,7 @@ pub fn restart_after_a_lossy_cut() -> Plan {
         tcp_capacity: 16,
         planted: None,
         drain_timeout: Duration::from_secs(10),
+        tick: TICK,
     }
 }
 
@@ -1035,6 +1044,7 @@ pub fn answer_after_the_crash() -> Plan {
         tcp_capacity: 64,
         planted: None,
         drain_timeout: Duration::from_millis(10000),
+        tick: TICK,
     }
 }
 
@@ -1101,6 +1111,7 @@ pub fn resume_on_a_node_younger_than_the_cursor() -> Plan {
         tcp_capacity: 16,
         planted: None,
         drain_timeout: Duration::from_millis(10000),
+        tick: TICK,
     }
 }
 
@@ -1161,6 +1172,7 @@ pub fn gap_after_an_undrained_end() -> Plan {
         tcp_capacity: 16,
         planted: None,
         drain_timeout: Duration::from_millis(10000),
+        tick: TICK,
     }
 }
 
@@ -1217,6 +1229,7 @@ pub fn drain_runs_out_while_isolated() -> Plan {
         tcp_capacity: 16,
         planted: None,
         drain_timeout: Duration::from_millis(10000),
+        tick: TICK,
     }
 }
 
@@ -1274,6 +1287,7 @@ pub fn resume_missing_an_origin_entirely() -> Plan {
         tcp_capacity: 16,
         planted: None,
         drain_timeout: Duration::from_millis(10000),
+        tick: TICK,
     }
 }
 
@@ -1350,6 +1364,7 @@ pub fn retry_sent_to_a_crashed_node() -> Plan {
         tcp_capacity: 16,
         planted: None,
         drain_timeout: ms(10000),
+        tick: TICK,
     }
 }
 
@@ -1436,6 +1451,7 @@ pub fn retry_overtaken_by_a_restart() -> Plan {
         tcp_capacity: 16,
         planted: None,
         drain_timeout: ms(10000),
+        tick: TICK,
     }
 }
 
@@ -1525,6 +1541,7 @@ pub fn retry_overtaken_by_a_restart_on_many_channels() -> Plan {
         tcp_capacity: 16,
         planted: None,
         drain_timeout: ms(10000),
+        tick: TICK,
     }
 }
 

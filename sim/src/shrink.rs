@@ -156,6 +156,7 @@ pub fn as_scenario(plan: &Plan, name: &str, note: &str) -> String {
         "        drain_timeout: {},",
         duration(plan.drain_timeout)
     );
+    let _ = writeln!(out, "        tick: {},", duration(plan.tick));
     let _ = writeln!(out, "    }}");
     let _ = writeln!(out, "}}");
     out
