@@ -169,8 +169,12 @@ struct World {
     /// When each origin whose process ended without a full drain (a crash, a
     /// restart, or a drain that ran out of time) ended.
     ended_undrained: BTreeMap<u64, u64>,
-    cuts: Vec<u64>,
-    heals: Vec<u64>,
+    /// Link faults over time: a partition (or one-way cut) stands until `HealAll`;
+    /// a held link until its `Release` or `HealAll`.
+    partitions: Vec<u64>,
+    partition_heals: Vec<u64>,
+    holds: Vec<u64>,
+    hold_heals: Vec<u64>,
     dedup_answers: usize,
 }
 
@@ -180,14 +184,15 @@ fn world(records: &[Record]) -> World {
     for r in records {
         match &r.what {
             What::Fault(text)
-                if ["Partition", "PartitionOneWay", "Hold"]
-                    .iter()
-                    .any(|kind| text.starts_with(&format!("{kind}("))) =>
+                if text.starts_with("Partition(") || text.starts_with("PartitionOneWay(") =>
             {
-                w.cuts.push(r.at_ms);
+                w.partitions.push(r.at_ms);
             }
-            What::Fault(text) if text == "HealAll" || text.starts_with("Release(") => {
-                w.heals.push(r.at_ms);
+            What::Fault(text) if text.starts_with("Hold(") => w.holds.push(r.at_ms),
+            What::Fault(text) if text.starts_with("Release(") => w.hold_heals.push(r.at_ms),
+            What::Fault(text) if text == "HealAll" => {
+                w.partition_heals.push(r.at_ms);
+                w.hold_heals.push(r.at_ms);
             }
             What::NodeStarted { node, origin } => {
                 w.starts.entry(*node).or_default().push(r.at_ms);
@@ -287,12 +292,17 @@ impl World {
             // by then.
             let at = at.min(*c);
             let soon = *c >= at && *c - at <= CRASH_WINDOW_MS;
-            // Accepted with links cut, and no heal before the crash.
-            let last_cut = self.cuts.iter().filter(|t| **t <= at).max();
-            let last_heal = self.heals.iter().filter(|t| **t <= at).max();
-            let cut_then = last_cut.is_some_and(|cut| last_heal.is_none_or(|heal| cut > heal));
-            let healed_before_crash = self.heals.iter().any(|h| *h > at && h <= c);
-            soon || (*c >= at && cut_then && !healed_before_crash)
+            // Accepted with links cut, and that cut not healed before the crash (a
+            // `Release` ends a hold, not a partition).
+            let standing = |cuts: &[u64], heals: &[u64]| {
+                let last_cut = cuts.iter().filter(|t| **t <= at).max();
+                let last_heal = heals.iter().filter(|t| **t <= at).max();
+                let cut_then = last_cut.is_some_and(|cut| last_heal.is_none_or(|heal| cut > heal));
+                cut_then && !heals.iter().any(|h| *h > at && h <= c)
+            };
+            let cut_until_crash = standing(&self.partitions, &self.partition_heals)
+                || standing(&self.holds, &self.hold_heals);
+            soon || (*c >= at && cut_until_crash)
         })
     }
 

@@ -396,3 +396,11 @@ fn a_retry_overtaken_by_a_restart_on_many_channels_is_new_there() -> turmoil::Re
     );
     Ok(())
 }
+
+/// Seed 4885 of the random search (see `scenarios::release_during_a_partition`).
+/// A Release ends a hold, not a partition: an event accepted behind a partition that
+/// stands until its node crashes may die with it.
+#[test]
+fn a_release_of_a_held_link_does_not_heal_a_partition() -> turmoil::Result {
+    holds_at(&scenarios::release_during_a_partition(), 4885).map(drop)
+}
