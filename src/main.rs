@@ -85,8 +85,8 @@ struct StartArgs {
     )]
     relay_queue_bytes: usize,
     /// Shortest time between two writes of events to one peer: events accepted
-    /// meanwhile go out together in the next write (0: each at once).
-    #[arg(long = "relay.batchInterval", env = "RELAY_BATCH_INTERVAL", default_value = "0s", value_parser = parse_duration)]
+    /// meanwhile go out together in the next write (0s: each at once; at most 1s).
+    #[arg(long = "relay.batchInterval", env = "RELAY_BATCH_INTERVAL", default_value = "2ms", value_parser = parse_duration)]
     relay_batch_interval: Duration,
     /// Time limit for requests this node makes to other nodes (e.g. 10s, 500ms).
     #[arg(long = "http.client.timeout", env = "HTTP_CLIENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]

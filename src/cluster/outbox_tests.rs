@@ -49,7 +49,10 @@ fn readers_get_events_in_order_then_a_gap_when_evicted() {
         outbox.read(3, 10, usize::MAX),
         RelayBatch::Events(vec![encoded(3, "3"), encoded(4, "4"), encoded(5, "5")])
     );
-    assert_eq!(outbox.read(5, 1, usize::MAX), RelayBatch::Events(vec![encoded(5, "5")]));
+    assert_eq!(
+        outbox.read(5, 1, usize::MAX),
+        RelayBatch::Events(vec![encoded(5, "5")])
+    );
     assert_eq!(outbox.read(6, 10, usize::MAX), RelayBatch::Events(vec![]));
     // Events 1 and 2 (accepted at 10 and 20) are gone: a reader that wants them
     // starts with the gap.
@@ -68,13 +71,22 @@ fn a_read_stops_at_its_byte_bound_but_takes_at_least_one_event() {
     let frame = encoded(1, "1").frame().len();
     let all: Vec<_> = (1..=5).map(|seq| encoded(seq, &seq.to_string())).collect();
     assert!(outbox.has(5) && !outbox.has(6));
-    assert_eq!(outbox.read(1, 10, 5 * frame), RelayBatch::Events(all.clone()));
+    assert_eq!(
+        outbox.read(1, 10, 5 * frame),
+        RelayBatch::Events(all.clone())
+    );
     assert_eq!(
         outbox.read(1, 10, 3 * frame - 1),
         RelayBatch::Events(all[..2].to_vec())
     );
-    assert_eq!(outbox.read(2, 10, 1), RelayBatch::Events(all[1..2].to_vec()));
-    assert_eq!(outbox.read(4, 1, usize::MAX), RelayBatch::Events(all[3..4].to_vec()));
+    assert_eq!(
+        outbox.read(2, 10, 1),
+        RelayBatch::Events(all[1..2].to_vec())
+    );
+    assert_eq!(
+        outbox.read(4, 1, usize::MAX),
+        RelayBatch::Events(all[3..4].to_vec())
+    );
 }
 
 #[test]

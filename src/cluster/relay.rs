@@ -647,7 +647,14 @@ mod tests {
                 retry: None,
             };
             let route = Route::Channel("c");
-            outbox.accepted(seq, Accepted { seq, route, publish: &publish });
+            outbox.accepted(
+                seq,
+                Accepted {
+                    seq,
+                    route,
+                    publish: &publish,
+                },
+            );
         }
         outbox.flush();
     }

@@ -39,7 +39,8 @@ pub struct ClusterSettings {
     /// Shortest time between two writes of events on one relay stream: events
     /// accepted meanwhile leave together in the next write, which costs the peer one
     /// wake-up and one read for all of them (`--relay.batchInterval`; zero: each event
-    /// as soon as it is accepted).
+    /// as soon as it is accepted). A stream quiet for this long writes at once: only
+    /// a peer stream busier than one write per interval waits.
     pub relay_batch_interval: Duration,
 }
 
@@ -54,7 +55,7 @@ impl Default for ClusterSettings {
             secret_key: None,
             client_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
-            relay_batch_interval: Duration::ZERO,
+            relay_batch_interval: Duration::from_millis(2),
         }
     }
 }
