@@ -240,11 +240,13 @@ impl Streaming {
                 .pulled
                 .sent(&self.open.node, self.next.saturating_sub(1));
         }
-        let server = self.server.clone();
+        let server = &self.server;
         let mut ping = tokio::time::interval_at(Instant::now() + server.ping, server.ping);
         loop {
-            if server.outbox.has(self.next) {
-                self.pace().await?;
+            if let Some(due) = paced_until(self.last_write, server.batch_interval) {
+                if server.outbox.has(self.next) {
+                    wait_until(server, due).await?;
+                }
             }
             match server.outbox.read(self.next, BATCH_EVENTS, BATCH_BYTES) {
                 RelayBatch::Gap { upto } => {
@@ -255,7 +257,9 @@ impl Streaming {
                 RelayBatch::Events(events) if !events.is_empty() => {
                     self.next += events.len() as u64;
                     self.sent = true;
-                    self.last_write = Some(Instant::now());
+                    if !server.batch_interval.is_zero() {
+                        self.last_write = Some(Instant::now());
+                    }
                     return Some(self.framer.events(&events));
                 }
                 RelayBatch::Events(_) => {}
@@ -281,24 +285,26 @@ impl Streaming {
             }
         }
     }
+}
 
-    /// Waits, with events to send, until `batch_interval` has passed since the last
-    /// write of events, so that the events accepted meanwhile leave in one write;
-    /// `None` when the node shuts down meanwhile.
-    async fn pace(&self) -> Option<()> {
-        let Some(last) = self.last_write else {
-            return Some(());
-        };
-        let due = last + self.server.batch_interval;
-        if Instant::now() >= due {
-            return Some(());
-        }
-        let mut shutdown = self.server.shutdown.clone();
-        tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|s| *s) => None,
-            _ = tokio::time::sleep_until(due) => Some(()),
-        }
+/// When a stream that last wrote events at `last_write` may write again, if that is
+/// still to come: `interval` after its last write.
+fn paced_until(last_write: Option<Instant>, interval: Duration) -> Option<Instant> {
+    if interval.is_zero() {
+        return None;
+    }
+    let due = last_write? + interval;
+    (Instant::now() < due).then_some(due)
+}
+
+/// Waits until `due`, so that the events accepted meanwhile leave in one write;
+/// `None` when the node shuts down meanwhile.
+async fn wait_until(server: &RelayServer, due: Instant) -> Option<()> {
+    let mut shutdown = server.shutdown.clone();
+    tokio::select! {
+        biased;
+        _ = shutdown.wait_for(|s| *s) => None,
+        _ = tokio::time::sleep_until(due) => Some(()),
     }
 }
 
