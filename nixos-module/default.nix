@@ -71,6 +71,7 @@ let
     "--subscriber.maxChannels=${toString cfg.subscriberMaxChannels}"
     "--relay.queueEvents=${toString cfg.relay.queueEvents}"
     "--relay.queueBytes=${toString cfg.relay.queueBytes}"
+    "--relay.batchInterval=${cfg.relay.batchInterval}"
     "--log.format=${cfg.logFormat}"
     "--log.level=${cfg.logLevel}"
     "--auth.subscribe=${lib.boolToString cfg.auth.subscribe}"
@@ -329,6 +330,11 @@ in
         default = 33554432;
         description = "Bytes of accepted events kept for an unreachable peer (`--relay.queueBytes`).";
       };
+      batchInterval = durationOption "2ms" ''
+        Shortest time between two writes of events to one peer (`--relay.batchInterval`):
+        events accepted meanwhile leave together; a quiet stream writes at once. `0s`
+        sends each event at once; at most `1s`.
+      '';
     };
 
     nodeId = mkOption {

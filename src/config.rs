@@ -67,6 +67,11 @@ impl Config {
         if cluster.client_timeout.is_zero() {
             return err("http.client.timeout", "must be greater than zero");
         }
+        if cluster.relay_batch_interval > std::time::Duration::from_secs(1) {
+            // Longer would hold events past a peer's patience (`http.client.timeout`)
+            // and past any sensible latency.
+            return err("relay.batchInterval", "must be at most 1s");
+        }
         if broker.replay_events == 0 {
             return err("replay.events", "must be at least 1");
         }
@@ -237,6 +242,8 @@ mod tests {
         assert_eq!(option, "http.server.bodyTimeout");
         let option = invalid(|c| c.broker.relay_queue_bytes = 1024 * 1024);
         assert_eq!(option, "http.server.maxBulkBytes");
+        let option = invalid(|c| c.cluster.relay_batch_interval = Duration::from_millis(1001));
+        assert_eq!(option, "relay.batchInterval");
     }
 
     /// The defaults of the parts are the command line's (README's table).
@@ -250,6 +257,7 @@ mod tests {
         assert_eq!(c.broker.subscriber_buffer, 512);
         assert_eq!(c.http.max_channels_per_stream, 32);
         assert_eq!(c.cluster.drain_timeout, Duration::from_secs(10));
+        assert_eq!(c.cluster.relay_batch_interval, Duration::from_millis(2));
         assert_eq!(c.log.level, "info");
     }
 }

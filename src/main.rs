@@ -84,6 +84,10 @@ struct StartArgs {
         default_value_t = 33554432
     )]
     relay_queue_bytes: usize,
+    /// Shortest time between two writes of events to one peer: events accepted
+    /// meanwhile go out together in the next write (0s: each at once; at most 1s).
+    #[arg(long = "relay.batchInterval", env = "RELAY_BATCH_INTERVAL", default_value = "2ms", value_parser = parse_duration)]
+    relay_batch_interval: Duration,
     /// Time limit for requests this node makes to other nodes (e.g. 10s, 500ms).
     #[arg(long = "http.client.timeout", env = "HTTP_CLIENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     http_client_timeout: Duration,
@@ -288,6 +292,7 @@ impl StartArgs {
                 secret_key: self.gossip_secret_key.clone(),
                 client_timeout: self.http_client_timeout,
                 drain_timeout: self.shutdown_drain_timeout,
+                relay_batch_interval: self.relay_batch_interval,
             },
             log: LogSettings {
                 format: match self.log_format {

@@ -159,6 +159,7 @@ impl Node {
             secret: cluster.secret(),
             open_to,
             ping: Duration::from_secs(1),
+            batch_interval: self.config.cluster.relay_batch_interval,
             shutdown: stop_rx.clone(),
             refusals: Default::default(),
             draining: drain_rx,

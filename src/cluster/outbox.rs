@@ -66,8 +66,9 @@ impl Outbox {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The events from `from` on, at most `max` of them.
-    pub(crate) fn read(&self, from: u64, max: usize) -> RelayBatch {
+    /// The events from `from` on, at most `max_events` of them and, past the first,
+    /// at most `max_bytes` of frames.
+    pub(crate) fn read(&self, from: u64, max_events: usize, max_bytes: usize) -> RelayBatch {
         let queue = self.queue();
         if from < queue.first_seq {
             return RelayBatch::Gap {
@@ -75,15 +76,21 @@ impl Outbox {
             };
         }
         let start = (from - queue.first_seq) as usize;
-        RelayBatch::Events(
-            queue
-                .entries
-                .iter()
-                .skip(start)
-                .take(max)
-                .map(|(_, e)| e.clone())
-                .collect(),
-        )
+        let mut bytes = 0;
+        let mut events = Vec::new();
+        for (_, event) in queue.entries.iter().skip(start).take(max_events) {
+            bytes += event.frame().len();
+            if bytes > max_bytes && !events.is_empty() {
+                break;
+            }
+            events.push(event.clone());
+        }
+        RelayBatch::Events(events)
+    }
+
+    /// Whether the outbox holds an event at or after `from` (or lost some before it).
+    pub(crate) fn has(&self, from: u64) -> bool {
+        self.queue().next_seq() > from
     }
 
     /// The first sequence accepted at or after `since_ms` (or the next one to come).

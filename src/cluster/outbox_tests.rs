@@ -44,21 +44,49 @@ fn fill(outbox: &Outbox, from: u64, to: u64) {
 fn readers_get_events_in_order_then_a_gap_when_evicted() {
     let outbox = Outbox::new(3, 1 << 20);
     fill(&outbox, 1, 5);
-    assert_eq!(outbox.read(1, 10), RelayBatch::Gap { upto: 2 });
+    assert_eq!(outbox.read(1, 10, usize::MAX), RelayBatch::Gap { upto: 2 });
     assert_eq!(
-        outbox.read(3, 10),
+        outbox.read(3, 10, usize::MAX),
         RelayBatch::Events(vec![encoded(3, "3"), encoded(4, "4"), encoded(5, "5")])
     );
-    assert_eq!(outbox.read(5, 1), RelayBatch::Events(vec![encoded(5, "5")]));
-    assert_eq!(outbox.read(6, 10), RelayBatch::Events(vec![]));
+    assert_eq!(
+        outbox.read(5, 1, usize::MAX),
+        RelayBatch::Events(vec![encoded(5, "5")])
+    );
+    assert_eq!(outbox.read(6, 10, usize::MAX), RelayBatch::Events(vec![]));
     // Events 1 and 2 (accepted at 10 and 20) are gone: a reader that wants them
     // starts with the gap.
     assert_eq!(outbox.first_since(0), 2);
-    assert_eq!(outbox.read(2, 10), RelayBatch::Gap { upto: 2 });
+    assert_eq!(outbox.read(2, 10, usize::MAX), RelayBatch::Gap { upto: 2 });
     assert_eq!(outbox.first_since(20), 2);
     assert_eq!(outbox.first_since(21), 3);
     assert_eq!(outbox.first_since(41), 5);
     assert_eq!(outbox.first_since(1000), 6);
+}
+
+#[test]
+fn a_read_stops_at_its_byte_bound_but_takes_at_least_one_event() {
+    let outbox = Outbox::new(100, 1 << 20);
+    fill(&outbox, 1, 5);
+    let frame = encoded(1, "1").frame().len();
+    let all: Vec<_> = (1..=5).map(|seq| encoded(seq, &seq.to_string())).collect();
+    assert!(outbox.has(5) && !outbox.has(6));
+    assert_eq!(
+        outbox.read(1, 10, 5 * frame),
+        RelayBatch::Events(all.clone())
+    );
+    assert_eq!(
+        outbox.read(1, 10, 3 * frame - 1),
+        RelayBatch::Events(all[..2].to_vec())
+    );
+    assert_eq!(
+        outbox.read(2, 10, 1),
+        RelayBatch::Events(all[1..2].to_vec())
+    );
+    assert_eq!(
+        outbox.read(4, 1, usize::MAX),
+        RelayBatch::Events(all[3..4].to_vec())
+    );
 }
 
 #[test]
@@ -67,7 +95,7 @@ fn the_byte_bound_evicts_too() {
     let outbox = Outbox::new(100, 2 * one + one / 2);
     fill(&outbox, 1, 4);
     assert_eq!(outbox.size(), (2, 2 * one));
-    assert_eq!(outbox.read(2, 10), RelayBatch::Gap { upto: 2 });
+    assert_eq!(outbox.read(2, 10, usize::MAX), RelayBatch::Gap { upto: 2 });
 }
 
 #[tokio::test(start_paused = true)]
@@ -152,7 +180,7 @@ async fn each_accepted_event_is_encoded_once_for_every_peer() {
     assert_eq!(ENCODED.with(|n| n.get()) - before, accepted);
 
     // Three peers read everything: two plain streams and a sealed one.
-    let RelayBatch::Events(events) = outbox.read(1, 256) else {
+    let RelayBatch::Events(events) = outbox.read(1, 256, usize::MAX) else {
         panic!("nothing was evicted");
     };
     let plain: Vec<_> = (0..2).map(|_| Framer::new(None).events(&events)).collect();

@@ -26,11 +26,12 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use std::sync::Arc;
 
 use super::crypto::{FrameOpener, RelayAnswer};
-use super::drain::PulledUpTo;
+use super::drain::{OpenStream, PulledUpTo};
 use super::outbox::{Outbox, RelayBatch};
 use super::wire::{self, Frame, FrameReader, Framer};
 use super::{ClusterSecret, MemberIps};
@@ -47,7 +48,9 @@ const AUTH_HEADER: &str = "x-relay-auth";
 /// The server's proof of the key, bound to the dialler's.
 const PROOF_HEADER: &str = "x-relay-proof";
 /// Most events sent in one write.
-const BATCH: usize = 256;
+const BATCH_EVENTS: usize = 256;
+/// Most bytes of frames sent in one write (past its first event).
+const BATCH_BYTES: usize = 256 * 1024;
 /// A first pull of an origin asks for what it accepted since this long before this
 /// node started (`since`): clocks of different hosts differ, and the margin errs
 /// towards catching up more.
@@ -72,6 +75,9 @@ pub(crate) struct RelayServer {
     /// Who may read the relay when there is no secret to authenticate peers.
     pub(crate) open_to: OpenTo,
     pub(crate) ping: Duration,
+    /// Shortest time between two writes of events on one stream: events accepted
+    /// meanwhile wait and leave together (`--relay.batchInterval`; zero: at once).
+    pub(crate) batch_interval: Duration,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Refused requests are warned about at most once per interval: anyone who
     /// reaches the port can send them (all are counted in `relay_rejected`).
@@ -184,55 +190,18 @@ async fn serve(
     server.pulled.record(&query.node, from);
     // Counted open until hyper drops the body (the peer closed the connection).
     let open = server.pulled.stream_opened(&query.node);
-    let stream = futures_util::stream::unfold(
-        (server, framer, from, false, open),
-        |(server, mut framer, mut next, sent, open)| async move {
-            // Polled again: the connection took the previous chunk.
-            if sent {
-                server.pulled.sent(&open.node, next.saturating_sub(1));
-            }
-            let mut ping =
-                tokio::time::interval_at(tokio::time::Instant::now() + server.ping, server.ping);
-            loop {
-                match server.outbox.read(next, BATCH) {
-                    RelayBatch::Gap { upto } => {
-                        next = upto + 1;
-                        let chunk = framer.gap(upto);
-                        return Some((
-                            Ok::<_, Infallible>(chunk),
-                            (server, framer, next, true, open),
-                        ));
-                    }
-                    RelayBatch::Events(events) if !events.is_empty() => {
-                        next += events.len() as u64;
-                        let chunk = framer.events(&events);
-                        return Some((Ok(chunk), (server, framer, next, true, open)));
-                    }
-                    RelayBatch::Events(_) => {}
-                }
-                // Everything was sent. While draining, a stream that sent something
-                // ends here: the peer's next request says what it applied.
-                if sent && *server.draining.borrow() {
-                    return None;
-                }
-                let woke = {
-                    let mut shutdown = server.shutdown.clone();
-                    let mut draining = server.draining.clone();
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.wait_for(|s| *s) => return None,
-                        _ = draining.wait_for(|d| *d), if sent => Woke::Event,
-                        _ = server.outbox.wait(next) => Woke::Event,
-                        _ = ping.tick() => Woke::Ping,
-                    }
-                };
-                if let Woke::Ping = woke {
-                    let chunk = framer.ping();
-                    return Some((Ok(chunk), (server, framer, next, sent, open)));
-                }
-            }
-        },
-    );
+    let streaming = Streaming {
+        server,
+        framer,
+        next: from,
+        sent: false,
+        open,
+        last_write: None,
+    };
+    let stream = futures_util::stream::unfold(streaming, |mut streaming| async move {
+        let chunk = streaming.next_chunk().await?;
+        Some((Ok::<_, Infallible>(chunk), streaming))
+    });
     let mut response = Response::new(Body::from_stream(stream));
     response_headers.insert(ORIGIN_HEADER, origin_header);
     response_headers.insert(
@@ -246,6 +215,97 @@ async fn serve(
 enum Woke {
     Event,
     Ping,
+}
+
+/// One relay response in progress: where it is in the outbox and when it last wrote.
+struct Streaming {
+    server: RelayServer,
+    framer: Framer,
+    /// The next sequence to send.
+    next: u64,
+    /// Whether the stream has sent a chunk yet.
+    sent: bool,
+    open: OpenStream,
+    /// When the last chunk of events left, for `batch_interval`.
+    last_write: Option<Instant>,
+}
+
+impl Streaming {
+    /// The next chunk of the body: every event the outbox holds from `next` on (up to
+    /// `BATCH_EVENTS` and `BATCH_BYTES`), a gap, or a ping after a quiet `ping`;
+    /// `None` ends the body. Polled again only once hyper took the previous chunk.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.sent {
+            self.server
+                .pulled
+                .sent(&self.open.node, self.next.saturating_sub(1));
+        }
+        let server = &self.server;
+        let mut ping = tokio::time::interval_at(Instant::now() + server.ping, server.ping);
+        loop {
+            if let Some(due) = paced_until(self.last_write, server.batch_interval) {
+                if server.outbox.has(self.next) {
+                    wait_until(server, due).await?;
+                }
+            }
+            match server.outbox.read(self.next, BATCH_EVENTS, BATCH_BYTES) {
+                RelayBatch::Gap { upto } => {
+                    self.next = upto + 1;
+                    self.sent = true;
+                    return Some(self.framer.gap(upto));
+                }
+                RelayBatch::Events(events) if !events.is_empty() => {
+                    self.next += events.len() as u64;
+                    self.sent = true;
+                    if !server.batch_interval.is_zero() {
+                        self.last_write = Some(Instant::now());
+                    }
+                    return Some(self.framer.events(&events));
+                }
+                RelayBatch::Events(_) => {}
+            }
+            // Everything was sent. While draining, a stream that sent something
+            // ends here: the peer's next request says what it applied.
+            if self.sent && *server.draining.borrow() {
+                return None;
+            }
+            let woke = {
+                let mut shutdown = server.shutdown.clone();
+                let mut draining = server.draining.clone();
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|s| *s) => return None,
+                    _ = draining.wait_for(|d| *d), if self.sent => Woke::Event,
+                    _ = server.outbox.wait(self.next) => Woke::Event,
+                    _ = ping.tick() => Woke::Ping,
+                }
+            };
+            if let Woke::Ping = woke {
+                return Some(self.framer.ping());
+            }
+        }
+    }
+}
+
+/// When a stream that last wrote events at `last_write` may write again, if that is
+/// still to come: `interval` after its last write.
+fn paced_until(last_write: Option<Instant>, interval: Duration) -> Option<Instant> {
+    if interval.is_zero() {
+        return None;
+    }
+    let due = last_write? + interval;
+    (Instant::now() < due).then_some(due)
+}
+
+/// Waits until `due`, so that the events accepted meanwhile leave in one write;
+/// `None` when the node shuts down meanwhile.
+async fn wait_until(server: &RelayServer, due: Instant) -> Option<()> {
+    let mut shutdown = server.shutdown.clone();
+    tokio::select! {
+        biased;
+        _ = shutdown.wait_for(|s| *s) => None,
+        _ = tokio::time::sleep_until(due) => Some(()),
+    }
 }
 
 /// A peer to pull from.
@@ -551,6 +611,131 @@ mod tests {
             Ok(())
         );
         assert_eq!(next, u64::MAX);
+    }
+
+    /// A relay stream over `outbox` to peer "p", with `interval` between writes.
+    fn streaming(outbox: &Arc<Outbox>, interval: Duration) -> (Streaming, watch::Sender<bool>) {
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let (_, draining) = watch::channel(false);
+        let pulled = Arc::new(PulledUpTo::default());
+        let server = RelayServer {
+            broker: broker(),
+            outbox: outbox.clone(),
+            secret: None,
+            open_to: OpenTo::Nobody,
+            ping: Duration::from_secs(1),
+            batch_interval: interval,
+            shutdown,
+            refusals: Default::default(),
+            draining,
+            pulled: pulled.clone(),
+        };
+        let open = pulled.stream_opened("p");
+        let streaming = Streaming {
+            server,
+            framer: Framer::new(None),
+            next: 1,
+            sent: false,
+            open,
+            last_write: None,
+        };
+        (streaming, shutdown_tx)
+    }
+
+    /// Accepts events `from..=to` into `outbox`, as the broker does after a publish.
+    fn accept(outbox: &Outbox, from: u64, to: u64) {
+        use crate::broker::{Accepted, Outlet, Route};
+        for seq in from..=to {
+            let publish = crate::event::Publish {
+                id: None,
+                event: None,
+                data: seq.to_string(),
+                retry: None,
+            };
+            let route = Route::Channel("c");
+            outbox.accepted(
+                seq,
+                Accepted {
+                    seq,
+                    route,
+                    publish: &publish,
+                },
+            );
+        }
+        outbox.flush();
+    }
+
+    /// The sequences of the events in one chunk of a relay body.
+    fn sequences(chunk: &[u8]) -> Vec<u64> {
+        let mut reader = FrameReader::default();
+        reader.extend(chunk);
+        let mut seqs = Vec::new();
+        while let Some(frame) = reader.next_frame().unwrap() {
+            if let Frame::Event(event) = wire::decode(&frame).unwrap() {
+                seqs.push(event.seq);
+            }
+        }
+        seqs
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_that_come_within_the_batch_interval_leave_together() {
+        let interval = Duration::from_millis(5);
+        let outbox = Arc::new(Outbox::new(100, 1 << 20));
+        let (mut stream, _shutdown) = streaming(&outbox, interval);
+        // A first event after a quiet time leaves at once.
+        accept(&outbox, 1, 1);
+        let start = Instant::now();
+        assert_eq!(sequences(&stream.next_chunk().await.unwrap()), [1]);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // The next ones wait for the interval, then leave in one write.
+        accept(&outbox, 2, 3);
+        let more = outbox.clone();
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            accept(&more, 4, 4);
+        });
+        assert_eq!(sequences(&stream.next_chunk().await.unwrap()), [2, 3, 4]);
+        assert_eq!(start.elapsed(), interval);
+        later.await.unwrap();
+        // After a quiet interval, at once again.
+        tokio::time::sleep(interval).await;
+        accept(&outbox, 5, 5);
+        let at = Instant::now();
+        assert_eq!(sequences(&stream.next_chunk().await.unwrap()), [5]);
+        assert_eq!(at.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_batch_interval_every_write_leaves_at_once() {
+        let outbox = Arc::new(Outbox::new(100, 1 << 20));
+        let (mut stream, _shutdown) = streaming(&outbox, Duration::ZERO);
+        let start = Instant::now();
+        for seq in 1..=3 {
+            accept(&outbox, seq, seq);
+            assert_eq!(sequences(&stream.next_chunk().await.unwrap()), [seq]);
+        }
+        // What is there already leaves in one chunk.
+        accept(&outbox, 4, 6);
+        assert_eq!(sequences(&stream.next_chunk().await.unwrap()), [4, 5, 6]);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_ends_a_stream_that_waits_for_its_interval() {
+        let outbox = Arc::new(Outbox::new(100, 1 << 20));
+        let (mut stream, shutdown) = streaming(&outbox, Duration::from_secs(60));
+        accept(&outbox, 1, 1);
+        assert_eq!(sequences(&stream.next_chunk().await.unwrap()), [1]);
+        accept(&outbox, 2, 2);
+        let stop = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            shutdown.send_replace(true);
+        });
+        let start = Instant::now();
+        assert!(stream.next_chunk().await.is_none());
+        assert_eq!(start.elapsed(), Duration::from_millis(10));
+        stop.await.unwrap();
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub struct ClusterSettings {
     /// event it accepted before it leaves anyway, and logs what was left
     /// (`--shutdown.drainTimeout`).
     pub drain_timeout: Duration,
+    /// Shortest time between two writes of events on one relay stream: events
+    /// accepted meanwhile leave together in the next write, which costs the peer one
+    /// wake-up and one read for all of them (`--relay.batchInterval`; zero: each event
+    /// as soon as it is accepted). A stream quiet for this long writes at once: only
+    /// a peer stream busier than one write per interval waits.
+    pub relay_batch_interval: Duration,
 }
 
 impl Default for ClusterSettings {
@@ -49,6 +55,7 @@ impl Default for ClusterSettings {
             secret_key: None,
             client_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            relay_batch_interval: Duration::from_millis(2),
         }
     }
 }
