@@ -298,14 +298,6 @@ fn an_answer_that_arrives_after_its_nodes_crash_counts_as_accepted_before_it() -
     holds_at(&scenarios::answer_after_the_crash(), 522).map(drop)
 }
 
-/// Seed 547 of the random search (see `scenarios::resume_on_a_node_younger_than_the_cursor`).
-/// A resume short of events the node never pulled (they came before its start) starts
-/// with a reset.
-#[test]
-fn a_resume_on_a_node_that_never_pulled_what_the_cursor_lacks_gets_a_reset() -> turmoil::Result {
-    holds_at(&scenarios::resume_on_a_node_younger_than_the_cursor(), 547).map(drop)
-}
-
 /// Seed 874 of the random search (see `scenarios::gap_after_an_undrained_end`).
 /// A gap sent after an origin ended undrained covers what the origin never announced.
 #[test]
@@ -318,14 +310,6 @@ fn a_gap_after_an_origin_ended_undrained_covers_what_it_never_announced() -> tur
 #[test]
 fn a_drain_that_runs_out_while_isolated_loses_like_a_crash() -> turmoil::Result {
     holds_at(&scenarios::drain_runs_out_while_isolated(), 2245).map(drop)
-}
-
-/// Seed 2737 of the random search (see `scenarios::resume_missing_an_origin_entirely`).
-/// A cursor that names no event of an origin the channel holds, short of the node's
-/// hole before its first pull of it, gets a reset.
-#[test]
-fn a_resume_that_never_got_an_origin_the_channel_holds_gets_a_reset() -> turmoil::Result {
-    holds_at(&scenarios::resume_missing_an_origin_entirely(), 2737).map(drop)
 }
 
 /// The attempts of publish `(p, n)` that `actor` got.

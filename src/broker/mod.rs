@@ -178,10 +178,6 @@ struct Remote {
     /// new origin, or left): the last sequence it announced. Of what it accepted up
     /// to there, what this node has not applied will never reach it.
     gone: Option<u64>,
-    /// Events of it this node will never hold, up to this sequence, and when it
-    /// learned so: those before its first pull from the origin (its relay stream
-    /// starts at this node's start, less a margin), or a `gap` of its relay.
-    hole: Option<(u64, u64)>,
 }
 
 /// At most one warning a minute per limit.

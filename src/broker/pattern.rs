@@ -270,7 +270,7 @@ impl Broker {
         }
         replay.sort_by_key(|(_, entry)| entry.stamp);
         if let Resume::From(from) = resume {
-            reset = reset || self.cannot_vouch(state, &from.frontier, &cursor.frontier, now);
+            reset = reset || self.cannot_vouch(state, &from.frontier, &cursor.frontier);
             // A client that saw more through another node keeps that too.
             for (origin, seq) in from.frontier.iter() {
                 cursor.frontier.advance(origin, seq);

@@ -263,7 +263,7 @@ impl Broker {
         let now = self.shared.clock.now_ms();
         let mut guard = self.state();
         let state = &mut *guard;
-        note_applied(state, origin, seq, now);
+        note_applied(state, origin, seq);
         let (name, target) = match route {
             Route::All => (None, None),
             Route::Channel(name) => (Some(name), None),
@@ -330,7 +330,6 @@ impl Broker {
         let mut guard = self.state();
         let state = &mut *guard;
         note_remote(state, origin, upto);
-        note_hole(state, origin, upto, now);
         let channels: Vec<Arc<Channel>> = state.channels.values().cloned().collect();
         let mut fanout = Fanout::default();
         let gap = Publish {
@@ -412,46 +411,29 @@ fn forget_one_gone(state: &mut State) {
 }
 
 impl Broker {
-    /// Whether a client at `cursor` may lack events this node cannot serve and no
-    /// relay will bring, inside the replay window (a resume must then start with a
-    /// `reset`), for some origin in it:
-    /// - the origin ended (see [`Broker::note_gone`]) past the cursor, and this node
-    ///   did not apply it that far;
-    /// - this node has a hole in the origin's events past the cursor (what came
-    ///   before its first pull from it, or a relay `gap`), learned inside the
-    ///   window;
-    /// - this node started inside the window, has applied nothing of the origin
-    ///   yet (its first pull is still to come, and starts at this node's start),
-    ///   and the origin announced more than the cursor has.
+    /// Whether a client at `cursor` may lack events of an origin that ended (see
+    /// [`Broker::note_gone`]) that this node never applied: no replay or relay can
+    /// bring them any more, so a resume must start with a `reset`.
     ///
     /// An origin the cursor does not name counts as at 0 when the channel (or a
     /// channel of the pattern), as this node holds it, has events of it: the client
     /// got none of those. (One that published nothing on it is not asked about.)
-    pub(super) fn cannot_vouch(
-        &self,
-        state: &State,
-        cursor: &Frontier,
-        held: &Frontier,
-        now: u64,
-    ) -> bool {
-        let cutoff = self.replay_cutoff(now);
-        let young = self.shared.started_ms >= cutoff;
+    ///
+    /// A live origin's events from before this node's first pull of it are not
+    /// judged here: the node cannot tell those the client lacks from those it
+    /// published on other channels, and resetting every such resume would reset
+    /// most streams that move to a restarted node in a rolling restart.
+    pub(super) fn cannot_vouch(&self, state: &State, cursor: &Frontier, held: &Frontier) -> bool {
         let unnamed = held
             .iter()
             .filter(|(origin, _)| cursor.get(*origin) == 0)
             .map(|(origin, _)| (origin, 0));
         cursor.iter().chain(unnamed).any(|(origin, seq)| {
-            let Some(remote) = state.remote.get(&origin) else {
-                return false;
-            };
-            let ended = remote
-                .gone
-                .is_some_and(|upto| seq < upto && remote.applied < upto);
-            let hole = remote
-                .hole
-                .is_some_and(|(upto, at)| seq < upto && at >= cutoff);
-            let unpulled = young && remote.applied == 0 && remote.seen > seq;
-            ended || hole || unpulled
+            state.remote.get(&origin).is_some_and(|remote| {
+                remote
+                    .gone
+                    .is_some_and(|upto| seq < upto && remote.applied < upto)
+            })
         })
     }
 }
@@ -462,22 +444,8 @@ fn note_remote(state: &mut State, origin: Origin, seq: u64) {
 }
 
 /// Notes an event of `origin` applied from its relay stream (which comes in order).
-/// The first one since this node started, past the origin's first sequence, marks
-/// what came before as a hole.
-fn note_applied(state: &mut State, origin: Origin, seq: u64, now: u64) {
-    let remote = state.remote.entry(origin).or_default();
-    if remote.applied == 0 && seq > 1 {
-        note_hole(state, origin, seq - 1, now);
-    }
+fn note_applied(state: &mut State, origin: Origin, seq: u64) {
     let remote = state.remote.entry(origin).or_default();
     remote.seen = remote.seen.max(seq);
     remote.applied = remote.applied.max(seq);
-}
-
-fn note_hole(state: &mut State, origin: Origin, upto: u64, now: u64) {
-    let remote = state.remote.entry(origin).or_default();
-    let (known, _) = remote.hole.unwrap_or_default();
-    if upto > known {
-        remote.hole = Some((upto, now));
-    }
 }

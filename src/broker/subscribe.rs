@@ -89,8 +89,7 @@ impl Broker {
             Resume::Live => false,
             Resume::Unknown => true,
             Resume::From(cursor) => {
-                !log.can_resume(cursor)
-                    || self.cannot_vouch(state, &cursor.frontier, &log.frontier, now)
+                !log.can_resume(cursor) || self.cannot_vouch(state, &cursor.frontier, &log.frontier)
             }
         };
         if reset {
