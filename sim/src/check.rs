@@ -338,9 +338,11 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
     report.published = w.accepted.len();
     report.retries_deduplicated = w.dedup_answers;
 
-    // Where each copy was in a node's log, and when (from its cursor): `(node,
-    // arrival time)`.
-    let mut held_by: BTreeMap<Copy, Vec<(usize, u64)>> = BTreeMap::new();
+    // Where each copy was in a node's log: `(node, its id's time, when a stream
+    // there read it)`. The node held it at neither exactly: an id's time is how far
+    // the node was caught up on every origin, at or before the copy's arrival; the
+    // read comes at or after it.
+    let mut held_by: BTreeMap<Copy, Vec<(usize, u64, u64)>> = BTreeMap::new();
     let mut streams: BTreeMap<&str, StreamView> = BTreeMap::new();
     for r in records {
         match &r.what {
@@ -382,7 +384,10 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
                             .and_then(|id| Cursor::parse(id).ok())
                             .map(|c| c.time_ms.saturating_sub(EPOCH_MS))
                         {
-                            held_by.entry((p, n, a)).or_default().push((node, time));
+                            held_by
+                                .entry((p, n, a))
+                                .or_default()
+                                .push((node, time, r.at_ms));
                         }
                         if !s.seen.entry((p, n)).or_default().insert(a) {
                             let first = s.first_seen.get(&(p, n, a)).copied().unwrap_or(0);
@@ -472,8 +477,8 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
     // only where the first copy is), as seeds 8637, 8886 and 9272 of the random
     // search showed (the retry's copy carries the restarted node's new origin).
     // When it arrived is not in the trace, but it was accepted no later than the
-    // answer that said so (if any) and no later than any node held its copy (the
-    // copy's cursor time), or this stream got it: a break of the node's process
+    // answer that said so (if any) and no later than a stream read its copy on
+    // any node, or this stream got it: a break of the node's process
     // between the first copy and that bound excuses the second copy.
     let taken_by = |p: u32, n: u32, attempt: u32, got_ms: u64| -> u64 {
         let answered = w
@@ -483,7 +488,7 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
             .map(|acc| acc.at);
         let held = held_by
             .get(&(p, n, attempt))
-            .and_then(|held| held.iter().map(|(_, time)| *time).min());
+            .and_then(|held| held.iter().map(|(_, _, read)| *read).min());
         answered.into_iter().chain(held).fold(got_ms, u64::min)
     };
     for (actor, s) in &streams {
@@ -500,12 +505,16 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
                     .unwrap_or(u64::MAX);
                 let taken = taken_by(*p, *n, *later, got);
                 attempts.iter().filter(|a| *a != later).find_map(|first| {
-                    held_by.get(&(*p, *n, *first))?.iter().find(|(at, time)| {
-                        *at == node
-                            && *time < sent
-                            && sent - *time < RETRY_MUST_DEDUP_MS
-                            && !w.went_down_between(node, *time, taken.max(sent))
-                    })?;
+                    held_by
+                        .get(&(*p, *n, *first))?
+                        .iter()
+                        .find(|(at, time, read)| {
+                            // Held before the retry was sent, and recently.
+                            *at == node
+                                && *read < sent
+                                && sent - *time < RETRY_MUST_DEDUP_MS
+                                && !w.went_down_between(node, *time, taken.max(sent))
+                        })?;
                     Some((*first, *later, node))
                 })
             });
@@ -594,7 +603,7 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
                 let accepted_there = acc.node == node && acc.at < down;
                 let seen_there = held_by
                     .get(&(key.0, key.1, acc.attempt))
-                    .is_some_and(|held| held.iter().any(|(n, t)| *n == node && *t < down));
+                    .is_some_and(|held| held.iter().any(|(n, _, read)| *n == node && *read < down));
                 !accepted_there && !seen_there
             });
             if died {
@@ -655,10 +664,11 @@ mod tests {
         }
     }
 
-    /// Attempt `a` of publish (0, 1) as `actor` reads it, in a log at `held_ms`.
-    fn copy(at_ms: u64, actor: &str, a: u32, held_ms: u64) -> Record {
+    /// Attempt `a` of publish (0, 1) as `actor` reads it at `at_ms`, with an id whose
+    /// time is `id_ms`.
+    fn copy(at_ms: u64, actor: &str, a: u32, id_ms: u64) -> Record {
         let cursor = Cursor {
-            time_ms: EPOCH_MS + held_ms,
+            time_ms: EPOCH_MS + id_ms,
             frontier: Frontier::default(),
         };
         let what = What::Event {
@@ -768,5 +778,24 @@ mod tests {
     #[test]
     fn a_restart_after_the_retry_was_taken_excuses_nothing() {
         assert_eq!(retry_duplicates(&retried(Some(2_600))), 1);
+    }
+
+    /// An id's time is how far its node was caught up, not when the copy arrived:
+    /// node 1 may have got attempt 0 only after the retry reached it, though the id
+    /// says 1.5 s. Only when a stream there read it bounds when it held it.
+    #[test]
+    fn an_ids_time_is_not_when_its_node_held_the_copy() {
+        let mut records: Vec<Record> = retried(None)
+            .into_iter()
+            .filter(|r| r.actor != "s@c" || matches!(r.what, What::Opened { .. }))
+            .collect();
+        records.push(copy(2_300, "s@c", 0, 1_500));
+        records.sort_by_key(|r| r.at_ms);
+        assert_eq!(retry_duplicates(&records), 0);
+        // Read before the retry was sent: node 1 had it.
+        records.retain(|r| r.actor != "s@c" || matches!(r.what, What::Opened { .. }));
+        records.push(copy(2_000, "s@c", 0, 1_500));
+        records.sort_by_key(|r| r.at_ms);
+        assert_eq!(retry_duplicates(&records), 1);
     }
 }

@@ -23,8 +23,11 @@ pub(crate) const ENTRY_OVERHEAD: usize =
 pub struct Entry {
     pub origin: Origin,
     pub seq: u64,
-    /// Local arrival time; age eviction and cursors use it.
+    /// Local arrival time; age eviction uses it.
     pub arrived_ms: u64,
+    /// The time its id carries: how far this node was caught up on every origin
+    /// when it arrived (see `watermark`); a pattern's cursor takes it.
+    pub id_ms: u64,
     /// Only this client receives the event, when set.
     pub target: Option<Arc<str>>,
     pub publisher_id: Option<String>,
@@ -207,6 +210,8 @@ pub(crate) struct Arrival<'a> {
     pub(crate) origin: Origin,
     pub(crate) seq: u64,
     pub(crate) now_ms: u64,
+    /// The time its id carries (see `watermark`): `now_ms` or earlier.
+    pub(crate) id_ms: u64,
     pub(crate) publish: &'a Publish,
     pub(crate) target: Option<Arc<str>>,
 }
@@ -389,12 +394,13 @@ impl Log {
             origin,
             seq,
             now_ms,
+            id_ms,
             publish,
             ..
         } = *arrival;
         self.frontier.advance(origin, seq);
         let cursor = Cursor {
-            time_ms: now_ms,
+            time_ms: id_ms,
             frontier: self.frontier.clone(),
         }
         .encode();
@@ -411,6 +417,7 @@ impl Log {
             origin,
             seq,
             arrived_ms: now_ms,
+            id_ms,
             target: arrival.target.clone(),
             publisher_id: publish.id.clone(),
             cursor,

@@ -35,6 +35,7 @@ mod pattern;
 mod publish;
 mod stream;
 mod subscribe;
+mod watermark;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::RandomState;
@@ -131,6 +132,8 @@ struct Shared {
     /// it was not silent. A stream of several channels checks it, since the sweep
     /// marks each of its parts on its own.
     keep_alive_silent_since_ms: AtomicU64,
+    /// How far this node is caught up on each origin it follows: the time of ids.
+    watermark: watermark::Watermark,
 }
 
 #[derive(Debug)]
@@ -299,6 +302,7 @@ impl Broker {
                 outlet,
                 closing: AtomicBool::new(false),
                 keep_alive_silent_since_ms: AtomicU64::new(0),
+                watermark: watermark::Watermark::new(),
                 settings,
             }),
         }
@@ -323,9 +327,35 @@ impl Broker {
         now_ms.saturating_sub(self.shared.settings.replay_age.as_millis() as u64)
     }
 
-    /// This node's wall time (ms), as cursors carry it.
+    /// This node's wall time (ms).
     pub fn now_ms(&self) -> u64 {
         self.shared.clock.now_ms()
+    }
+
+    /// The time an id made at `now_ms` carries: now, or earlier while this node
+    /// lags behind an origin it follows (see `watermark`).
+    fn id_time(&self, now_ms: u64) -> u64 {
+        self.shared.watermark.id_time(now_ms)
+    }
+
+    /// The origins this node follows (the newest generation of every peer gossip
+    /// lists and that did not leave), each with the time it starts at when new:
+    /// ids wait for each until its relay says this node caught up.
+    pub fn follow_origins(&self, origins: &[(Origin, u64)]) {
+        self.shared.watermark.follow(origins);
+    }
+
+    /// `origin`'s relay says every event it accepted before `ms` (its clock) has
+    /// been applied here.
+    pub fn relay_tick(&self, origin: Origin, ms: u64) {
+        self.shared
+            .watermark
+            .tick(origin, ms, self.shared.clock.now_ms());
+    }
+
+    /// `origin`'s relay sends no ticks (an older version): ids do not wait for it.
+    pub fn relay_untimed(&self, origin: Origin) {
+        self.shared.watermark.untimed(origin);
     }
 
     /// Wall time (ms) at which this broker started.

@@ -371,7 +371,7 @@ impl MultiSubscription {
             return;
         }
         cursor.frontier.advance(entry.origin, entry.seq);
-        cursor.time_ms = cursor.time_ms.max(entry.arrived_ms);
+        cursor.time_ms = cursor.time_ms.max(entry.id_ms);
         let metrics = &self.broker().shared.metrics;
         metrics.events_delivered.fetch_add(1, Relaxed);
         let id = multi_cursor::encode(self.set, &self.cursors);

@@ -178,6 +178,7 @@ impl Broker {
             origin: arrival.origin,
             seq: arrival.seq,
             arrived_ms: arrival.now_ms,
+            id_ms: arrival.id_ms,
             target: arrival.target.clone(),
             publisher_id: publish.id.clone(),
             cursor: String::new(),
@@ -285,6 +286,12 @@ impl Broker {
         if reset {
             self.shared.metrics.resets_sent.fetch_add(1, Relaxed);
         }
+        // As for a channel (`Broker::subscribe`): how far this node is caught up, or
+        // the resume's own time if later and vouched for.
+        cursor.time_ms = match resume {
+            Resume::From(from) if !reset => self.id_time(now).max(from.time_ms.min(now)),
+            _ => self.id_time(now),
+        };
         let feed = feed.unwrap_or_else(|| {
             let feed = Arc::new(Feed {
                 prefix: Arc::from(prefix),

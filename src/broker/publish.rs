@@ -85,6 +85,7 @@ impl Broker {
                 origin: self.shared.origin,
                 seq,
                 now_ms: now,
+                id_ms: self.id_time(now),
                 publish,
                 target: target.clone(),
             };
@@ -201,6 +202,7 @@ impl Broker {
                 origin: self.shared.origin,
                 seq,
                 now_ms: now,
+                id_ms: self.id_time(now),
                 publish,
                 target: None,
             };
@@ -286,6 +288,7 @@ impl Broker {
                         origin,
                         seq,
                         now_ms: now,
+                        id_ms: self.id_time(now),
                         publish,
                         target,
                     };
@@ -312,6 +315,7 @@ impl Broker {
             origin,
             seq,
             now_ms: now,
+            id_ms: self.id_time(now),
             publish,
             target,
         };
@@ -350,6 +354,7 @@ impl Broker {
                 origin,
                 seq: upto,
                 now_ms: now,
+                id_ms: self.id_time(now),
                 publish: &gap,
                 target: None,
             };
@@ -380,6 +385,8 @@ impl Broker {
     /// lack events no replay or relay can bring any more, so the node cannot vouch
     /// for the stream (see [`Broker::cannot_vouch`]).
     pub fn note_gone(&self, origin: Origin, upto: u64) {
+        // What it never relayed here is lost with it: ids stop waiting for it.
+        self.shared.watermark.forget(origin);
         if origin == self.shared.origin || upto == 0 {
             return;
         }

@@ -1433,3 +1433,53 @@ async fn a_resume_short_of_a_live_origins_events_before_the_first_pull_is_not_re
     );
     assert!(resume(&b, "c", &cursor("b.3")).0);
 }
+
+/// An id carries how far its node is caught up on every origin it follows, not the
+/// time alone: a node that lags behind an origin (a cut, a slow link) issues ids
+/// that another node, lacking what came before, does not vouch for. Ticks from the
+/// origin's relay bring the ids up to now again; an origin that ended no longer
+/// holds them back.
+#[tokio::test(start_paused = true)]
+async fn ids_wait_for_an_origin_this_node_lags_behind() {
+    let lagging = broker();
+    let t0 = lagging.now_ms();
+    lagging.follow_origins(&[(0xb, t0)]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let time_of = |b: &Broker| {
+        let id = b.publish("c", &event("x"), None).unwrap().id.unwrap();
+        Cursor::parse(&id).unwrap().time_ms
+    };
+    assert_eq!(time_of(&lagging), t0, "nothing of b applied since t0");
+    // The opening id of a new stream says the same.
+    assert_eq!(opening_cursor(&lagging, "c").time_ms, t0);
+    let stale =
+        Cursor::parse(&lagging.publish("c", &event("y"), None).unwrap().id.unwrap()).unwrap();
+    // A node that started after t0 cannot vouch for that id: it lacks b's events
+    // from before its start, which the client may lack too.
+    let other = Broker::new(
+        0xdef,
+        Clock::starting_at(lagging.now_ms()),
+        settings(100, 50),
+        Arc::new(Metrics::default()),
+    );
+    assert!(resume(&other, "c", &stale).0, "the lagging id is reset");
+    lagging.relay_tick(0xb, t0 + 9_000);
+    assert_eq!(time_of(&lagging), t0 + 9_000);
+    lagging.relay_tick(0xb, t0 + 60_000);
+    assert_eq!(
+        time_of(&lagging),
+        lagging.now_ms(),
+        "a tick is capped at now"
+    );
+    let fresh =
+        Cursor::parse(&lagging.publish("c", &event("z"), None).unwrap().id.unwrap()).unwrap();
+    assert!(!resume(&other, "c", &fresh).0, "a caught-up id resumes");
+    // Lagging again; then b ends for good (restarted as a new origin).
+    lagging.follow_origins(&[(0xb, 0), (0xd, t0)]);
+    assert_eq!(time_of(&lagging), t0);
+    lagging.relay_untimed(0xd);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(time_of(&lagging), t0 + 10_000, "b's last tick");
+    lagging.note_gone(0xb, 0);
+    assert_eq!(time_of(&lagging), lagging.now_ms());
+}

@@ -320,6 +320,9 @@ async fn sync_loop<N: Network>(
             // back as a new process), this node's own earlier ones included.
             let mut generations: BTreeMap<String, u64> = BTreeMap::new();
             let mut origins_of: Vec<(String, u64, Origin, u64)> = Vec::new();
+            // Peers' origins that did not leave after a drain, by node id and
+            // generation: the newest generation of each is followed (ids wait for it).
+            let mut candidates: Vec<(String, u64, Origin)> = Vec::new();
             for (id, state) in chitchat.node_states() {
                 ips.insert(id.gossip_advertise_addr.ip());
                 let origin = state
@@ -337,6 +340,9 @@ async fn sync_loop<N: Network>(
                 let departed = state.get(KEY_LEAVING).is_some();
                 if let (Some(origin), Some(seq), false) = (origin, seq, departed) {
                     origins_of.push((id.node_id.to_string(), id.generation_id, origin, seq));
+                }
+                if let (Some(origin), false) = (origin, departed || id.node_id == self_id.node_id) {
+                    candidates.push((id.node_id.to_string(), id.generation_id, origin));
                 }
                 let newest = generations.entry(id.node_id.to_string()).or_default();
                 *newest = (*newest).max(id.generation_id);
@@ -392,6 +398,19 @@ async fn sync_loop<N: Network>(
                     broker.note_gone(origin, seq);
                 }
             }
+            // Ids wait for every peer gossip lists (live or not: one cut off from
+            // this node may be accepting events it lacks) until it restarts, leaves
+            // or is forgotten. A new one starts at its process's start, or what
+            // this node's first pull of it asks for if later (see `watermark`).
+            let first_pull_since = broker
+                .started_ms()
+                .saturating_sub(relay::FIRST_PULL_MARGIN_MS);
+            let followed: Vec<(Origin, u64)> = candidates
+                .iter()
+                .filter(|(node, generation, _)| generations.get(node) == Some(generation))
+                .map(|(_, generation, origin)| (*origin, (*generation).max(first_pull_since)))
+                .collect();
+            broker.follow_origins(&followed);
             announced.extend(seen);
             shared.member_ips.replace(ips);
             let unreachable = known

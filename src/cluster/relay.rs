@@ -55,6 +55,12 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// node started (`since`): clocks of different hosts differ, and the margin errs
 /// towards catching up more.
 pub(crate) const FIRST_PULL_MARGIN_MS: u64 = 5_000;
+/// A stream that asked for ticks gets one at most this often while it sends events,
+/// and this long after its last events when it falls quiet.
+const TICK_EVERY: Duration = Duration::from_millis(50);
+/// The response header that says the stream carries ticks (its absence: an older
+/// node, whose events ids then do not wait for).
+const TICKS_HEADER: &str = "x-relay-ticks";
 
 /// The readers of a relay without a cluster secret.
 #[derive(Clone)]
@@ -96,6 +102,10 @@ struct RelayQuery {
     #[serde(default)]
     since: u64,
     node: String,
+    /// `1`: send `tick` frames (see `wire`). Outside the authenticated context, so
+    /// that older nodes still check the request; one stripped costs only ticks.
+    #[serde(default)]
+    ticks: u8,
 }
 
 pub(crate) fn router(server: RelayServer) -> Router {
@@ -190,6 +200,7 @@ async fn serve(
     server.pulled.record(&query.node, from);
     // Counted open until hyper drops the body (the peer closed the connection).
     let open = server.pulled.stream_opened(&query.node);
+    let ticks = query.ticks == 1;
     let streaming = Streaming {
         server,
         framer,
@@ -197,6 +208,10 @@ async fn serve(
         sent: false,
         open,
         last_write: None,
+        ticks,
+        tick_owed: ticks,
+        last_tick: None,
+        pending_tick: None,
     };
     let stream = futures_util::stream::unfold(streaming, |mut streaming| async move {
         let chunk = streaming.next_chunk().await?;
@@ -204,6 +219,9 @@ async fn serve(
     });
     let mut response = Response::new(Body::from_stream(stream));
     response_headers.insert(ORIGIN_HEADER, origin_header);
+    if ticks {
+        response_headers.insert(TICKS_HEADER, HeaderValue::from_static("1"));
+    }
     response_headers.insert(
         "content-type",
         HeaderValue::from_static("application/x-sse-cluster-relay"),
@@ -214,6 +232,7 @@ async fn serve(
 
 enum Woke {
     Event,
+    Tick,
     Ping,
 }
 
@@ -228,30 +247,49 @@ struct Streaming {
     open: OpenStream,
     /// When the last chunk of events left, for `batch_interval`.
     last_write: Option<Instant>,
+    /// Whether the peer asked for ticks.
+    ticks: bool,
+    /// Events (or a gap) left since the last tick: one is owed.
+    tick_owed: bool,
+    /// When the last tick left, for `TICK_EVERY`.
+    last_tick: Option<Instant>,
+    /// A tick to send before anything else: its time was read before the events
+    /// just sent were read, and nothing was left after them.
+    pending_tick: Option<u64>,
 }
 
 impl Streaming {
     /// The next chunk of the body: every event the outbox holds from `next` on (up to
-    /// `BATCH_EVENTS` and `BATCH_BYTES`), a gap, or a ping after a quiet `ping`;
-    /// `None` ends the body. Polled again only once hyper took the previous chunk.
+    /// `BATCH_EVENTS` and `BATCH_BYTES`), a gap, a tick, or a ping after a quiet
+    /// `ping`; `None` ends the body. Polled again only once hyper took the previous
+    /// chunk.
+    ///
+    /// A tick's time is read before the outbox is: every event accepted before it
+    /// is in that read or an earlier one, so the tick follows them all.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if self.sent {
             self.server
                 .pulled
                 .sent(&self.open.node, self.next.saturating_sub(1));
         }
+        if let Some(ms) = self.pending_tick.take() {
+            return Some(self.framer.tick(ms));
+        }
         let server = &self.server;
         let mut ping = tokio::time::interval_at(Instant::now() + server.ping, server.ping);
+        let mut ping_due = false;
         loop {
             if let Some(due) = paced_until(self.last_write, server.batch_interval) {
                 if server.outbox.has(self.next) {
                     wait_until(server, due).await?;
                 }
             }
+            let read_at = server.broker.now_ms();
             match server.outbox.read(self.next, BATCH_EVENTS, BATCH_BYTES) {
                 RelayBatch::Gap { upto } => {
                     self.next = upto + 1;
                     self.sent = true;
+                    self.tick_owed = self.ticks;
                     return Some(self.framer.gap(upto));
                 }
                 RelayBatch::Events(events) if !events.is_empty() => {
@@ -260,15 +298,40 @@ impl Streaming {
                     if !server.batch_interval.is_zero() {
                         self.last_write = Some(Instant::now());
                     }
+                    if self.ticks {
+                        // The tick goes next only if these were all there was.
+                        if tick_due(self.last_tick) && !server.outbox.has(self.next) {
+                            self.pending_tick = Some(read_at);
+                            self.last_tick = Some(Instant::now());
+                            self.tick_owed = false;
+                        } else {
+                            self.tick_owed = true;
+                        }
+                    }
                     return Some(self.framer.events(&events));
                 }
                 RelayBatch::Events(_) => {}
             }
-            // Everything was sent. While draining, a stream that sent something
-            // ends here: the peer's next request says what it applied.
+            // Everything was sent: a tick owed since the last one, or in place of a
+            // ping, says so.
+            if self.ticks && (ping_due || (self.tick_owed && tick_due(self.last_tick))) {
+                self.last_tick = Some(Instant::now());
+                self.tick_owed = false;
+                return Some(self.framer.tick(read_at));
+            }
+            if ping_due {
+                return Some(self.framer.ping());
+            }
+            // While draining, a stream that sent something ends here: the peer's
+            // next request says what it applied.
             if self.sent && *server.draining.borrow() {
                 return None;
             }
+            let tick_at = match (self.tick_owed, self.last_tick) {
+                (true, Some(last)) => Some(last + TICK_EVERY),
+                (true, None) => Some(Instant::now()),
+                (false, _) => None,
+            };
             let woke = {
                 let mut shutdown = server.shutdown.clone();
                 let mut draining = server.draining.clone();
@@ -277,13 +340,26 @@ impl Streaming {
                     _ = shutdown.wait_for(|s| *s) => return None,
                     _ = draining.wait_for(|d| *d), if self.sent => Woke::Event,
                     _ = server.outbox.wait(self.next) => Woke::Event,
+                    _ = sleep_until_some(tick_at), if tick_at.is_some() => Woke::Tick,
                     _ = ping.tick() => Woke::Ping,
                 }
             };
-            if let Woke::Ping = woke {
-                return Some(self.framer.ping());
+            match woke {
+                Woke::Ping => ping_due = true,
+                Woke::Event | Woke::Tick => {}
             }
         }
+    }
+}
+
+/// Whether a tick may go now, the last one having left at `last_tick`.
+fn tick_due(last_tick: Option<Instant>) -> bool {
+    last_tick.is_none_or(|last| last.elapsed() >= TICK_EVERY)
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
     }
 }
 
@@ -424,7 +500,7 @@ async fn pull_once<N: Network>(
         (from, since) = (0, 0);
     }
     let uri = format!(
-        "{PATH}?origin={:x}&from={from}&since={since}&node={self_id}",
+        "{PATH}?origin={:x}&from={from}&since={since}&node={self_id}&ticks=1",
         peer.origin
     );
     let mut request = axum::http::Request::get(uri).header("host", peer.http_addr.to_string());
@@ -450,6 +526,10 @@ async fn pull_once<N: Network>(
     }
     if response.status() != StatusCode::OK {
         return PullEnd::Failed(format!("status {}", response.status()));
+    }
+    if !response.headers().contains_key(TICKS_HEADER) {
+        // An older node: its events are not waited for (ids as before ticks).
+        broker.relay_untimed(peer.origin);
     }
     let mut opener: Option<FrameOpener> = None;
     if let (Some(secret), Some(token)) = (secret, &token) {
@@ -516,6 +596,10 @@ pub(crate) fn apply_frames(
 fn apply(broker: &Broker, origin: Origin, payload: &[u8], next: &mut u64) -> Result<(), String> {
     match wire::decode(payload)? {
         Frame::Ping => Ok(()),
+        Frame::Tick(ms) => {
+            broker.relay_tick(origin, ms);
+            Ok(())
+        }
         Frame::Gap { upto } => {
             let after = after_seq(upto)?;
             if upto >= *next && broker.planted(Bug::SilentOutboxGap) {
@@ -574,6 +658,9 @@ mod tests {
         crate::fuzzing::small_broker(1_000)
     }
 
+    /// Bytes of a frame's length prefix.
+    const LEN_PREFIX: usize = 4;
+
     /// Plain frames of `payloads`, as a relay body carries them.
     fn framed(payloads: &[&str]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -614,9 +701,23 @@ mod tests {
     }
 
     /// A relay stream over `outbox` to peer "p", with `interval` between writes.
-    fn streaming(outbox: &Arc<Outbox>, interval: Duration) -> (Streaming, watch::Sender<bool>) {
+    fn streaming(outbox: &Arc<Outbox>, interval: Duration) -> (Streaming, Controls) {
+        streaming_with(outbox, interval, false)
+    }
+
+    /// The node's switches a stream watches (dropping one would wake it for good).
+    struct Controls {
+        shutdown: watch::Sender<bool>,
+        _draining: watch::Sender<bool>,
+    }
+
+    fn streaming_with(
+        outbox: &Arc<Outbox>,
+        interval: Duration,
+        ticks: bool,
+    ) -> (Streaming, Controls) {
         let (shutdown_tx, shutdown) = watch::channel(false);
-        let (_, draining) = watch::channel(false);
+        let (draining_tx, draining) = watch::channel(false);
         let pulled = Arc::new(PulledUpTo::default());
         let server = RelayServer {
             broker: broker(),
@@ -638,8 +739,16 @@ mod tests {
             sent: false,
             open,
             last_write: None,
+            ticks,
+            tick_owed: ticks,
+            last_tick: None,
+            pending_tick: None,
         };
-        (streaming, shutdown_tx)
+        let controls = Controls {
+            shutdown: shutdown_tx,
+            _draining: draining_tx,
+        };
+        (streaming, controls)
     }
 
     /// Accepts events `from..=to` into `outbox`, as the broker does after a publish.
@@ -724,7 +833,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_shutdown_ends_a_stream_that_waits_for_its_interval() {
         let outbox = Arc::new(Outbox::new(100, 1 << 20));
-        let (mut stream, shutdown) = streaming(&outbox, Duration::from_secs(60));
+        let (mut stream, controls) = streaming(&outbox, Duration::from_secs(60));
+        let shutdown = controls.shutdown;
         accept(&outbox, 1, 1);
         assert_eq!(sequences(&stream.next_chunk().await.unwrap()), [1]);
         accept(&outbox, 2, 2);
@@ -736,6 +846,95 @@ mod tests {
         assert!(stream.next_chunk().await.is_none());
         assert_eq!(start.elapsed(), Duration::from_millis(10));
         stop.await.unwrap();
+    }
+
+    /// What one chunk holds: event sequences, and tick times.
+    fn contents(chunk: &[u8]) -> (Vec<u64>, Vec<u64>) {
+        let mut reader = FrameReader::default();
+        reader.extend(chunk);
+        let (mut seqs, mut ticks) = (Vec::new(), Vec::new());
+        while let Some(frame) = reader.next_frame().unwrap() {
+            match wire::decode(&frame).unwrap() {
+                Frame::Event(event) => seqs.push(event.seq),
+                Frame::Tick(ms) => ticks.push(ms),
+                _ => {}
+            }
+        }
+        (seqs, ticks)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tick_follows_the_events_it_covers_at_most_every_tick_interval() {
+        let outbox = Arc::new(Outbox::new(100, 1 << 20));
+        let (mut stream, _shutdown) = streaming_with(&outbox, Duration::ZERO, true);
+        let clock = stream.server.broker.clone();
+        let start = Instant::now();
+        // A new stream owes a tick: it goes at once.
+        let at = clock.now_ms();
+        assert_eq!(
+            contents(&stream.next_chunk().await.unwrap()),
+            (vec![], vec![at])
+        );
+        // Events: a tick right after them only once TICK_EVERY has passed.
+        accept(&outbox, 1, 2);
+        assert_eq!(sequences(&stream.next_chunk().await.unwrap()), [1, 2]);
+        tokio::time::sleep(TICK_EVERY).await;
+        accept(&outbox, 3, 3);
+        let read_at = clock.now_ms();
+        assert_eq!(sequences(&stream.next_chunk().await.unwrap()), [3]);
+        assert_eq!(
+            contents(&stream.next_chunk().await.unwrap()),
+            (vec![], vec![read_at]),
+            "the tick that covers event 3 comes next, with the time read before it"
+        );
+        // Within the interval: the events go at once, their tick once it is due.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        accept(&outbox, 4, 4);
+        assert_eq!(sequences(&stream.next_chunk().await.unwrap()), [4]);
+        let before = Instant::now();
+        let (seqs, ticks) = contents(&stream.next_chunk().await.unwrap());
+        assert_eq!(seqs, Vec::<u64>::new());
+        assert_eq!(ticks, [clock.now_ms()]);
+        assert_eq!(before.elapsed(), TICK_EVERY - Duration::from_millis(10));
+        // Quiet: a tick in place of each ping.
+        let quiet = Instant::now();
+        let (_, ticks) = contents(&stream.next_chunk().await.unwrap());
+        assert_eq!(ticks.len(), 1);
+        assert_eq!(quiet.elapsed(), Duration::from_secs(1));
+        assert!(start.elapsed() > Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_tick_claims_events_still_waiting() {
+        // More than one write's worth: the first write cannot be followed by a tick.
+        let outbox = Arc::new(Outbox::new(1_000, 1 << 20));
+        let (mut stream, _shutdown) = streaming_with(&outbox, Duration::ZERO, true);
+        let _ = stream.next_chunk().await.unwrap();
+        tokio::time::sleep(TICK_EVERY).await;
+        accept(&outbox, 1, BATCH_EVENTS as u64 + 1);
+        let (seqs, ticks) = contents(&stream.next_chunk().await.unwrap());
+        assert_eq!(seqs.len(), BATCH_EVENTS);
+        assert!(ticks.is_empty());
+        let (seqs, ticks) = contents(&stream.next_chunk().await.unwrap());
+        assert_eq!(seqs, [BATCH_EVENTS as u64 + 1]);
+        assert!(ticks.is_empty());
+        let (seqs, ticks) = contents(&stream.next_chunk().await.unwrap());
+        assert!(seqs.is_empty());
+        assert_eq!(ticks.len(), 1, "the tick comes once all was sent");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_not_asked_for_ticks_sends_none() {
+        let outbox = Arc::new(Outbox::new(100, 1 << 20));
+        let (mut stream, _shutdown) = streaming(&outbox, Duration::ZERO);
+        accept(&outbox, 1, 1);
+        assert_eq!(
+            contents(&stream.next_chunk().await.unwrap()),
+            (vec![1], vec![])
+        );
+        let chunk = stream.next_chunk().await.unwrap();
+        assert_eq!(contents(&chunk), (vec![], vec![]));
+        assert_eq!(&chunk[LEN_PREFIX..], br#""ping""#);
     }
 
     #[test]

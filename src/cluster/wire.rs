@@ -12,8 +12,13 @@
 //! {"event":{"seq":8,"route":{"client":{"channel":"room","client":"alice"}},"publish":…}}
 //! {"event":{"seq":9,"route":"all","publish":{"data":…,"event":"note","retry":500}}}
 //! {"gap":{"upto":41}}
+//! {"tick":1732358400123}
 //! "ping"
 //! ```
+//!
+//! A `tick` (sent only to a puller that asked for them) carries the serving node's
+//! clock, read before it read its outbox: every event it accepted before that time
+//! came earlier in the stream (`broker::watermark` says what ids make of it).
 //!
 //! `publish` holds the fields of a publish body (`data` compact, then `id`, `event`
 //! and `retry` when set), which the receiver checks as the HTTP API checks a publish.
@@ -152,6 +157,11 @@ impl Framer {
         self.one(format!(r#"{{"gap":{{"upto":{upto}}}}}"#).as_bytes())
     }
 
+    /// A tick frame: every event accepted before `ms` (this node's clock) was sent.
+    pub(crate) fn tick(&mut self, ms: u64) -> Bytes {
+        self.one(format!(r#"{{"tick":{ms}}}"#).as_bytes())
+    }
+
     /// A ping frame, which keeps a quiet stream alive.
     pub(crate) fn ping(&mut self) -> Bytes {
         self.one(br#""ping""#)
@@ -215,6 +225,8 @@ pub(crate) enum Frame<'a> {
     Gap {
         upto: u64,
     },
+    /// The peer's events accepted before this time (ms, its clock) were all sent.
+    Tick(u64),
     Ping,
 }
 

@@ -171,14 +171,18 @@ proptest! {
 }
 
 #[test]
-fn gaps_and_pings_decode_as_sent() {
+fn gaps_ticks_and_pings_decode_as_sent() {
     let mut framer = Framer::new(None);
     let mut reader = FrameReader::default();
     reader.extend(&framer.gap(41));
+    reader.extend(&framer.tick(1_732_358_400_123));
     reader.extend(&framer.ping());
     let gap = reader.next_frame().unwrap().unwrap();
     assert_eq!(&gap[..], br#"{"gap":{"upto":41}}"#);
     assert!(matches!(decode(&gap), Ok(Frame::Gap { upto: 41 })));
+    let tick = reader.next_frame().unwrap().unwrap();
+    assert_eq!(&tick[..], br#"{"tick":1732358400123}"#);
+    assert!(matches!(decode(&tick), Ok(Frame::Tick(1_732_358_400_123))));
     let ping = reader.next_frame().unwrap().unwrap();
     assert!(matches!(decode(&ping), Ok(Frame::Ping)));
     assert!(reader.next_frame().unwrap().is_none());
