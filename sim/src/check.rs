@@ -12,7 +12,8 @@ use crate::trace::{Record, What};
 /// Events accepted by a node that crashes this soon afterwards may die with it
 /// (the broker keeps nothing on disk): their loss is reported, not a violation. So
 /// may events a node accepted while links were cut (held for peers, in memory) if
-/// it crashes before the links heal. A drain that runs out of time counts as a
+/// it crashes before the links heal (or less than this long after: peers need time
+/// to find it again and pull). A drain that runs out of time counts as a
 /// crash at the node's exit.
 const CRASH_WINDOW_MS: u64 = 3_000;
 
@@ -298,12 +299,15 @@ impl World {
             let at = at.min(*c);
             let soon = *c >= at && *c - at <= CRASH_WINDOW_MS;
             // Accepted with links cut, and that cut not healed before the crash (a
-            // `Release` ends a hold, not a partition).
+            // `Release` ends a hold, not a partition). A heal less than the crash
+            // window before the crash leaves no time for peers to find the node
+            // again and pull (seed 9853: a restart behind a partition, healed 324
+            // ms before its drain ran out; no peer ever saw that generation).
             let standing = |cuts: &[u64], heals: &[u64]| {
                 let last_cut = cuts.iter().filter(|t| **t <= at).max();
                 let last_heal = heals.iter().filter(|t| **t <= at).max();
                 let cut_then = last_cut.is_some_and(|cut| last_heal.is_none_or(|heal| cut > heal));
-                cut_then && !heals.iter().any(|h| *h > at && h <= c)
+                cut_then && !heals.iter().any(|h| *h > at && h + CRASH_WINDOW_MS <= *c)
             };
             let cut_until_crash = standing(&self.partitions, &self.partition_heals)
                 || standing(&self.holds, &self.hold_heals);
@@ -934,5 +938,28 @@ mod tests {
         };
         assert_eq!(run(true), 0);
         assert_eq!(run(false), 1, "its node was up: the event should have come");
+    }
+
+    /// An event a node took while cut off dies with it if it crashes before peers
+    /// could pull it: also when the cut healed just before the crash, too late for
+    /// peers to find the node again (seed 9853); not when it healed long before.
+    #[test]
+    fn a_heal_just_before_the_crash_leaves_the_cut_standing() {
+        let run = |heal_ms: u64| {
+            let mut records = vec![
+                started(0, 0, 10),
+                started(0, 1, 11),
+                record(100, "s@c", What::Opened { node: 0 }),
+                record(1_000, "schedule", What::Fault("Partition([1], [0])".into())),
+                published(2_000, 1_990, 1, 11, 2),
+                record(heal_ms, "schedule", What::Fault("HealAll".into())),
+                record(9_000, "schedule", What::Fault("Crash(1)".into())),
+                record(20_000, "s@c", What::Left),
+            ];
+            records.extend(read_next(9_500, 11, 3));
+            losses(records)
+        };
+        assert_eq!(run(8_700), 0, "healed 300 ms before the crash");
+        assert_eq!(run(4_000), 1, "healed 5 s before: peers had time to pull");
     }
 }

@@ -1051,7 +1051,7 @@ pub fn answer_after_the_crash() -> Plan {
 }
 
 /// Seed 547 of the random search, shrunk: `--seed 547 --scenario random --without p0,p1,p2,s0,s1,s2,s4,f1,f2,f4,f5,f9`.
-/// A real loss, not fixed (issue 19). Node 6 is cut off from nodes 1, 4 and 5 from
+/// A real loss (issue 19), now fixed. Node 6 is cut off from nodes 1, 4 and 5 from
 /// 9 s, so s3 on it stops getting their events; node 6 is stopped at 10.6 s and its
 /// drain runs out at 21.2 s. s3 resumes on node 4, restarted at 21 s, with a cursor
 /// short of nodes 1 and 5 by several events accepted before node 4's first pull
@@ -1059,9 +1059,9 @@ pub fn answer_after_the_crash() -> Plan {
 /// because its time is after its start. Resetting every resume short of a node's
 /// first pull fixed this run but reset most streams that move to a restarted node
 /// in a rolling restart (the node cannot tell the events a client lacks from those
-/// published on other channels); the fix wanted is an id time that is a watermark of
-/// what the client's node had caught up on. The scenario fails until then, and no
-/// test runs it.
+/// published on other channels). Fixed by ids whose time is how far their node was
+/// caught up on every origin (`broker::watermark`): s3's cursor carries the time
+/// its node last heard from nodes 1 and 5, before node 4's start, so node 4 resets.
 pub fn resume_on_a_node_younger_than_the_cursor() -> Plan {
     Plan {
         name: "resume_on_a_node_younger_than_the_cursor".into(),
@@ -1239,12 +1239,12 @@ pub fn drain_runs_out_while_isolated() -> Plan {
 }
 
 /// Seed 2737 of the random search, shrunk: `--seed 2737 --scenario random --without p0,p1,p3,s0,s2,s3,s4,s5,s6,s7`.
-/// A real loss, not fixed (issue 19), like `resume_on_a_node_younger_than_the_cursor`.
+/// A real loss, fixed as `resume_on_a_node_younger_than_the_cursor` is.
 /// The link from node 1 to node 0 is held from 7.3 s, so s1 on node 0 never gets any
 /// of node 1's events on c2. Node 2 joins at 14.2 s; its first pull of node 1 starts
 /// at 9.2 s, after node 1's first two events. Node 0 crashes at 17.2 s and s1
-/// resumes on node 2 with a cursor that names no event of node 1 at all. The
-/// scenario fails until the id's time is a watermark, and no test runs it.
+/// resumes on node 2 with a cursor that names no event of node 1 at all. Its time
+/// is when node 0 last heard from node 1, before node 2's first pull: `reset`.
 pub fn resume_missing_an_origin_entirely() -> Plan {
     Plan {
         name: "resume_missing_an_origin_entirely".into(),

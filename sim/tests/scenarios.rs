@@ -290,6 +290,34 @@ fn a_resume_short_of_a_restarted_nodes_old_events_gets_a_reset() -> turmoil::Res
     Ok(())
 }
 
+/// Seed 547 of the random search (see `scenarios::resume_on_a_node_younger_than_the_cursor`):
+/// s3's node lagged behind two origins; its ids say so, and the node s3 resumes on,
+/// younger than the events s3 lacks, resets it instead of trusting the cursor.
+#[test]
+fn a_resume_with_an_id_of_a_lagging_node_on_a_younger_node_gets_a_reset() -> turmoil::Result {
+    let outcomes = holds_at(&scenarios::resume_on_a_node_younger_than_the_cursor(), 547)?;
+    assert!(
+        got(&outcomes[0], "s3@c0", "reset"),
+        "s3 was not reset on the younger node: {}",
+        outcomes[0].summary()
+    );
+    Ok(())
+}
+
+/// Seed 2737 of the random search (see `scenarios::resume_missing_an_origin_entirely`):
+/// s1's node never got any event of node 1 (a held link); the node s1 resumes on
+/// joined after node 1's first events, and resets s1 for c2.
+#[test]
+fn a_resume_missing_an_origin_entirely_gets_a_reset() -> turmoil::Result {
+    let outcomes = holds_at(&scenarios::resume_missing_an_origin_entirely(), 2737)?;
+    assert!(
+        got(&outcomes[0], "s1@c2", "reset"),
+        "s1 was not reset for c2: {}",
+        outcomes[0].summary()
+    );
+    Ok(())
+}
+
 /// Seed 522 of the random search (see `scenarios::answer_after_the_crash`).
 /// The checker counts an event whose answer arrived after its node crashed as accepted
 /// before the crash (it may die with the node).

@@ -137,26 +137,61 @@ impl Broker {
         if state.patterns.is_empty() {
             return;
         }
-        let buffer = self.shared.settings.subscriber_buffer;
         for prefix in prefixes(channel) {
-            let Some(feed) = state.patterns.get(prefix) else {
-                continue;
-            };
-            let mut log = feed.log();
-            log.entries.push_back((channel.clone(), entry.clone()));
-            // Past the buffer, the oldest go: a reader still below them overflows.
-            while log.entries.len() > buffer {
-                log.entries.pop_front();
-                log.base += 1;
+            if let Some(feed) = state.patterns.get(prefix) {
+                self.feed_one(feed, channel, entry, out);
             }
-            for reader in log.readers.values_mut() {
-                if entry.is_for(&reader.client) {
-                    out.pattern_readers += 1;
-                    if let Some(waker) = reader.waker.take() {
-                        out.wake(waker);
-                    }
+        }
+    }
+
+    /// Queues `entry` of `channel` in `feed`; the wakes of its waiting readers go to
+    /// `out`.
+    fn feed_one(&self, feed: &Feed, channel: &Arc<str>, entry: &Arc<Entry>, out: &mut Fanout) {
+        let buffer = self.shared.settings.subscriber_buffer;
+        let mut log = feed.log();
+        log.entries.push_back((channel.clone(), entry.clone()));
+        // Past the buffer, the oldest go: a reader still below them overflows.
+        while log.entries.len() > buffer {
+            log.entries.pop_front();
+            log.base += 1;
+        }
+        for reader in log.readers.values_mut() {
+            if entry.is_for(&reader.client) {
+                out.pattern_readers += 1;
+                if let Some(waker) = reader.waker.take() {
+                    out.wake(waker);
                 }
             }
+        }
+    }
+
+    /// Queues a gap (`arrival`, its publish the gap's body) in every pattern's feed
+    /// under the pattern's own name: a pattern follows channels this node may hold
+    /// no state for, which the channels' gaps do not reach (seed 4977 of the random
+    /// search). A reader whose part a channel's gap already moved past it skips it.
+    pub(super) fn feed_gap_to_patterns(
+        &self,
+        state: &mut State,
+        arrival: &Arrival<'_>,
+        out: &mut Fanout,
+    ) {
+        if state.patterns.is_empty() {
+            return;
+        }
+        let publish = arrival.publish;
+        let entry = Arc::new(Entry {
+            origin: arrival.origin,
+            seq: arrival.seq,
+            arrived_ms: arrival.now_ms,
+            id_ms: arrival.id_ms,
+            target: None,
+            publisher_id: None,
+            cursor: String::new(),
+            frame: encode_event(None, publish.event.as_deref(), None, &publish.data),
+            stamp: state.ledger.next_stamp(),
+        });
+        for feed in state.patterns.values() {
+            self.feed_one(feed, &feed.pattern, &entry, out);
         }
     }
 

@@ -361,6 +361,15 @@ impl Broker {
             let entry = self.append(state, &mut log, &arrival, &mut fanout);
             log.deliver(channel, &entry, &mut fanout);
         }
+        let arrival = Arrival {
+            origin,
+            seq: upto,
+            now_ms: now,
+            id_ms: self.id_time(now),
+            publish: &gap,
+            target: None,
+        };
+        self.feed_gap_to_patterns(state, &arrival, &mut fanout);
         drop(guard);
         self.shared.metrics.relay_gaps.fetch_add(1, Relaxed);
         self.finish(fanout);
