@@ -90,7 +90,10 @@ struct Signal {
     name: String,
     /// For a `gap`: the origin and the sequence it covers up to.
     gap: Option<(u64, u64)>,
-    /// For a `reset` or `overflow`: the stream's cursor then (what it had).
+    /// For an `overflow`: the stream's cursor then (what it had). A `reset` has
+    /// none: its id is the node's frontier, and the client is to reload the state
+    /// of everything before it, events it never got included (seed 2778: a resume
+    /// on a node whose history of them had expired).
     had: Option<sse_cluster::event::Frontier>,
 }
 
@@ -465,7 +468,7 @@ pub fn check(records: &[Record], stayers: &[String]) -> Report {
                             at_ms: r.at_ms,
                             name: name.to_owned(),
                             gap: (name == "gap").then(|| parse_gap(data)).flatten(),
-                            had: (name != "gap").then_some(had).flatten(),
+                            had: (name == "overflow").then_some(had).flatten(),
                         });
                     }
                     Some(other) => {
@@ -894,20 +897,24 @@ mod tests {
                 data: "{}".into(),
             }
         };
-        let run = |sent_ms: u64| {
+        let run_with = |sent_ms: u64, reset_covers: u64| {
             losses(vec![
                 started(0, 0, 10),
                 started(0, 1, 11),
                 record(100, "s@c", What::Opened { node: 1 }),
-                record(110, "s@c", reset(1)),
+                record(110, "s@c", reset(reset_covers)),
                 published(700, sent_ms, 1, 11, 2),
                 read_next(2_000, 11, 3).remove(0),
                 read_next(2_000, 11, 3).remove(1),
                 record(12_000, "s@c", What::Left),
             ])
         };
+        let run = |sent_ms: u64| run_with(sent_ms, 1);
         assert_eq!(run(50), 0, "sent before the reset was read");
         assert_eq!(run(300), 1, "sent after: the stream should have had it");
+        // The reset's id names the event (the node had it): the client reloads
+        // everything before it (seed 2778).
+        assert_eq!(run_with(50, 5), 0);
     }
 
     /// A stream whose node crashed notices when its read times out; if it leaves
