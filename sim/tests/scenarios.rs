@@ -208,10 +208,11 @@ fn got(outcome: &sse_cluster_sim::Outcome, actor: &str, name: &str) -> bool {
 }
 
 /// Seed 2 of the random search (see `scenarios::slow_reader_leaves_behind_its_overflow`):
-/// a slow reader that leaves reads the `overflow` its node already sent.
+/// a slow reader that leaves reads the `overflow` its node already sent. Run with
+/// seed 11, where the reader still overflows: since ids carry how far their node is caught up (more resets, other timings), the found seed no longer reaches it.
 #[test]
 fn a_slow_reader_leaving_reads_the_overflow_already_sent() -> turmoil::Result {
-    let outcomes = holds_at(&scenarios::slow_reader_leaves_behind_its_overflow(), 2)?;
+    let outcomes = holds_at(&scenarios::slow_reader_leaves_behind_its_overflow(), 11)?;
     assert!(
         got(&outcomes[0], "s0@c2", "overflow"),
         "the scenario no longer overflows the reader: {}",
@@ -365,10 +366,11 @@ fn attempts_got(outcome: &sse_cluster_sim::Outcome, actor: &str, p: u64, n: u64)
 
 /// Seed 8637 of the random search (see `scenarios::retry_sent_to_a_crashed_node`): a
 /// retry sent to a crashed node and taken by its next process is a new event there,
-/// and both copies may reach a subscriber.
+/// and both copies may reach a subscriber. Run with seed 29, where both still do:
+/// since ids carry how far their node is caught up (more resets, other timings), the found seed no longer reaches it.
 #[test]
 fn a_retry_taken_by_a_restarted_node_is_new_there() -> turmoil::Result {
-    let outcomes = holds_at(&scenarios::retry_sent_to_a_crashed_node(), 8637)?;
+    let outcomes = holds_at(&scenarios::retry_sent_to_a_crashed_node(), 29)?;
     assert_eq!(
         attempts_got(&outcomes[0], "s0@c0", 3, 11),
         [0, 2],
@@ -379,10 +381,11 @@ fn a_retry_taken_by_a_restarted_node_is_new_there() -> turmoil::Result {
 }
 
 /// Seed 8886 of the random search (see `scenarios::retry_overtaken_by_a_restart`): a
-/// retry still on its way when its node restarts is new to the next process.
+/// retry still on its way when its node restarts is new to the next process. Run
+/// with seed 21, where the subscriber still gets both copies: since ids carry how far their node is caught up (more resets, other timings), the found seed no longer reaches it.
 #[test]
 fn a_retry_overtaken_by_a_restart_is_new_to_the_next_process() -> turmoil::Result {
-    let outcomes = holds_at(&scenarios::retry_overtaken_by_a_restart(), 8886)?;
+    let outcomes = holds_at(&scenarios::retry_overtaken_by_a_restart(), 21)?;
     assert_eq!(
         attempts_got(&outcomes[0], "s0@c1", 0, 3),
         [0, 1],
@@ -393,12 +396,13 @@ fn a_retry_overtaken_by_a_restart_is_new_to_the_next_process() -> turmoil::Resul
 }
 
 /// Seed 9272 of the random search (see
-/// `scenarios::retry_overtaken_by_a_restart_on_many_channels`).
+/// `scenarios::retry_overtaken_by_a_restart_on_many_channels`). Run with seed 17,
+/// where the subscriber still gets both copies: since ids carry how far their node is caught up (more resets, other timings), the found seed no longer reaches it.
 #[test]
 fn a_retry_overtaken_by_a_restart_on_many_channels_is_new_there() -> turmoil::Result {
     let outcomes = holds_at(
         &scenarios::retry_overtaken_by_a_restart_on_many_channels(),
-        9272,
+        17,
     )?;
     assert_eq!(
         attempts_got(&outcomes[0], "s0@c0", 1, 32),
