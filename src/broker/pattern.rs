@@ -178,18 +178,7 @@ impl Broker {
         if state.patterns.is_empty() {
             return;
         }
-        let publish = arrival.publish;
-        let entry = Arc::new(Entry {
-            origin: arrival.origin,
-            seq: arrival.seq,
-            arrived_ms: arrival.now_ms,
-            id_ms: arrival.id_ms,
-            target: None,
-            publisher_id: None,
-            cursor: String::new(),
-            frame: encode_event(None, publish.event.as_deref(), None, &publish.data),
-            stamp: state.ledger.next_stamp(),
-        });
+        let entry = pattern_entry(state, arrival);
         for feed in state.patterns.values() {
             self.feed_one(feed, &feed.pattern, &entry, out);
         }
@@ -208,19 +197,7 @@ impl Broker {
         if !prefixes(channel).any(|prefix| state.patterns.contains_key(prefix)) {
             return;
         }
-        let publish = arrival.publish;
-        let entry = Arc::new(Entry {
-            origin: arrival.origin,
-            seq: arrival.seq,
-            arrived_ms: arrival.now_ms,
-            id_ms: arrival.id_ms,
-            target: arrival.target.clone(),
-            publisher_id: publish.id.clone(),
-            cursor: String::new(),
-            // A pattern's stream gives the event its own id.
-            frame: encode_event(None, publish.event.as_deref(), publish.retry, &publish.data),
-            stamp: state.ledger.next_stamp(),
-        });
+        let entry = pattern_entry(state, arrival);
         self.feed_patterns(state, &Arc::from(channel), &entry, out);
     }
 
@@ -510,6 +487,23 @@ impl Drop for PatternReader {
     fn drop(&mut self) {
         self.broker.unsubscribe_pattern(&self.feed, self.id);
     }
+}
+
+/// An entry for pattern feeds alone (no channel log holds it): a pattern's stream
+/// gives it its own id.
+fn pattern_entry(state: &mut State, arrival: &Arrival<'_>) -> Arc<Entry> {
+    let publish = arrival.publish;
+    Arc::new(Entry {
+        origin: arrival.origin,
+        seq: arrival.seq,
+        arrived_ms: arrival.now_ms,
+        id_ms: arrival.id_ms,
+        target: arrival.target.clone(),
+        publisher_id: publish.id.clone(),
+        cursor: String::new(),
+        frame: encode_event(None, publish.event.as_deref(), publish.retry, &publish.data),
+        stamp: state.ledger.next_stamp(),
+    })
 }
 
 #[cfg(test)]

@@ -344,23 +344,6 @@ impl Broker {
             ),
             retry: None,
         };
-        for channel in &channels {
-            let mut log = channel.log();
-            if log.removed || log.frontier.get(origin) >= upto {
-                continue;
-            }
-            log.floor.advance(origin, upto);
-            let arrival = Arrival {
-                origin,
-                seq: upto,
-                now_ms: now,
-                id_ms: self.id_time(now),
-                publish: &gap,
-                target: None,
-            };
-            let entry = self.append(state, &mut log, &arrival, &mut fanout);
-            log.deliver(channel, &entry, &mut fanout);
-        }
         let arrival = Arrival {
             origin,
             seq: upto,
@@ -369,6 +352,15 @@ impl Broker {
             publish: &gap,
             target: None,
         };
+        for channel in &channels {
+            let mut log = channel.log();
+            if log.removed || log.frontier.get(origin) >= upto {
+                continue;
+            }
+            log.floor.advance(origin, upto);
+            let entry = self.append(state, &mut log, &arrival, &mut fanout);
+            log.deliver(channel, &entry, &mut fanout);
+        }
         self.feed_gap_to_patterns(state, &arrival, &mut fanout);
         drop(guard);
         self.shared.metrics.relay_gaps.fetch_add(1, Relaxed);

@@ -118,16 +118,17 @@ impl Broker {
                 .replayed_events
                 .fetch_add(replayed, Relaxed);
         }
-        // Leave the client holding the frontier it now has, even if nothing was sent:
-        // a reconnect then resumes from here rather than from nothing. A client that
-        // saw more through another node keeps that too (see `Subscriber::seen`).
-        // Its time: how far this node is caught up (see `watermark`), or the
-        // cursor's own if that is later and this node vouched for it (the client had
-        // every event before it, and was just sent every one held here after it).
+        // The opening id's time: how far this node is caught up (see `watermark`),
+        // or the cursor's own if that is later and this node vouched for it (the
+        // client had every event before it, and was just sent every one held here
+        // after it).
         let time_ms = match resume {
             Resume::From(cursor) if !reset => self.id_time(now).max(cursor.time_ms.min(now)),
             _ => self.id_time(now),
         };
+        // Leave the client holding the frontier it now has, even if nothing was sent:
+        // a reconnect then resumes from here rather than from nothing. A client that
+        // saw more through another node keeps that too (see `Subscriber::seen`).
         let mut frontier = Cursor {
             time_ms,
             frontier: log.frontier.clone(),
