@@ -178,6 +178,9 @@ struct World {
     /// When each origin whose process ended without a full drain (a crash, a
     /// restart, or a drain that ran out of time) ended.
     ended_undrained: BTreeMap<u64, u64>,
+    /// When each origin's process started, and when one stopped as planned exited.
+    started_at: BTreeMap<u64, u64>,
+    exited_at: BTreeMap<u64, u64>,
     /// Link faults over time: a partition (or one-way cut) stands until `HealAll`;
     /// a held link until its `Release` or `HealAll`.
     partitions: Vec<u64>,
@@ -205,6 +208,7 @@ fn world(records: &[Record]) -> World {
             }
             What::NodeStarted { node, origin } => {
                 w.starts.entry(*node).or_default().push(r.at_ms);
+                w.started_at.insert(*origin, r.at_ms);
                 // A node started again (`Restart` of a running node bounces it)
                 // ends its previous process: a crash of that origin, if no `Crash`
                 // came first.
@@ -217,11 +221,14 @@ fn world(records: &[Record]) -> World {
             }
             What::NodeExited {
                 node,
-                drain_timed_out: true,
+                drain_timed_out,
             } => {
                 if let Some(origin) = origin_of_node.get(node) {
-                    w.drain_timed_out.insert(*origin);
-                    w.ended_undrained.entry(*origin).or_insert(r.at_ms);
+                    w.exited_at.insert(*origin, r.at_ms);
+                    if *drain_timed_out {
+                        w.drain_timed_out.insert(*origin);
+                        w.ended_undrained.entry(*origin).or_insert(r.at_ms);
+                    }
                 }
             }
             What::Fault(text) if text.starts_with("Stop(") => {
@@ -287,6 +294,26 @@ fn world(records: &[Record]) -> World {
         let end = w.ended_undrained.entry(*origin).or_insert(*at);
         *end = (*end).min(*at);
     }
+    // A drain hands events to the peers the node knows. One whose whole process
+    // lived behind a partition (seed 4930: restarted inside it, drained to the one
+    // peer on its side, which then restarted too) cannot know the nodes across it,
+    // and no node relays another's events: across the cut, it ended like a crash.
+    let behind_a_cut: Vec<(u64, u64)> = w
+        .exited_at
+        .iter()
+        .filter(|(origin, _)| {
+            w.stopped.contains(*origin) && !w.ended_undrained.contains_key(*origin)
+        })
+        .filter(|(origin, exit)| {
+            w.started_at.get(*origin).is_some_and(|start| {
+                w.cut_standing(&w.partitions, &w.partition_heals, *start, **exit)
+            })
+        })
+        .map(|(origin, exit)| (*origin, *exit))
+        .collect();
+    for (origin, exit) in behind_a_cut {
+        w.ended_undrained.insert(origin, exit);
+    }
     w
 }
 
@@ -306,16 +333,24 @@ impl World {
             // window before the crash leaves no time for peers to find the node
             // again and pull (seed 9853: a restart behind a partition, healed 324
             // ms before its drain ran out; no peer ever saw that generation).
-            let standing = |cuts: &[u64], heals: &[u64]| {
-                let last_cut = cuts.iter().filter(|t| **t <= at).max();
-                let last_heal = heals.iter().filter(|t| **t <= at).max();
-                let cut_then = last_cut.is_some_and(|cut| last_heal.is_none_or(|heal| cut > heal));
-                cut_then && !heals.iter().any(|h| *h > at && h + CRASH_WINDOW_MS <= *c)
-            };
-            let cut_until_crash = standing(&self.partitions, &self.partition_heals)
-                || standing(&self.holds, &self.hold_heals);
+            let cut_until_crash =
+                self.cut_standing(&self.partitions, &self.partition_heals, at, *c)
+                    || self.cut_standing(&self.holds, &self.hold_heals, at, *c);
             soon || (*c >= at && cut_until_crash)
         })
+    }
+
+    /// Whether a cut (of `cuts`, healed by `heals`) stood at `from` and was not
+    /// healed until `until`, or less than the crash window before it: too late
+    /// for peers to find each other again.
+    fn cut_standing(&self, cuts: &[u64], heals: &[u64], from: u64, until: u64) -> bool {
+        let last_cut = cuts.iter().filter(|t| **t <= from).max();
+        let last_heal = heals.iter().filter(|t| **t <= from).max();
+        let cut_then = last_cut.is_some_and(|cut| last_heal.is_none_or(|heal| cut > heal));
+        cut_then
+            && !heals
+                .iter()
+                .any(|h| *h > from && h + CRASH_WINDOW_MS <= until)
     }
 
     /// The highest sequence `origin` is known to have accepted.
@@ -968,5 +1003,43 @@ mod tests {
         };
         assert_eq!(run(8_700), 0, "healed 300 ms before the crash");
         assert_eq!(run(4_000), 1, "healed 5 s before: peers had time to pull");
+    }
+
+    /// A node restarted behind a partition drains to the peers on its side only:
+    /// across the cut, what it accepted is lost as to a crash when the cut stood
+    /// through its whole life (seed 4930); not when it healed in time for the
+    /// nodes across it to find it and pull.
+    #[test]
+    fn a_drain_behind_a_standing_partition_ends_like_a_crash_across_it() {
+        let run = |heal_ms: u64| {
+            let mut records = vec![
+                started(0, 0, 10),
+                started(0, 1, 11),
+                record(100, "s@c", What::Opened { node: 0 }),
+                record(1_000, "schedule", What::Fault("Partition([1], [0])".into())),
+                record(1_500, "schedule", What::Fault("Restart(1)".into())),
+                started(1_500, 1, 12),
+                published(2_000, 1_990, 1, 12, 2),
+                record(6_000, "schedule", What::Fault("Stop(1)".into())),
+                record(
+                    6_500,
+                    "n1",
+                    What::NodeExited {
+                        node: 1,
+                        drain_timed_out: false,
+                    },
+                ),
+                record(heal_ms, "schedule", What::Fault("HealAll".into())),
+                record(20_000, "s@c", What::Left),
+            ];
+            records.extend(read_next(9_500, 12, 3));
+            losses(records)
+        };
+        assert_eq!(run(8_000), 0, "healed after it exited");
+        assert_eq!(
+            run(2_500),
+            1,
+            "healed 4 s before its stop: its drain knew the far side"
+        );
     }
 }

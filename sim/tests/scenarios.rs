@@ -420,3 +420,39 @@ fn a_retry_overtaken_by_a_restart_on_many_channels_is_new_there() -> turmoil::Re
 fn a_release_of_a_held_link_does_not_heal_a_partition() -> turmoil::Result {
     holds_at(&scenarios::release_during_a_partition(), 4885).map(drop)
 }
+
+/// Seed 4930 of the random search, by hand (see `scenarios::drained_behind_a_partition`).
+/// A node that lived behind a partition drains to the peers it knew; across the
+/// cut its events are lost, and the node there says so with a `gap` once it reads
+/// the departure in gossip, though it never relayed from that node.
+#[test]
+fn a_node_drained_behind_a_partition_leaves_a_gap_across_it() -> turmoil::Result {
+    let plan = scenarios::drained_behind_a_partition();
+    for outcome in holds_at(&plan, 1)? {
+        let report = &outcome.report;
+        assert!(got(&outcome, "s0@c0", "gap"), "{}", outcome.summary());
+        // p0's six events, all on node 1's second process, and all signalled.
+        assert!(
+            report.lost_to_crash_signalled >= 6,
+            "{report:?}\n{}",
+            outcome.summary()
+        );
+    }
+    Ok(())
+}
+
+/// Seed 8743 of the random search (see `scenarios::drain_beside_a_draining_node`).
+/// A node that is draining sends no `gap` for a departed peer: its subscribers
+/// resume on nodes that hold those events (or signal them).
+#[test]
+fn a_draining_node_leaves_a_departed_peers_gap_to_the_nodes_that_stay() -> turmoil::Result {
+    holds_at(&scenarios::drain_beside_a_draining_node(), 8743).map(drop)
+}
+
+/// Seed 5054 of the random search (see `scenarios::stop_while_another_node_drains`).
+/// Two planned stops that overlap lose nothing: the first node to drain leaves the
+/// second one's departure to the nodes that stay.
+#[test]
+fn a_stop_while_another_node_drains_loses_nothing() -> turmoil::Result {
+    holds_at(&scenarios::stop_while_another_node_drains(), 5054).map(drop)
+}

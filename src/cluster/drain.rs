@@ -182,6 +182,7 @@ impl Drainer {
     pub async fn run(self) -> Duration {
         let started = Instant::now();
         let deadline = started + self.timeout;
+        self.shared.draining.store(true, Relaxed);
         let peers = loop {
             // Registered before the check, so a record in between is not missed.
             let changed = self.pulled.changed.notified();

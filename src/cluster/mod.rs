@@ -81,6 +81,10 @@ struct Shared {
     ready: AtomicBool,
     /// Node ids of the live peers this node relays with (not leaving).
     live_peers: Mutex<Vec<String>>,
+    /// This node is draining before a planned stop: its subscribers will resume on
+    /// other nodes, so what a departed peer never relayed here is left for those
+    /// nodes to replay (or to signal) instead of a `gap` here (see [`retire`]).
+    draining: AtomicBool,
 }
 
 impl Shared {
@@ -212,6 +216,7 @@ impl Cluster {
             unreachable_peers: Mutex::default(),
             ready: AtomicBool::new(seeds.is_empty()),
             live_peers: Mutex::new(Vec::new()),
+            draining: AtomicBool::new(false),
         });
         let gossip_interval = settings.gossip_interval;
         let secret = settings.secret.clone();
@@ -291,6 +296,8 @@ async fn sync_loop<N: Network>(
     let mut pullers: HashMap<Origin, Puller> = HashMap::new();
     // The last sequence each origin announced in gossip.
     let mut announced: HashMap<Origin, u64> = HashMap::new();
+    // Origins already retired (see [`retire`]), while gossip still lists them.
+    let mut retired: HashSet<Origin> = HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let started = tokio::time::Instant::now();
     loop {
@@ -310,7 +317,7 @@ async fn sync_loop<N: Network>(
             let mut seen = HashMap::new();
             let mut ips = HashSet::new();
             // Origins of nodes that announced their departure after a drain.
-            let mut leaving = HashSet::new();
+            let mut leaving: HashMap<Origin, (String, u64)> = HashMap::new();
             // Peers (by node id) gossip knows, and whether their newest generation
             // departed after a drain (states come in generation order).
             let mut known: BTreeMap<String, bool> = BTreeMap::new();
@@ -347,7 +354,7 @@ async fn sync_loop<N: Network>(
                 let newest = generations.entry(id.node_id.to_string()).or_default();
                 *newest = (*newest).max(id.generation_id);
                 if let (true, Some(origin)) = (departed, origin) {
-                    leaving.insert(origin);
+                    leaving.insert(origin, (id.node_id.to_string(), id.generation_id));
                 }
                 let alive = live.contains(id) && !departed;
                 if id.node_id != self_id.node_id {
@@ -449,15 +456,43 @@ async fn sync_loop<N: Network>(
         // A departed origin's puller stops now. It drained, so normally its puller
         // applied everything it announced; if its drain timed out, what is missing
         // gets a gap, as for a restart.
-        for origin in leaving {
+        //
+        // One this node never pulled from at all drained to peers that did not
+        // include this node: it lived behind a partition (seed 4930: restarted
+        // there, its drain waited for the one peer it knew). If it started after
+        // this node's first pull would have asked for, all it accepted was owed
+        // here and is lost to this side: a gap, as for a restart.
+        retired.retain(|origin| announced.contains_key(origin));
+        for (origin, (node_id, generation)) in leaving {
             if let Some(puller) = pullers.remove(&origin) {
                 puller.handle.abort();
                 tracing::info!(peer = %puller.peer.node_id, "peer left the cluster after a drain");
                 retire(
                     &broker,
-                    &puller,
+                    puller.gone(),
                     announced.get(&origin).copied(),
                     self_id.generation_id,
+                    shared.draining.load(Relaxed),
+                );
+                retired.insert(origin);
+            } else if *node_id != *self_id.node_id && retired.insert(origin) {
+                tracing::info!(
+                    peer = %Untrusted(&node_id),
+                    origin = %format!("{origin:x}"),
+                    "peer left the cluster after a drain; this node never relayed from it"
+                );
+                let never_pulled = Gone {
+                    node_id: &node_id,
+                    origin,
+                    generation,
+                    next: 0,
+                };
+                retire(
+                    &broker,
+                    never_pulled,
+                    announced.get(&origin).copied(),
+                    self_id.generation_id,
+                    shared.draining.load(Relaxed),
                 );
             }
         }
@@ -473,12 +508,14 @@ async fn sync_loop<N: Network>(
                 .collect();
             for origin in stale {
                 if let Some(puller) = pullers.remove(&origin) {
+                    retired.insert(origin);
                     puller.handle.abort();
                     retire(
                         &broker,
-                        &puller,
+                        puller.gone(),
                         announced.get(&origin).copied(),
                         self_id.generation_id,
+                        shared.draining.load(Relaxed),
                     );
                 }
             }
@@ -545,29 +582,65 @@ struct Puller {
 /// subscriber a gap. (Nodes that started together are within the margin of each
 /// other: one that leaves after accepting events no peer of this node's side of a
 /// partition pulled must leave them a gap.)
-fn retire(broker: &Broker, puller: &Puller, announced: Option<u64>, generation: u64) {
+///
+/// A node that is `draining` says nothing: its subscribers are about to resume on
+/// the nodes that stay, which the departed peer's own drain waited for (or which
+/// signal the gap themselves), while a gap here would move their cursors past
+/// events those nodes hold (seeds 5054 and 8743: a peer's drain does not wait for
+/// a node that announced its own departure, which still serves its streams).
+fn retire(
+    broker: &Broker,
+    gone: Gone<'_>,
+    announced: Option<u64>,
+    generation: u64,
+    draining: bool,
+) {
     if let Some(upto) = announced {
-        broker.note_gone(puller.peer.origin, upto);
+        broker.note_gone(gone.origin, upto);
     }
-    let next = puller.next.load(Relaxed);
+    if draining {
+        return;
+    }
     let first_pull_since = generation.saturating_sub(relay::FIRST_PULL_MARGIN_MS);
-    let owed_from = match next {
-        0 if puller.generation >= first_pull_since => 1,
+    let owed_from = match gone.next {
+        0 if gone.generation >= first_pull_since => 1,
         0 => return,
         next => next,
     };
     match announced {
         Some(upto) if upto >= owed_from => {
             tracing::warn!(
-                peer = %Untrusted(&puller.peer.node_id),
-                origin = %format!("{:x}", puller.peer.origin),
+                peer = %Untrusted(gone.node_id),
+                origin = %format!("{:x}", gone.origin),
                 received_upto = owed_from - 1,
                 accepted_upto = upto,
                 "a restarted peer's last events never reached this node; signalling a gap"
             );
-            broker.remote_gap(puller.peer.origin, upto);
+            broker.remote_gap(gone.origin, upto);
         }
         _ => {}
+    }
+}
+
+/// An origin whose process is gone, as [`retire`] judges what of it is owed.
+struct Gone<'a> {
+    node_id: &'a str,
+    origin: Origin,
+    /// Its generation: the time (ms, its clock) its process started.
+    generation: u64,
+    /// The next sequence this node's puller asked for (0: it applied nothing, or
+    /// never pulled from it at all).
+    next: u64,
+}
+
+impl Puller {
+    fn gone(&self) -> Gone<'_> {
+        Gone {
+            node_id: &self.peer.node_id,
+            origin: self.peer.origin,
+            generation: self.generation,
+            next: self.next.load(Relaxed),
+        }
     }
 }
 
@@ -595,9 +668,26 @@ mod tests {
     /// Whether a subscriber of "c" is sent anything (a gap is the only candidate)
     /// when an origin of generation `theirs` retires.
     fn gap_sent(broker: &Broker, announced: Option<u64>, next: u64, theirs: u64) -> bool {
+        gap_sent_while(false, broker, announced, next, theirs)
+    }
+
+    /// [`gap_sent`] on a node that is `draining` or not.
+    fn gap_sent_while(
+        draining: bool,
+        broker: &Broker,
+        announced: Option<u64>,
+        next: u64,
+        theirs: u64,
+    ) -> bool {
         let mut sub = broker.subscribe("c", None, Resume::Live).unwrap();
         sub.take_preamble();
-        retire(broker, &puller(next, theirs), announced, OURS);
+        retire(
+            broker,
+            puller(next, theirs).gone(),
+            announced,
+            OURS,
+            draining,
+        );
         let waker = std::task::Waker::noop();
         matches!(
             sub.poll_next(&mut std::task::Context::from_waker(waker)),
@@ -633,5 +723,18 @@ mod tests {
         assert!(gap_sent(&broker, Some(2), 0, OURS + 1));
         // ... unless it accepted nothing.
         assert!(!gap_sent(&broker, Some(0), 0, OURS + 1));
+    }
+
+    /// Seeds 5054 and 8743 of the random search: a node draining before its stop
+    /// leaves what a departed peer never relayed to it to the nodes its subscribers
+    /// resume on, which hold it (the peer's drain waited for them) or signal it.
+    /// A gap here would move their cursors past it.
+    #[tokio::test]
+    async fn a_draining_node_leaves_a_departed_peers_gap_to_the_nodes_that_stay() {
+        let broker = crate::fuzzing::small_broker(1_000_000);
+        assert!(!gap_sent_while(true, &broker, Some(6), 3, OURS + 1));
+        assert!(!gap_sent_while(true, &broker, Some(6), 0, OURS + 1));
+        // The same departure seen by a node that stays.
+        assert!(gap_sent_while(false, &broker, Some(6), 3, OURS + 1));
     }
 }
