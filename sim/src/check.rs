@@ -17,6 +17,10 @@ use crate::trace::{Record, What};
 /// crash at the node's exit.
 const CRASH_WINDOW_MS: u64 = 3_000;
 
+/// Beyond the links' latency bound, how long a relayed event may still be on its
+/// way to a peer (the relay's batching and ticks).
+const IN_FLIGHT_SLACK_MS: u64 = 200;
+
 /// How long before leaving an event must have been accepted to count as owed.
 const DRAIN_MS: u64 = 8_000;
 
@@ -148,6 +152,26 @@ fn fault_node(text: &str, kind: &str) -> Option<usize> {
         .ok()
 }
 
+/// The duration in a fault's text, as `Debug` prints it: `Latency(1.15s)`,
+/// `Latency(827ms)`.
+fn fault_duration_ms(text: &str, kind: &str) -> Option<u64> {
+    let inner = text
+        .strip_prefix(kind)?
+        .strip_prefix('(')?
+        .strip_suffix(')')?;
+    let (number, scale) = if let Some(ms) = inner.strip_suffix("ms") {
+        (ms, 1.0)
+    } else if let Some(us) = inner.strip_suffix("µs") {
+        (us, 0.001)
+    } else if let Some(ns) = inner.strip_suffix("ns") {
+        (ns, 0.000_001)
+    } else {
+        (inner.strip_suffix('s')?, 1000.0)
+    };
+    let ms = number.parse::<f64>().ok()? * scale;
+    Some(ms.ceil() as u64)
+}
+
 /// A publish a node answered as new.
 struct Accepted {
     origin: u64,
@@ -185,6 +209,8 @@ struct World {
     /// a held link until its `Release` or `HealAll`.
     partitions: Vec<u64>,
     partition_heals: Vec<u64>,
+    /// The links' latency bound over time: (since, ms), from `Latency` faults.
+    latencies: Vec<(u64, u64)>,
     holds: Vec<u64>,
     hold_heals: Vec<u64>,
     dedup_answers: usize,
@@ -199,6 +225,11 @@ fn world(records: &[Record]) -> World {
                 if text.starts_with("Partition(") || text.starts_with("PartitionOneWay(") =>
             {
                 w.partitions.push(r.at_ms);
+            }
+            What::Fault(text) if text.starts_with("Latency(") => {
+                if let Some(ms) = fault_duration_ms(text, "Latency") {
+                    w.latencies.push((r.at_ms, ms));
+                }
             }
             What::Fault(text) if text.starts_with("Hold(") => w.holds.push(r.at_ms),
             What::Fault(text) if text.starts_with("Release(") => w.hold_heals.push(r.at_ms),
@@ -333,11 +364,27 @@ impl World {
             // window before the crash leaves no time for peers to find the node
             // again and pull (seed 9853: a restart behind a partition, healed 324
             // ms before its drain ran out; no peer ever saw that generation).
-            let cut_until_crash =
-                self.cut_standing(&self.partitions, &self.partition_heals, at, *c)
-                    || self.cut_standing(&self.holds, &self.hold_heals, at, *c);
+            //
+            // A cut that came while the event was still on its way to the peers
+            // counts as one it was accepted under (seed 1907: a partition 60 ms
+            // after the answer, with links slow up to 1.15 s).
+            let in_flight = at + self.latency_at(at) + IN_FLIGHT_SLACK_MS;
+            let cut_until_crash = [at, in_flight].into_iter().any(|from| {
+                self.cut_standing(&self.partitions, &self.partition_heals, from, *c)
+                    || self.cut_standing(&self.holds, &self.hold_heals, from, *c)
+            });
             soon || (*c >= at && cut_until_crash)
         })
+    }
+
+    /// The bound on one message's latency at `at` (0 before any `Latency` fault:
+    /// the harness's own links are fast).
+    fn latency_at(&self, at: u64) -> u64 {
+        self.latencies
+            .iter()
+            .filter(|(since, _)| *since <= at)
+            .max_by_key(|(since, _)| *since)
+            .map_or(0, |(_, ms)| *ms)
     }
 
     /// Whether a cut (of `cuts`, healed by `heals`) stood at `from` and was not
@@ -1041,5 +1088,36 @@ mod tests {
             1,
             "healed 4 s before its stop: its drain knew the far side"
         );
+    }
+
+    /// An event still on its way to the peers when a cut came is lost with its
+    /// node as one accepted under the cut (seed 1907: a partition 60 ms after the
+    /// answer, links slow up to 1.15 s); not once the links were fast enough for
+    /// it to arrive first.
+    #[test]
+    fn a_cut_while_the_event_was_in_flight_counts_as_standing() {
+        let run = |latency: &str| {
+            let mut records = vec![
+                started(0, 0, 10),
+                started(0, 1, 11),
+                record(100, "s@c", What::Opened { node: 0 }),
+                record(500, "schedule", What::Fault(format!("Latency({latency})"))),
+                published(2_000, 1_990, 1, 11, 2),
+                record(2_400, "schedule", What::Fault("Partition([1], [0])".into())),
+                record(5_500, "schedule", What::Fault("Crash(1)".into())),
+                record(9_000, "schedule", What::Fault("HealAll".into())),
+                record(20_000, "s@c", What::Left),
+            ];
+            records.extend(read_next(9_500, 11, 3));
+            losses(records)
+        };
+        assert_eq!(
+            run("1.15s"),
+            0,
+            "it may not have reached node 0 before the cut"
+        );
+        assert_eq!(run("10ms"), 1, "it reached node 0 before the cut");
+        assert_eq!(fault_duration_ms("Latency(827ms)", "Latency"), Some(827));
+        assert_eq!(fault_duration_ms("Latency(1.298s)", "Latency"), Some(1298));
     }
 }

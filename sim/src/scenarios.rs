@@ -45,8 +45,10 @@ pub const NAMES: &[&str] = &[
     "retry_overtaken_by_a_restart_on_many_channels",
     "release_during_a_partition",
     "drained_behind_a_partition",
+    "crashed_behind_a_partition",
     "drain_beside_a_draining_node",
     "stop_while_another_node_drains",
+    "gap_on_a_pattern_stream",
 ];
 
 pub fn by_name(name: &str, seed: u64) -> Option<Plan> {
@@ -86,8 +88,10 @@ pub fn by_name(name: &str, seed: u64) -> Option<Plan> {
         }
         "release_during_a_partition" => release_during_a_partition(),
         "drained_behind_a_partition" => drained_behind_a_partition(),
+        "crashed_behind_a_partition" => crashed_behind_a_partition(),
         "drain_beside_a_draining_node" => drain_beside_a_draining_node(),
         "stop_while_another_node_drains" => stop_while_another_node_drains(),
+        "gap_on_a_pattern_stream" => gap_on_a_pattern_stream(),
         "random" => crate::random::random(seed),
         "random_links" => random(seed, 3),
         _ => return None,
@@ -1917,6 +1921,78 @@ pub fn stop_while_another_node_drains() -> Plan {
     }
 }
 
+/// Seed 4977 of the random search, shrunk: `--seed 4977 --scenario random --without s1,s2,s3,s4,f3,f4,f5`.
+/// s0 reads the pattern `g.*` on node 1. Node 2 is cut off from 8.5 s; node 1 stops
+/// at 11.3 s and comes back at 12.4 s. Node 1's second process learns from gossip
+/// that node 2 accepted events it never relayed here and signals a `gap` on every
+/// channel; the pattern stream, which reads g.c1 without the channel having
+/// subscribers of its own here, got none. Gaps now reach every pattern feed too
+/// (`feed_gap_to_patterns`).
+pub fn gap_on_a_pattern_stream() -> Plan {
+    Plan {
+        name: "gap_on_a_pattern_stream".into(),
+        nodes: 4,
+        late_nodes: vec![],
+        subscribers: vec![SubscriberSpec {
+            name: "s0".into(),
+            channels: vec!["g.*".into()],
+            nodes: vec![1, 0, 2, 3],
+            start: Duration::from_millis(3237),
+            stop: Duration::from_millis(33000),
+            read_delay: Duration::from_millis(0),
+            hop_every: None,
+        }],
+        publishers: vec![
+            PublisherSpec {
+                name: "p0".into(),
+                p: 0,
+                channel: "g.c1".into(),
+                nodes: vec![2, 0, 3, 1],
+                start: Duration::from_millis(7615),
+                count: 80,
+                interval: Duration::from_millis(94),
+                retry_with_id: true,
+            },
+            PublisherSpec {
+                name: "p1".into(),
+                p: 1,
+                channel: "c0".into(),
+                nodes: vec![1, 2, 3, 0],
+                start: Duration::from_millis(7834),
+                count: 19,
+                interval: Duration::from_millis(616),
+                retry_with_id: true,
+            },
+        ],
+        faults: vec![
+            (
+                Duration::from_millis(8473),
+                Fault::Partition(vec![0, 3], vec![2]),
+            ),
+            (Duration::from_millis(11304), Fault::Stop(1)),
+            (Duration::from_millis(12406), Fault::Restart(1)),
+            (Duration::from_millis(21000), Fault::HealAll),
+            (Duration::from_millis(21000), Fault::Loss(0.0)),
+            (
+                Duration::from_millis(21000),
+                Fault::Latency(Duration::from_millis(10)),
+            ),
+            (Duration::from_millis(21000), Fault::Revive(0)),
+            (Duration::from_millis(21000), Fault::Revive(1)),
+            (Duration::from_millis(21000), Fault::Revive(2)),
+            (Duration::from_millis(21000), Fault::Revive(3)),
+        ],
+        probe_at: Duration::from_millis(43000),
+        subscriber_buffer: 512,
+        replay_age: Duration::from_millis(4000),
+        relay_queue_events: 12,
+        tcp_capacity: 16,
+        planted: None,
+        drain_timeout: Duration::from_millis(10000),
+        tick: Duration::from_millis(4),
+    }
+}
+
 /// The earlier random plans (`random_links`): `steps` link faults (no crash, restart,
 /// join or slow reader) between 6 s and 19 s on 3 nodes, one channel.
 pub fn random(seed: u64, steps: usize) -> Plan {
@@ -1962,6 +2038,20 @@ pub fn with_final_repairs(mut plan: Plan) -> Plan {
 /// node it never relayed from has left after announcing events, and owes s0 a
 /// `gap` for them.
 pub fn drained_behind_a_partition() -> Plan {
+    behind_a_partition("drained_behind_a_partition", Fault::Stop(1))
+}
+
+/// Seed 2784 of the random search, by hand: as `drained_behind_a_partition`, but
+/// node 1 crashes instead of stopping. Node 0 reads in gossip, once the cut heals,
+/// that the process it never relayed from was replaced by a newer one, and owes s0
+/// a `gap` for what it announced.
+pub fn crashed_behind_a_partition() -> Plan {
+    behind_a_partition("crashed_behind_a_partition", Fault::Crash(1))
+}
+
+/// Node 1's second process lives behind a partition from node 0 and ends with
+/// `end`.
+fn behind_a_partition(name: &str, end: Fault) -> Plan {
     let subscriber = |name: &str, node: usize| SubscriberSpec {
         name: name.into(),
         channels: vec!["c0".into()],
@@ -1982,7 +2072,7 @@ pub fn drained_behind_a_partition() -> Plan {
         retry_with_id: true,
     };
     Plan {
-        name: "drained_behind_a_partition".into(),
+        name: name.into(),
         nodes: 3,
         late_nodes: vec![],
         subscribers: vec![subscriber("s0", 0), subscriber("s2", 2)],
@@ -1994,7 +2084,7 @@ pub fn drained_behind_a_partition() -> Plan {
             ),
             (Duration::from_millis(6000), Fault::Restart(2)),
             (Duration::from_millis(6000), Fault::Restart(1)),
-            (Duration::from_millis(11000), Fault::Stop(1)),
+            (Duration::from_millis(11000), end),
             (Duration::from_millis(21000), Fault::HealAll),
             (Duration::from_millis(21000), Fault::Revive(1)),
         ],

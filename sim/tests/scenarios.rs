@@ -200,6 +200,38 @@ fn holds_at(plan: &Plan, found_with: u64) -> turmoil::Result<Vec<sse_cluster_sim
     Ok(outcomes)
 }
 
+/// The first seeds a scenario's situation is looked for in (see [`reaches_at_some_seed`]).
+const SHAPE_SEEDS: u64 = 150;
+
+/// Runs `plan` with seeds 1, 2, ... until one reaches the situation its test is
+/// about (`reached`), every run holding the contract, and returns that run; fails
+/// if none of the first [`SHAPE_SEEDS`] does. A shrunk plan reaches its situation
+/// for sure only on the schedule it was found with, and any change to the nodes'
+/// code moves the schedules (the hash keys and the order of wake-ups are drawn
+/// from the seed), so a fixed seed would stop testing it without a word.
+fn reaches_at_some_seed(
+    plan: &Plan,
+    reached: impl Fn(&sse_cluster_sim::Outcome) -> bool,
+) -> turmoil::Result<sse_cluster_sim::Outcome> {
+    for seed in 1..=SHAPE_SEEDS {
+        let outcome = run(plan, seed)?;
+        assert!(
+            outcome.report.ok() && outcome.report.delivered > 0,
+            "seed {seed}, scenario {}: {:#?}\n{}",
+            plan.name,
+            outcome.report.violations,
+            outcome.summary()
+        );
+        if reached(&outcome) {
+            return Ok(outcome);
+        }
+    }
+    panic!(
+        "scenario {}: none of seeds 1..={SHAPE_SEEDS} reaches the situation its test is about",
+        plan.name
+    );
+}
+
 /// Whether `actor` got the signal `name`.
 fn got(outcome: &sse_cluster_sim::Outcome, actor: &str, name: &str) -> bool {
     outcome.records.iter().any(|r| {
@@ -208,17 +240,13 @@ fn got(outcome: &sse_cluster_sim::Outcome, actor: &str, name: &str) -> bool {
 }
 
 /// Seed 2 of the random search (see `scenarios::slow_reader_leaves_behind_its_overflow`):
-/// a slow reader that leaves reads the `overflow` its node already sent. Run with
-/// seed 11, where the reader still overflows: since ids carry how far their node is caught up (more resets, other timings), the found seed no longer reaches it.
+/// a slow reader that leaves reads the `overflow` its node already sent. Runs
+/// first with the found seed, then up to the first seed where the reader overflows.
 #[test]
 fn a_slow_reader_leaving_reads_the_overflow_already_sent() -> turmoil::Result {
-    let outcomes = holds_at(&scenarios::slow_reader_leaves_behind_its_overflow(), 11)?;
-    assert!(
-        got(&outcomes[0], "s0@c2", "overflow"),
-        "the scenario no longer overflows the reader: {}",
-        outcomes[0].summary()
-    );
-    Ok(())
+    let plan = scenarios::slow_reader_leaves_behind_its_overflow();
+    holds_at(&plan, 2)?;
+    reaches_at_some_seed(&plan, |outcome| got(outcome, "s0@c2", "overflow")).map(drop)
 }
 
 /// Seed 25 of the random search (see `scenarios::slow_reader_leaves_behind_a_healed_cut`).
@@ -366,51 +394,41 @@ fn attempts_got(outcome: &sse_cluster_sim::Outcome, actor: &str, p: u64, n: u64)
 
 /// Seed 8637 of the random search (see `scenarios::retry_sent_to_a_crashed_node`): a
 /// retry sent to a crashed node and taken by its next process is a new event there,
-/// and both copies may reach a subscriber. Run with seed 29, where both still do:
-/// since ids carry how far their node is caught up (more resets, other timings), the found seed no longer reaches it.
+/// and both copies may reach a subscriber.
 #[test]
 fn a_retry_taken_by_a_restarted_node_is_new_there() -> turmoil::Result {
-    let outcomes = holds_at(&scenarios::retry_sent_to_a_crashed_node(), 29)?;
-    assert_eq!(
-        attempts_got(&outcomes[0], "s0@c0", 3, 11),
-        [0, 2],
-        "the retry no longer meets the restart: {}",
-        outcomes[0].summary()
-    );
-    Ok(())
+    let plan = scenarios::retry_sent_to_a_crashed_node();
+    holds_at(&plan, 8637)?;
+    reaches_at_some_seed(&plan, |outcome| {
+        attempts_got(outcome, "s0@c0", 3, 11) == [0, 2]
+    })
+    .map(drop)
 }
 
 /// Seed 8886 of the random search (see `scenarios::retry_overtaken_by_a_restart`): a
-/// retry still on its way when its node restarts is new to the next process. Run
-/// with seed 21, where the subscriber still gets both copies: since ids carry how far their node is caught up (more resets, other timings), the found seed no longer reaches it.
+/// retry still on its way when its node restarts is new to the next process, and
+/// the subscriber gets both copies.
 #[test]
 fn a_retry_overtaken_by_a_restart_is_new_to_the_next_process() -> turmoil::Result {
-    let outcomes = holds_at(&scenarios::retry_overtaken_by_a_restart(), 21)?;
-    assert_eq!(
-        attempts_got(&outcomes[0], "s0@c1", 0, 3),
-        [0, 1],
-        "the retry no longer meets the restart: {}",
-        outcomes[0].summary()
-    );
-    Ok(())
+    let plan = scenarios::retry_overtaken_by_a_restart();
+    holds_at(&plan, 8886)?;
+    reaches_at_some_seed(&plan, |outcome| {
+        attempts_got(outcome, "s0@c1", 0, 3) == [0, 1]
+    })
+    .map(drop)
 }
 
 /// Seed 9272 of the random search (see
-/// `scenarios::retry_overtaken_by_a_restart_on_many_channels`). Run with seed 17,
-/// where the subscriber still gets both copies: since ids carry how far their node is caught up (more resets, other timings), the found seed no longer reaches it.
+/// `scenarios::retry_overtaken_by_a_restart_on_many_channels`): as above, on a
+/// stream of several channels.
 #[test]
 fn a_retry_overtaken_by_a_restart_on_many_channels_is_new_there() -> turmoil::Result {
-    let outcomes = holds_at(
-        &scenarios::retry_overtaken_by_a_restart_on_many_channels(),
-        17,
-    )?;
-    assert_eq!(
-        attempts_got(&outcomes[0], "s0@c0", 1, 32),
-        [0, 1],
-        "the retry no longer meets the restart: {}",
-        outcomes[0].summary()
-    );
-    Ok(())
+    let plan = scenarios::retry_overtaken_by_a_restart_on_many_channels();
+    holds_at(&plan, 9272)?;
+    reaches_at_some_seed(&plan, |outcome| {
+        attempts_got(outcome, "s0@c0", 1, 32) == [0, 1]
+    })
+    .map(drop)
 }
 
 /// Seed 4885 of the random search (see `scenarios::release_during_a_partition`).
@@ -455,4 +473,33 @@ fn a_draining_node_leaves_a_departed_peers_gap_to_the_nodes_that_stay() -> turmo
 #[test]
 fn a_stop_while_another_node_drains_loses_nothing() -> turmoil::Result {
     holds_at(&scenarios::stop_while_another_node_drains(), 5054).map(drop)
+}
+
+/// Seed 4977 of the random search (see `scenarios::gap_on_a_pattern_stream`).
+/// A `gap` for a peer's lost events reaches the streams of a pattern, as it reaches
+/// a channel's.
+#[test]
+fn a_gap_reaches_a_pattern_stream() -> turmoil::Result {
+    for outcome in holds_at(&scenarios::gap_on_a_pattern_stream(), 4977)? {
+        assert!(got(&outcome, "s0@g.c1", "gap"), "{}", outcome.summary());
+    }
+    Ok(())
+}
+
+/// Seed 2784 of the random search, by hand (see `scenarios::crashed_behind_a_partition`).
+/// A node process that crashed behind a partition, never relayed from across it,
+/// leaves a `gap` there once gossip shows its node came back as a newer process.
+#[test]
+fn a_node_crashed_behind_a_partition_leaves_a_gap_across_it() -> turmoil::Result {
+    let plan = scenarios::crashed_behind_a_partition();
+    for outcome in holds_at(&plan, 1)? {
+        assert!(got(&outcome, "s0@c0", "gap"), "{}", outcome.summary());
+        assert!(
+            outcome.report.lost_to_crash_signalled >= 6,
+            "{:?}\n{}",
+            outcome.report,
+            outcome.summary()
+        );
+    }
+    Ok(())
 }

@@ -298,6 +298,10 @@ async fn sync_loop<N: Network>(
     let mut announced: HashMap<Origin, u64> = HashMap::new();
     // Origins already retired (see [`retire`]), while gossip still lists them.
     let mut retired: HashSet<Origin> = HashSet::new();
+    // What the broker was last told each origin announced, and that it is gone
+    // (with what it announced then).
+    let mut told_announced: HashMap<Origin, u64> = HashMap::new();
+    let mut told_gone: HashMap<Origin, u64> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let started = tokio::time::Instant::now();
     loop {
@@ -305,7 +309,7 @@ async fn sync_loop<N: Network>(
         if *shutdown.borrow() {
             break;
         }
-        let (members, live_peers, leaving) = {
+        let (members, live_peers, ended) = {
             let mut chitchat = chitchat.lock().await;
             chitchat
                 .self_node_state()
@@ -317,7 +321,7 @@ async fn sync_loop<N: Network>(
             let mut seen = HashMap::new();
             let mut ips = HashSet::new();
             // Origins of nodes that announced their departure after a drain.
-            let mut leaving: HashMap<Origin, (String, u64)> = HashMap::new();
+            let mut ended: HashMap<Origin, Ended> = HashMap::new();
             // Peers (by node id) gossip knows, and whether their newest generation
             // departed after a drain (states come in generation order).
             let mut known: BTreeMap<String, bool> = BTreeMap::new();
@@ -354,7 +358,12 @@ async fn sync_loop<N: Network>(
                 let newest = generations.entry(id.node_id.to_string()).or_default();
                 *newest = (*newest).max(id.generation_id);
                 if let (true, Some(origin)) = (departed, origin) {
-                    leaving.insert(origin, (id.node_id.to_string(), id.generation_id));
+                    let departed = Ended {
+                        node_id: id.node_id.to_string(),
+                        generation: id.generation_id,
+                        departed: true,
+                    };
+                    ended.insert(origin, departed);
                 }
                 let alive = live.contains(id) && !departed;
                 if id.node_id != self_id.node_id {
@@ -394,15 +403,27 @@ async fn sync_loop<N: Network>(
             announced.retain(|origin, _| pullers.contains_key(origin));
             // What peers announced they accepted is what this cluster issued: a
             // cursor up to it is genuine even before any of it arrived here.
+            // Both take the broker's lock: each round passes on only what changed.
+            told_announced.retain(|origin, _| seen.contains_key(origin));
+            told_gone.retain(|origin, _| seen.contains_key(origin));
             for (origin, seq) in &seen {
-                broker.note_announced(*origin, *seq);
+                if told_announced.insert(*origin, *seq) != Some(*seq) {
+                    broker.note_announced(*origin, *seq);
+                }
             }
             for (node, generation, origin, seq) in origins_of {
                 if generations
                     .get(&node)
                     .is_some_and(|newest| generation < *newest)
                 {
-                    broker.note_gone(origin, seq);
+                    if told_gone.insert(origin, seq) != Some(seq) {
+                        broker.note_gone(origin, seq);
+                    }
+                    ended.entry(origin).or_insert(Ended {
+                        node_id: node,
+                        generation,
+                        departed: false,
+                    });
                 }
             }
             // Ids wait for every peer gossip lists (live or not: one cut off from
@@ -430,11 +451,7 @@ async fn sync_loop<N: Network>(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = unreachable;
             let live_peers: Vec<(u64, PeerTarget)> = live_peers.into_values().collect();
-            (
-                members.into_values().collect::<Vec<_>>(),
-                live_peers,
-                leaving,
-            )
+            (members.into_values().collect::<Vec<_>>(), live_peers, ended)
         };
         shared.has_peers.store(!live_peers.is_empty(), Relaxed);
         *shared.live_peers.lock().unwrap_or_else(|p| p.into_inner()) = live_peers
@@ -455,16 +472,19 @@ async fn sync_loop<N: Network>(
 
         // A departed origin's puller stops now. It drained, so normally its puller
         // applied everything it announced; if its drain timed out, what is missing
-        // gets a gap, as for a restart.
+        // gets a gap, as for a restart. (The puller of one that restarted without
+        // a drain is retired below, once its new process is live.)
         //
-        // One this node never pulled from at all drained to peers that did not
-        // include this node: it lived behind a partition (seed 4930: restarted
-        // there, its drain waited for the one peer it knew). If it started after
-        // this node's first pull would have asked for, all it accepted was owed
-        // here and is lost to this side: a gap, as for a restart.
+        // An origin this node never pulled from at all, gone either way, was cut
+        // off from this node all its life: one that drained did so to the peers it
+        // knew (seed 4930: restarted behind a partition, it knew only the peer on
+        // its side), one that crashed took its events with it (seed 2784: it
+        // restarted 490 ms before a partition, before this node had found it).
+        // If it started after this node's first pull would have asked for, all it
+        // accepted was owed here and is lost to this side: a gap, as for a restart.
         retired.retain(|origin| announced.contains_key(origin));
-        for (origin, (node_id, generation)) in leaving {
-            if let Some(puller) = pullers.remove(&origin) {
+        for (origin, gone) in ended {
+            if let Some(puller) = gone.departed.then(|| pullers.remove(&origin)).flatten() {
                 puller.handle.abort();
                 tracing::info!(peer = %puller.peer.node_id, "peer left the cluster after a drain");
                 retire(
@@ -475,16 +495,20 @@ async fn sync_loop<N: Network>(
                     shared.draining.load(Relaxed),
                 );
                 retired.insert(origin);
-            } else if *node_id != *self_id.node_id && retired.insert(origin) {
-                tracing::info!(
-                    peer = %Untrusted(&node_id),
+            } else if *gone.node_id != *self_id.node_id
+                && !pullers.contains_key(&origin)
+                && retired.insert(origin)
+            {
+                tracing::debug!(
+                    peer = %Untrusted(&gone.node_id),
                     origin = %format!("{origin:x}"),
-                    "peer left the cluster after a drain; this node never relayed from it"
+                    drained = gone.departed,
+                    "a peer process this node never relayed from has ended"
                 );
                 let never_pulled = Gone {
-                    node_id: &node_id,
+                    node_id: &gone.node_id,
                     origin,
-                    generation,
+                    generation: gone.generation,
                     next: 0,
                 };
                 retire(
@@ -620,6 +644,14 @@ fn retire(
         }
         _ => {}
     }
+}
+
+/// A peer origin gossip shows has ended: it left after a drain (`departed`), or
+/// its node came back as a newer generation.
+struct Ended {
+    node_id: String,
+    generation: u64,
+    departed: bool,
 }
 
 /// An origin whose process is gone, as [`retire`] judges what of it is owed.
