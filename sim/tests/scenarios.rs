@@ -503,3 +503,11 @@ fn a_node_crashed_behind_a_partition_leaves_a_gap_across_it() -> turmoil::Result
     }
     Ok(())
 }
+
+/// Seed 9022 of the random search (see `scenarios::drain_beside_a_crash`).
+/// A draining node still sends the `gap` of a peer that crashed: only a peer that
+/// left after a drain is left to the nodes that stay.
+#[test]
+fn a_draining_node_signals_a_crashed_peers_gap() -> turmoil::Result {
+    holds_at(&scenarios::drain_beside_a_crash(), 9022).map(drop)
+}
