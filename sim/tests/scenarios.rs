@@ -460,8 +460,8 @@ fn a_node_drained_behind_a_partition_leaves_a_gap_across_it() -> turmoil::Result
 }
 
 /// Seed 8743 of the random search (see `scenarios::drain_beside_a_draining_node`).
-/// A node that is draining sends no `gap` for a departed peer: its subscribers
-/// resume on nodes that hold those events (or signal them).
+/// A node that is draining sends no `gap` for a peer that left after a drain: its
+/// subscribers resume on nodes that hold those events.
 #[test]
 fn a_draining_node_leaves_a_departed_peers_gap_to_the_nodes_that_stay() -> turmoil::Result {
     holds_at(&scenarios::drain_beside_a_draining_node(), 8743).map(drop)
