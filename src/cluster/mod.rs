@@ -320,7 +320,8 @@ async fn sync_loop<N: Network>(
             let mut live_peers: BTreeMap<String, (u64, PeerTarget)> = BTreeMap::new();
             let mut seen = HashMap::new();
             let mut ips = HashSet::new();
-            // Origins of nodes that announced their departure after a drain.
+            // Origins whose process ended: their node announced its departure
+            // after a drain, or gossip lists a newer generation of the node id.
             let mut ended: HashMap<Origin, Ended> = HashMap::new();
             // Peers (by node id) gossip knows, and whether their newest generation
             // departed after a drain (states come in generation order).
@@ -608,9 +609,10 @@ struct Puller {
 /// other: one that leaves after accepting events no peer of this node's side of a
 /// partition pulled must leave them a gap.)
 ///
-/// A node that is `draining` says nothing of a peer that left after a drain: its subscribers are about to resume on the nodes that stay, which
-/// that peer's drain waited for, while a gap here would move their cursors past
-/// events those nodes hold (seeds 5054 and 8743: a peer's drain does not wait for
+/// A node that is `draining` says nothing of a peer that left after a drain: its
+/// subscribers are about to resume on the nodes that stay, which that peer's drain
+/// waited for, while a gap here would move their cursors past events those nodes
+/// hold (seeds 5054 and 8743: a peer's drain does not wait for
 /// a node that announced its own departure, which still serves its streams). Of a
 /// peer that crashed it still signals the gap: the nodes that stay may lack those
 /// events too, and this node's ids stop waiting for that origin, so without the
@@ -641,7 +643,7 @@ fn retire(
                 origin = %format!("{:x}", gone.origin),
                 received_upto = owed_from - 1,
                 accepted_upto = upto,
-                "a restarted peer's last events never reached this node; signalling a gap"
+                "a peer process that ended never relayed its last events here; signalling a gap"
             );
             broker.remote_gap(gone.origin, upto);
         }
